@@ -1,0 +1,132 @@
+"""Every number that defines an experiment.
+
+``configurations[N]`` holds the keys in which setting N differs from
+``DEFAULTS``; ``get_config(N)`` merges them.  Settings 0-31 are the seed's
+(26 was commented out there), with its machine paths replaced by config
+numbers: ``init_from`` names the config whose newest ``model_best.pth.tar``
+under ``logs/`` initialises this stage, ``color_stats_from`` the config whose
+GMM and mean lightness are reused.  Settings 100-102 are the CPU-sized demo
+(FCN-32s -> FCN-16s -> FCN-8s on the bundled photos or any ``-d`` folder).
+"""
+import copy
+
+DEFAULTS = dict(
+    # --- optimisation -----------------------------------------------------
+    max_iteration=100000,      # training iterations (one batch each)
+    lr=1e-10,                  # learning rate
+    optim='SGD',               # 'SGD' (with momentum) or 'Adam' (momentum = beta1)
+    momentum=0.99,             # SGD momentum / Adam beta1
+    weight_decay=0.0005,       # L2 penalty
+    loss_reduction='sum',      # 'sum' over pixels, mean over batch (seed / pytorch-fcn) or 'mean'
+    nonfinite_loss='stop',     # a NaN/inf loss: 'stop' the run, or 'skip' the step and count it
+    seed=0,                    # torch / numpy / python RNGs, sampler shuffles, pixel sampling
+    # --- data ---------------------------------------------------------------
+    im_size=(256, 256),        # (height, width) every image is resized to (bilinear)
+    batch_size=1,              # images per step PER PROCESS (validation: val_batch_size)
+    val_batch_size=1,          # validation batch size (the seed used 1)
+    train_set='full',          # ImageNet set: tiny | small | full | bright-1 (see data_loader.SET_LISTS)
+    val_set='small',           # ImageNet set used for validation
+    val_fraction=0.1,          # share of a photo folder held out for validation (hash split)
+    max_image_pixels=89478485, # larger images are refused from their header (PIL's own limit)
+    workers=None,              # DataLoader workers per process; None = min(8, cores per process - 1)
+    prefetch_factor=4,         # batches each worker keeps ready
+    # --- colour targets -------------------------------------------------------
+    binning=None,              # soft | uniform | one-hot; None = the -b flag (default soft)
+    numbins=None,              # K; None = the -k flag (default 128)
+    uniform_sigma='default',   # uniform bins' sigma; 'default' = Voronoi radius spacing/sqrt(2)
+    img_lowpass=None,          # low-pass the H/C targets by this factor (None = full resolution)
+    stats_num_images=5000,     # images sampled for the GMM and the mean lightness
+    stats_pixels_per_image=20, # random pixels taken from each of them
+    rebalance_lambda=None,     # class rebalancing (Zhang et al.): None = off, 0.5 = their lambda
+    rebalance_sigma=0.05,      # smoothing of the bin prior on the chroma plane
+    # --- model ------------------------------------------------------------------
+    padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
+    fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
+    vgg16=None,                # local torchvision vgg16 / vgg16_bn state dict to start from
+    init_from=None,            # config number whose best model initialises this stage
+    color_stats_from=None,     # config number whose GMM + mean L are reused
+    sync_bn=False,             # SyncBatchNorm under torch.distributed
+    # --- logging / checkpoints ----------------------------------------------------
+    interval_validate=None,    # validate (and checkpoint) every N iterations; None = one epoch
+    save_interval=None,        # also checkpoint every N iterations (None = only at validation)
+    viz_images=9,              # validation images drawn in visualization_viz/*.png
+    decode='annealed',         # how predictions become colours: annealed | mean | mode
+    temperature=0.38,          # annealed-mean temperature (Zhang et al. 2016)
+    # --- speed (CUDA only; CPU runs plain float32) ---------------------------------
+    amp=True,                  # torch.autocast: bf16 where supported, else fp16 + GradScaler
+    channels_last=True,        # NHWC memory format
+    cudnn_benchmark=True,      # let cuDNN pick the fastest convolution algorithms
+    pin_memory=True,           # page-locked host batches, non-blocking copies
+    compile=False,             # torch.compile the model
+)
+
+_ADAM = dict(optim='Adam')
+_LOWPASS8 = dict(_ADAM, momentum=0.8, interval_validate=50, img_lowpass=8, train_set='full', val_set='small')
+_BIG_BATCH = dict(_ADAM, max_iteration=300000, momentum=0.9, interval_validate=50, batch_size=8,
+                  train_set='full', val_set='small', color_stats_from=21)
+_BRIGHT = dict(_ADAM, max_iteration=100000, lr=1e-6, momentum=0.9, interval_validate=100,
+               img_lowpass=4, im_size=(256, 256), batch_size=4, train_set='bright-1', val_set='small')
+
+configurations = {
+    0: dict(max_iteration=100000, lr=1e-10, momentum=0.99, interval_validate=4000),
+    1: dict(max_iteration=500000, lr=1e-10, momentum=0.99, interval_validate=1000),
+    2: dict(max_iteration=500000, lr=1e-12, momentum=0.9, interval_validate=1000),
+    3: dict(max_iteration=500000, lr=1e-10, momentum=0.9, interval_validate=1000),
+    4: dict(max_iteration=500000, lr=1e-10, momentum=0.9, interval_validate=5),
+    5: dict(max_iteration=10000, lr=0.01, momentum=0.9, interval_validate=5),
+    6: dict(max_iteration=10000, lr=1e-10, momentum=0.9, interval_validate=10),
+    # the seed's 9-image sanity run (-b soft -k 32); the seed edited the script to pick `tiny`
+    7: dict(max_iteration=10000, lr=1e-08, momentum=0.9, interval_validate=50,
+            train_set='tiny', val_set='tiny'),
+    8: dict(max_iteration=10000, lr=1e-10, momentum=0.9, interval_validate=50),
+    9: dict(_ADAM, max_iteration=1000, lr=1e-4, momentum=0.9, interval_validate=50),
+    10: dict(_ADAM, max_iteration=100, lr=1e-4, momentum=0.9, interval_validate=10),
+    11: dict(_ADAM, max_iteration=100000, lr=1e-4, momentum=0.9, interval_validate=50),
+    12: dict(_ADAM, max_iteration=100000, lr=1e-5, momentum=0.8, interval_validate=50),
+    13: dict(_ADAM, max_iteration=100000, lr=1e-6, momentum=0.8, interval_validate=50),
+    # FCN-32s, targets low-passed 8x, run with -k 16
+    14: dict(_LOWPASS8, max_iteration=100000, lr=1e-6),
+    # FCN-16s from 14's best model
+    15: dict(_LOWPASS8, max_iteration=100000, lr=1e-6, init_from=14),
+    16: dict(_LOWPASS8, max_iteration=100000, lr=1e-9, init_from=14, color_stats_from=15),
+    17: dict(_LOWPASS8, max_iteration=100000, lr=1e-7, init_from=14, color_stats_from=15),
+    # FCN-8s from 16's best model
+    18: dict(_LOWPASS8, max_iteration=100000, lr=1e-6, init_from=16, color_stats_from=15),
+    19: dict(_LOWPASS8, max_iteration=100000, lr=1e-6, img_lowpass=4),
+    20: dict(_ADAM, max_iteration=1000000, lr=1e-5, momentum=0.9, interval_validate=50,
+             img_lowpass=4, train_set='full', val_set='full', init_from=16),
+    21: dict(_BIG_BATCH, lr=1e-7, color_stats_from=None),
+    22: dict(_BIG_BATCH, lr=1e-8),
+    23: dict(_BIG_BATCH, lr=1e-9),
+    24: dict(_BIG_BATCH, lr=1e-10),
+    25: dict(_BRIGHT, train_set='full'),
+    27: dict(_BRIGHT),
+    28: dict(_BRIGHT, batch_size=3, binning='uniform'),
+    29: dict(_BRIGHT, binning='uniform', init_from=28, color_stats_from=28),
+    30: dict(_BRIGHT, binning='uniform', init_from=29, color_stats_from=28),
+    # run as: train_color_fcn8s.py -c 31 -k 256 -b uniform
+    31: dict(_BRIGHT, lr=1e-7, binning='uniform', init_from=29, color_stats_from=28),
+}
+
+# CPU-sized demo: the bundled photos (or -d FOLDER) in a few minutes on 2 cores
+_DEMO = dict(
+    optim='Adam', lr=1e-3, momentum=0.9, weight_decay=0.0, loss_reduction='mean',
+    im_size=(96, 96), batch_size=4, binning='soft', numbins=32, img_lowpass=4,
+    stats_num_images=500, stats_pixels_per_image=500, fc_channels=512,
+    interval_validate=40, train_set='small', val_set='small',
+)
+configurations[100] = dict(_DEMO, max_iteration=200)                  # FCN-32s
+configurations[101] = dict(_DEMO, max_iteration=100, init_from=100)   # FCN-16s from 100
+configurations[102] = dict(_DEMO, max_iteration=100, init_from=101)   # FCN-8s from 101
+
+
+def get_config(number):
+    """DEFAULTS updated with ``configurations[number]`` (a fresh dict)."""
+    if number not in configurations:
+        raise KeyError('no configuration %r; known: %s' % (number, sorted(configurations)))
+    unknown = set(configurations[number]) - set(DEFAULTS)
+    if unknown:
+        raise KeyError('configuration %d has unknown keys %s' % (number, sorted(unknown)))
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg.update(copy.deepcopy(configurations[number]))
+    return cfg

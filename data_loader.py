@@ -1,0 +1,641 @@
+"""Files -> (lightness, colour target).
+
+Two halves, so that the data never starves the GPU:
+
+* ``ColorizeImageNet`` (a ``torch.utils.data.Dataset``) does only the per-file
+  work in DataLoader workers: decode, convert to RGB, resize.  It yields
+  ``uint8 [3, H, W]`` tensors; unreadable files come back as ``None`` and are
+  dropped by :func:`collate_skip_unreadable`.
+* ``ColorEncoder.encode`` turns a whole uint8 batch, already on the training
+  device, into the network input (mean-centred L, ``[B, 1, H, W]``) and the
+  target: bin posteriors ``[B, K, H, W]`` (``soft`` GMM bins, ``uniform`` grid
+  bins) or integer labels ``[B, 2, H, W]`` (``one-hot``: hue and chroma bins).
+
+Where the files come from: an ImageNet root (``train/``, ``val/`` and the list
+files of ``lists/``), any folder of photos (split by a hash of each path), or the
+colour photos shipped inside scikit-image (the default demo set).
+"""
+import hashlib
+import logging
+import math
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+import utils
+
+log = logging.getLogger('colorizer')
+
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+LISTS_DIR = os.path.join(REPO_DIR, 'lists')
+BUNDLED_DIR = os.path.join(REPO_DIR, 'data', 'bundled')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+BINNINGS = ('soft', 'uniform', 'one-hot')
+
+# ImageNet list files of each set; `{split}` is train or val (seed-configs.md)
+SET_LISTS = {
+    'tiny': 'tiny_val.txt',
+    'small': 'files_100k_{split}.txt',
+    'full': 'files_{split}.txt',
+    'bright-1': 'files-rgbvar-{split}-1000-101000.txt',
+}
+
+# colour photos that ship inside scikit-image: name -> loader of an RGB(A) array
+BUNDLED_PHOTOS = (
+    'astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle_left', 'motorcycle_right',
+    'hubble_deep_field', 'immunohistochemistry', 'retina', 'colorwheel',
+)
+
+
+class UnreadableImage(Exception):
+    """A file that cannot be turned into an RGB image (the message says why)."""
+
+
+# --------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------
+
+def load_rgb(path, max_pixels):
+    """Read any PIL-readable image as uint8 RGB ``[H, W, 3]``, EXIF orientation applied.
+
+    Grey, palette, CMYK, RGBA and 16-bit images are converted; images of more
+    than ``max_pixels`` pixels are refused from their header, before decoding.
+    Raises :class:`UnreadableImage` for everything that cannot be read.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise UnreadableImage('%dx%d pixels is over the limit of %d (max_image_pixels)'
+                                      % (img.width, img.height, max_pixels))
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
+                arr = np.asarray(img, dtype=np.float64)
+                top = 65535.0 if arr.max() > 255 else 255.0
+                img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+            if img.mode == 'P' and 'transparency' in img.info:
+                img = img.convert('RGBA')
+            if img.mode in ('RGBA', 'LA', 'PA'):
+                background = Image.new('RGBA', img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img.convert('RGBA'))
+            rgb = np.asarray(img.convert('RGB'))
+    except UnreadableImage:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UnreadableImage('%s: %s' % (type(err).__name__, err)) from None
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise UnreadableImage('empty image')
+    return rgb
+
+
+def find_images(folder):
+    """Sorted paths (relative to ``folder``) of every image file below it."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for name in filenames:
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.relpath(os.path.join(dirpath, name), folder))
+    return sorted(found)
+
+
+def read_list(path):
+    """A list file -> image paths (first column; Larsson's lists carry a class index)."""
+    with open(path) as f:
+        return [line.split()[0].lstrip('/') for line in f if line.strip()]
+
+
+def write_list(path, files):
+    """Write one path a line, atomically (never a half-written list)."""
+    tmp = path + '.tmp%d' % os.getpid()
+    with open(tmp, 'w') as f:
+        f.writelines(p + '\n' for p in files)
+    os.replace(tmp, path)
+
+
+def hash_split(files, val_fraction, salt=''):
+    """Deterministic (train, val) split by an md5 of each relative path.
+
+    At least one validation image; with a single image it serves both splits.
+    """
+    def score(p):
+        digest = hashlib.md5((salt + p.replace(os.sep, '/')).encode()).hexdigest()
+        return int(digest[:8], 16) / 16 ** 8
+    scored = sorted(files, key=score)
+    val = {p for p in files if score(p) < val_fraction} or set(scored[:1])
+    train = [p for p in files if p not in val] or list(files)
+    return train, sorted(val)
+
+
+def materialise_bundled(dest=BUNDLED_DIR):
+    """Write scikit-image's colour photos as PNG into ``dest`` once; returns ``dest``."""
+    import skimage.data
+    os.makedirs(dest, exist_ok=True)
+    for name in BUNDLED_PHOTOS:
+        path = os.path.join(dest, name + '.png')
+        if os.path.exists(path):
+            continue
+        if name.startswith('motorcycle_'):
+            left, right, _ = skimage.data.stereo_motorcycle()
+            rgb = left if name.endswith('left') else right
+        else:
+            rgb = getattr(skimage.data, name)()
+        tmp = path + '.tmp.png'
+        Image.fromarray(np.asarray(rgb)[..., :3]).save(tmp)
+        os.replace(tmp, path)
+    return dest
+
+
+def is_imagenet_root(root):
+    """An ImageNet-style root holds ``train/`` and ``val/`` folders."""
+    return os.path.isdir(os.path.join(root, 'train')) and os.path.isdir(os.path.join(root, 'val'))
+
+
+def resolve_list(root, set_name, split, generated_dir=None):
+    """The list file of an ImageNet set: under ``root`` first, then in ``lists/``.
+
+    The full lists are not shipped: a missing ``files_<split>.txt`` is generated
+    by scanning ``root/<split>`` and written to ``root`` (or ``generated_dir``
+    when ``root`` is read-only).
+    """
+    if set_name not in SET_LISTS:
+        raise ValueError('unknown set %r (choose from %s)' % (set_name, sorted(SET_LISTS)))
+    name = SET_LISTS[set_name].format(split=split)
+    for folder in (root, LISTS_DIR, generated_dir):
+        if folder and os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    if set_name != 'full':
+        raise FileNotFoundError('list %s of set %r found neither in %s nor in %s'
+                                % (name, set_name, root, LISTS_DIR))
+    files = [os.path.join(split, p) for p in find_images(os.path.join(root, split))]
+    target = os.path.join(root, name) if os.access(root, os.W_OK) else os.path.join(generated_dir, name)
+    log.warning('%s not found: generated it from %s (%d images) into %s',
+                name, os.path.join(root, split), len(files), target)
+    write_list(target, files)
+    return target
+
+
+# --------------------------------------------------------------------------
+# dataset
+# --------------------------------------------------------------------------
+
+class ColorizeImageNet(torch.utils.data.Dataset):
+    """Images of a list (ImageNet set) or an explicit file list, as uint8 ``[3, H, W]``.
+
+    The colour arguments of the seed (bins, num_hc_bins, img_lowpass, gmm_path,
+    mean_l_path, uniform_sigma) are kept: :meth:`build_encoder` turns them into
+    the :class:`ColorEncoder` that makes (L, target) from a batch.
+    ``__getitem__`` returns ``(rgb_uint8 or None, index, reason)``.
+    """
+
+    def __init__(self, root, split='train', set='small', bins='soft', num_hc_bins=128,
+                 img_lowpass=None, im_size=(256, 256), gmm_path=None, mean_l_path=None,
+                 uniform_sigma='default', files=None, max_image_pixels=Image.MAX_IMAGE_PIXELS,
+                 list_dir=None):
+        if bins not in BINNINGS:
+            raise ValueError('unknown binning %r (choose from %s)' % (bins, BINNINGS))
+        self.root, self.split, self.set = root, split, set
+        self.bins, self.num_hc_bins, self.img_lowpass = bins, num_hc_bins, img_lowpass
+        self.im_size = tuple(im_size)
+        self.gmm_path, self.mean_l_path, self.uniform_sigma = gmm_path, mean_l_path, uniform_sigma
+        self.max_image_pixels = max_image_pixels
+        if files is None:
+            self.list_path = resolve_list(root, set, split, list_dir)
+            files = read_list(self.list_path)
+        else:
+            self.list_path = None
+        self.files = list(files)
+        if not self.files:
+            raise ValueError('no images in %s' % (self.list_path or root))
+
+    def __len__(self):
+        return len(self.files)
+
+    def describe(self):
+        return self.list_path or self.root
+
+    def path(self, index):
+        return os.path.join(self.root, self.files[index])
+
+    def load_resized(self, index):
+        """uint8 ``[H, W, 3]`` at ``im_size`` (bilinear, as the seed); raises UnreadableImage."""
+        rgb = load_rgb(self.path(index), self.max_image_pixels)
+        height, width = self.im_size
+        if rgb.shape[:2] != (height, width):
+            rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+        return rgb
+
+    def __getitem__(self, index):
+        try:
+            rgb = self.load_resized(index)
+        except UnreadableImage as err:
+            return None, index, str(err)
+        return torch.from_numpy(np.array(rgb)).permute(2, 0, 1), index, ''
+
+    def check_readable(self, max_tries=50):
+        """Fail at start, naming the list or folder, when no image can be read."""
+        for index in range(min(len(self), max_tries)):
+            try:
+                self.load_resized(index)
+                return
+            except UnreadableImage:
+                continue
+        raise ValueError('none of the first %d images of %s can be read'
+                         % (min(len(self), max_tries), self.describe()))
+
+    def sample_pixels(self, num_images, pixels_per_image, seed):
+        """Random (H, C, L) pixels ``[N, 3]`` from up to ``num_images`` random images."""
+        rng = np.random.RandomState(seed)
+        order = rng.permutation(len(self))[:num_images]
+        samples = []
+        for index in order:
+            try:
+                rgb = self.load_resized(int(index))
+            except UnreadableImage:
+                continue
+            flat = rgb.reshape(-1, 3)
+            pick = rng.choice(len(flat), size=min(pixels_per_image, len(flat)), replace=False)
+            rgb_t = torch.from_numpy(flat[pick].T.reshape(3, 1, -1).astype(np.float64) / 255.0)
+            h, c, l = rgb_to_hcl_flat(rgb_t)
+            samples.append(np.stack([h, c, l], axis=1))
+        if not samples:
+            raise ValueError('no readable image to sample colours from in %s' % self.describe())
+        return np.concatenate(samples).astype(np.float64)
+
+    def build_encoder(self, num_images, pixels_per_image, seed, rebalance_lambda=None,
+                      rebalance_sigma=None):
+        """The :class:`ColorEncoder` of this dataset's colour statistics.
+
+        Mean L, the GMM and the bin prior are loaded from ``mean_l_path`` /
+        ``gmm_path`` when those files exist, else estimated from sampled pixels
+        and cached there (plain ``.npy`` / ``.npz`` arrays, never pickles).
+        """
+        need_fit = not (self.mean_l_path and os.path.isfile(self.mean_l_path))
+        need_fit |= self.bins == 'soft' and not (self.gmm_path and os.path.isfile(self.gmm_path))
+        need_fit |= bool(rebalance_lambda) and not (self.gmm_path and os.path.isfile(prior_path(self.gmm_path)))
+        samples = self.sample_pixels(num_images, pixels_per_image, seed) if need_fit else None
+
+        if self.mean_l_path and os.path.isfile(self.mean_l_path):
+            mean_l = float(np.load(self.mean_l_path))
+        else:
+            mean_l = float(samples[:, 2].mean())
+            if self.mean_l_path:
+                save_array(self.mean_l_path, np.array(mean_l))
+
+        if self.bins == 'soft':
+            if self.gmm_path and os.path.isfile(self.gmm_path):
+                bins = GMMBins.load(self.gmm_path)
+                if bins.num_bins != self.num_hc_bins:
+                    raise ValueError('%s holds %d GMM bins, the run asks for %d'
+                                     % (self.gmm_path, bins.num_bins, self.num_hc_bins))
+            else:
+                bins = GMMBins.fit(samples[:, :2], self.num_hc_bins, seed)
+                if self.gmm_path:
+                    bins.save(self.gmm_path)
+        elif self.bins == 'uniform':
+            bins = GMMBins.uniform_grid(self.num_hc_bins, self.uniform_sigma)
+        else:
+            bins = OneHotBins(self.num_hc_bins)
+
+        class_weights = None
+        if rebalance_lambda:
+            if self.bins == 'one-hot':
+                raise ValueError('class rebalancing needs joint bins (soft or uniform), not one-hot')
+            cached = prior_path(self.gmm_path) if self.gmm_path else None
+            if cached and os.path.isfile(cached):
+                prior = np.load(cached)
+            else:
+                prior = bins.empirical_prior(samples[:, :2], rebalance_sigma)
+                if cached:
+                    save_array(cached, prior)
+            class_weights = rebalancing_weights(prior, rebalance_lambda)
+        return ColorEncoder(bins, mean_l, self.img_lowpass, class_weights)
+
+
+def rgb_to_hcl_flat(rgb):
+    """``[3, 1, N]`` float RGB -> numpy (h, c, l) vectors of length N."""
+    h, c, l = utils.rgb_to_hcl(rgb)
+    return h.reshape(-1).numpy(), c.reshape(-1).numpy(), l.reshape(-1).numpy()
+
+
+def prior_path(gmm_path):
+    return os.path.join(os.path.dirname(gmm_path), 'bin_prior.npy')
+
+
+def save_array(path, array):
+    """np.save through a temporary file in the same folder, then an atomic rename."""
+    tmp = path + '.tmp%d.npy' % os.getpid()
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def collate_skip_unreadable(batch):
+    """Stack the readable images of a batch; report the unreadable ones.
+
+    Returns ``dict(rgb=uint8 [B, 3, H, W] or None, index=[B], skipped=[(index, reason)])``.
+    """
+    good = [(rgb, i) for rgb, i, _ in batch if rgb is not None]
+    skipped = [(i, reason) for rgb, i, reason in batch if rgb is None]
+    return {
+        'rgb': torch.stack([rgb for rgb, _ in good]) if good else None,
+        'index': torch.tensor([i for _, i in good], dtype=torch.long),
+        'skipped': skipped,
+    }
+
+
+# --------------------------------------------------------------------------
+# colour bins
+# --------------------------------------------------------------------------
+
+class GMMBins:
+    """K Gaussian bins in (H, C) with full 2x2 covariances; posteriors are soft targets.
+
+    ``weights [K]``, ``means [K, 2]``, ``covariances [K, 2, 2]`` (float64 numpy).
+    """
+
+    binning = 'soft'
+
+    def __init__(self, weights, means, covariances, binning='soft'):
+        self.weights = np.asarray(weights, np.float64)
+        self.means = np.asarray(means, np.float64)
+        self.covariances = np.asarray(covariances, np.float64)
+        self.binning = binning
+        k = len(self.weights)
+        if self.means.shape != (k, 2) or self.covariances.shape != (k, 2, 2):
+            raise ValueError('GMM arrays do not describe K=%d 2-D components' % k)
+        # log N(x | mu, Sigma) = -0.5 |U^T (x - mu)|^2 + log det U - log 2 pi, U U^T = Sigma^-1
+        self._prec_chol = np.stack([np.linalg.cholesky(np.linalg.inv(c)) for c in self.covariances])
+        self._log_norm = (np.log(self.weights) - math.log(2 * math.pi)
+                          + np.log(self._prec_chol[:, 0, 0] * self._prec_chol[:, 1, 1]))
+        self._device_cache = {}
+
+    @property
+    def num_bins(self):
+        return len(self.weights)
+
+    @property
+    def num_outputs(self):
+        return self.num_bins
+
+    @property
+    def centres(self):
+        """``[K, 2]`` (H, C) of each bin, for decoding."""
+        return torch.from_numpy(self.means).float()
+
+    @classmethod
+    def fit(cls, hc, num_bins, seed):
+        """Fit scikit-learn's GaussianMixture (full covariance, k-means init) on ``[N, 2]`` pixels."""
+        from sklearn.mixture import GaussianMixture
+        if len(hc) < num_bins:
+            raise ValueError('%d sampled pixels cannot fit %d GMM bins: sample more pixels '
+                             '(stats_pixels_per_image) or use fewer bins (-k)' % (len(hc), num_bins))
+        gmm = GaussianMixture(n_components=num_bins, covariance_type='full',
+                              init_params='kmeans', random_state=seed)
+        gmm.fit(hc)
+        return cls(gmm.weights_, gmm.means_, gmm.covariances_)
+
+    @classmethod
+    def uniform_grid(cls, num_bins, sigma='default'):
+        """``uniform`` binning: a sqrt(K) x sqrt(K) grid of centres on [0, 1]^2, equal weights.
+
+        ``sigma='default'`` is the radius of a bin's Voronoi cell, spacing / sqrt(2).
+        """
+        side = int(round(math.sqrt(num_bins)))
+        if side * side != num_bins or side < 2:
+            raise ValueError('uniform binning needs K to be a perfect square >= 4, got %d' % num_bins)
+        axis = np.linspace(0.0, 1.0, side)
+        hh, cc = np.meshgrid(axis, axis, indexing='ij')
+        if sigma in (None, 'default'):
+            sigma = (axis[1] - axis[0]) / math.sqrt(2.0)
+        cov = np.tile(np.eye(2) * float(sigma) ** 2, (num_bins, 1, 1))
+        return cls(np.full(num_bins, 1.0 / num_bins), np.stack([hh.ravel(), cc.ravel()], 1),
+                   cov, binning='uniform')
+
+    @classmethod
+    def load(cls, path):
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z['weights'], z['means'], z['covariances'])
+
+    def save(self, path):
+        tmp = path + '.tmp%d.npz' % os.getpid()
+        np.savez(tmp, weights=self.weights, means=self.means, covariances=self.covariances)
+        os.replace(tmp, path)
+
+    def _params_on(self, device):
+        key = str(device)
+        if key not in self._device_cache:
+            as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)
+            self._device_cache[key] = (as_t(self.means).view(1, -1, 2, 1, 1),
+                                       as_t(self._prec_chol).view(1, -1, 2, 2, 1, 1),
+                                       as_t(self._log_norm).view(1, -1, 1, 1))
+        return self._device_cache[key]
+
+    def log_posterior(self, hue, chroma):
+        """(H, C) ``[B, H, W]`` -> log posteriors ``[B, K, H, W]`` (float32 quadratic form)."""
+        means, chol, log_norm = self._params_on(hue.device)
+        d_h = hue.float().unsqueeze(1) - means[:, :, 0]          # [B, K, H, W]
+        d_c = chroma.float().unsqueeze(1) - means[:, :, 1]
+        y0 = d_h * chol[:, :, 0, 0] + d_c * chol[:, :, 1, 0]
+        y1 = d_h.mul_(chol[:, :, 0, 1]).add_(d_c.mul_(chol[:, :, 1, 1]))
+        logp = y0.square_().add_(y1.square_()).mul_(-0.5).add_(log_norm)
+        return torch.log_softmax(logp, dim=1)
+
+    def encode(self, hue, chroma):
+        """(H, C) ``[B, H, W]`` -> posterior over the K bins ``[B, K, H, W]`` (sums to 1)."""
+        return self.log_posterior(hue, chroma).exp_()
+
+    def decode(self, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
+        """``[B, K, H, W]`` probabilities -> (hue, chroma) ``[B, H, W]``."""
+        return utils.decode_bins(probs, self.centres, method, temperature)
+
+    def argmax_labels(self, target):
+        return target.argmax(dim=1)
+
+    def empirical_prior(self, hc, sigma):
+        """Bin prior ``[K]`` from pixels ``[N, 2]``: mean posterior, smoothed over bin centres.
+
+        The smoothing is a Gaussian of width ``sigma`` on the chroma plane between centres.
+        """
+        post = self.encode(torch.from_numpy(hc[:, 0]).view(1, -1, 1),
+                           torch.from_numpy(hc[:, 1]).view(1, -1, 1))
+        prior = post.double().mean(dim=(0, 2, 3)).numpy()
+        if sigma:
+            ab = utils.hue_chroma_to_plane(torch.from_numpy(self.means[:, 0]),
+                                           torch.from_numpy(self.means[:, 1])).numpy().T  # [K, 2]
+            dist2 = ((ab[:, None, :] - ab[None, :, :]) ** 2).sum(-1)
+            kernel = np.exp(-0.5 * dist2 / sigma ** 2)
+            prior = kernel @ prior / kernel.sum(1)
+        return prior / prior.sum()
+
+    def state(self):
+        """Plain tensors for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
+        return {'binning': self.binning, 'weights': torch.from_numpy(self.weights),
+                'means': torch.from_numpy(self.means), 'covariances': torch.from_numpy(self.covariances)}
+
+
+class OneHotBins:
+    """Separate hue and chroma bins, edges ``linspace(0, 1, K)``; labels ``digitize - 1``.
+
+    The network has two heads (2K outputs: hue scores then chroma scores).
+    """
+
+    binning = 'one-hot'
+
+    def __init__(self, num_bins):
+        if num_bins < 2:
+            raise ValueError('one-hot binning needs K >= 2')
+        self.num_bins = num_bins
+        self.edges = torch.linspace(0.0, 1.0, num_bins, dtype=torch.float64)
+        upper = torch.cat([self.edges[1:], self.edges[-1:]])
+        self.bin_centres = ((self.edges + upper) / 2).float()
+
+    @property
+    def num_outputs(self):
+        return 2 * self.num_bins
+
+    def labels(self, x):
+        """Values ``[...]`` in [0, 1] -> bin indices (numpy.digitize(x, edges) - 1)."""
+        edges = self.edges.to(device=x.device, dtype=x.dtype)
+        return (torch.bucketize(x, edges, right=True) - 1).clamp_(0, self.num_bins - 1)
+
+    def encode(self, hue, chroma):
+        """(H, C) ``[B, H, W]`` -> labels ``[B, 2, H, W]`` (hue bin, chroma bin), int64."""
+        return torch.stack([self.labels(hue), self.labels(chroma)], dim=1)
+
+    def split_heads(self, scores):
+        """``[B, 2K, H, W]`` network output -> (hue scores, chroma scores)."""
+        return scores[:, :self.num_bins], scores[:, self.num_bins:]
+
+    def decode(self, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
+        """``[B, 2K, H, W]`` per-head probabilities -> (hue, chroma) ``[B, H, W]``."""
+        hue_p, chroma_p = self.split_heads(probs)
+        return utils.decode_hue_and_chroma_heads(hue_p, chroma_p, self.bin_centres,
+                                                 self.bin_centres, method, temperature)
+
+    def state(self):
+        return {'binning': self.binning, 'num_bins': self.num_bins}
+
+
+def rebalancing_weights(prior, lam):
+    """Zhang et al. 2016: w ~ ((1 - lam) p + lam / K)^-1, scaled so E_p[w] = 1."""
+    prior = np.asarray(prior, np.float64)
+    weights = 1.0 / ((1.0 - lam) * prior + lam / len(prior))
+    return weights / (prior * weights).sum()
+
+
+def bins_from_state(state):
+    """Inverse of ``bins.state()`` (checkpoint -> bins object)."""
+    if state['binning'] == 'one-hot':
+        return OneHotBins(int(state['num_bins']))
+    return GMMBins(state['weights'].numpy(), state['means'].numpy(), state['covariances'].numpy(),
+                   binning=state['binning'])
+
+
+# --------------------------------------------------------------------------
+# batch encoder (runs on the training device)
+# --------------------------------------------------------------------------
+
+class ColorEncoder:
+    """uint8 RGB batch -> (mean-centred L ``[B, 1, H, W]``, target); also the way back."""
+
+    def __init__(self, bins, mean_l, img_lowpass=None, class_weights=None):
+        self.bins, self.mean_l, self.img_lowpass = bins, float(mean_l), img_lowpass
+        self.class_weights = None if class_weights is None else torch.as_tensor(
+            np.asarray(class_weights), dtype=torch.float32)
+
+    @property
+    def binning(self):
+        return self.bins.binning
+
+    @property
+    def num_bins(self):
+        return self.bins.num_bins
+
+    @property
+    def num_outputs(self):
+        return self.bins.num_outputs
+
+    def rgb_float(self, rgb_uint8):
+        return rgb_uint8.float().div_(255.0)
+
+    def lightness_input(self, lightness):
+        """L ``[B, H, W]`` -> network input ``[B, 1, H, W]`` (mean-centred)."""
+        return (lightness - self.mean_l).unsqueeze(1)
+
+    def encode(self, rgb_uint8, target_dtype=torch.float32):
+        """uint8 ``[B, 3, H, W]`` (on any device) -> (input ``[B, 1, H, W]``, target).
+
+        Target: ``[B, K, H, W]`` posteriors in ``target_dtype`` or ``[B, 2, H, W]`` labels.
+        """
+        hue, chroma, lightness = utils.rgb_to_hcl(self.rgb_float(rgb_uint8))
+        hue, chroma = utils.lowpass_hue_chroma(hue, chroma, self.img_lowpass)
+        target = self.bins.encode(hue, chroma)
+        if target.is_floating_point():
+            target = target.to(target_dtype)
+        return self.lightness_input(lightness), target
+
+    def probabilities(self, scores):
+        """Network scores -> per-pixel bin probabilities (softmax per head)."""
+        if self.binning == 'one-hot':
+            return torch.cat([torch.softmax(s.float(), 1) for s in self.bins.split_heads(scores)], 1)
+        return torch.softmax(scores.float(), dim=1)
+
+    def to_rgb(self, net_input, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
+        """(input ``[B, 1, H, W]``, probabilities) -> RGB ``[B, 3, H, W]`` in [0, 1]."""
+        hue, chroma = self.bins.decode(probs, method, temperature)
+        return utils.hcl_to_rgb(hue, chroma, net_input[:, 0].float() + self.mean_l)
+
+    def state(self):
+        """Everything needed to rebuild this encoder, as plain tensors and builtins."""
+        return {'bins': self.bins.state(), 'mean_l': self.mean_l, 'img_lowpass': self.img_lowpass,
+                'class_weights': self.class_weights}
+
+    @classmethod
+    def from_state(cls, state):
+        return cls(bins_from_state(state['bins']), state['mean_l'], state['img_lowpass'],
+                   state.get('class_weights'))
+
+
+# --------------------------------------------------------------------------
+# which files, from the command line and the config
+# --------------------------------------------------------------------------
+
+def make_datasets(dataset_path, cfg, run_dir, binning, num_bins):
+    """(train, val) datasets for ``-d`` (ImageNet root, photo folder, or None = bundled set).
+
+    Photo folders are split by :func:`hash_split`; the split is written into
+    ``run_dir`` (``split_train.txt``, ``split_val.txt``) and re-read on resume.
+    """
+    common = dict(bins=binning, num_hc_bins=num_bins, img_lowpass=cfg.get('img_lowpass'),
+                  im_size=cfg['im_size'], uniform_sigma=cfg.get('uniform_sigma', 'default'),
+                  gmm_path=os.path.join(run_dir, 'gmm.npz'),
+                  mean_l_path=os.path.join(run_dir, 'mean_l.npy'),
+                  max_image_pixels=cfg['max_image_pixels'])
+    if dataset_path and is_imagenet_root(dataset_path):
+        return (ColorizeImageNet(dataset_path, 'train', cfg['train_set'], list_dir=run_dir, **common),
+                ColorizeImageNet(dataset_path, 'val', cfg['val_set'], list_dir=run_dir, **common))
+    if dataset_path is None:
+        root = materialise_bundled()
+        files = find_images(root)
+        return (ColorizeImageNet(root, 'train', files=files, **common),
+                ColorizeImageNet(root, 'val', files=files, **common))
+    if not os.path.isdir(dataset_path):
+        raise FileNotFoundError('dataset folder %s does not exist' % dataset_path)
+    split_files = [os.path.join(run_dir, 'split_%s.txt' % s) for s in ('train', 'val')]
+    if all(os.path.isfile(p) for p in split_files):
+        train, val = (read_list(p) for p in split_files)
+    else:
+        files = find_images(dataset_path)
+        if not files:
+            raise ValueError('no image files (%s) found in %s' % (', '.join(IMAGE_EXTENSIONS), dataset_path))
+        train, val = hash_split(files, cfg['val_fraction'])
+        for path, split in zip(split_files, (train, val)):
+            write_list(path, split)
+    return (ColorizeImageNet(dataset_path, 'train', files=train, **common),
+            ColorizeImageNet(dataset_path, 'val', files=val, **common))
+
+
+warnings.filterwarnings('ignore', message='.*Palette images with Transparency.*')
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is unreadable, not half grey

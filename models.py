@@ -1,0 +1,387 @@
+"""Fully convolutional VGG16 networks (FCN-32s/16s/8s) for colourisation.
+
+The input is the lightness channel of a photo, ``[B, 1, H, W]``; the output is
+one score per colour bin and pixel, ``[B, n_class, H, W]``, at exactly the
+input resolution.  The layout follows wkentaro/pytorch-fcn (same layer names
+where they exist) with BatchNorm after every convolution and fixed (frozen)
+bilinear upsamplers.
+
+This module imports nothing from the project so a checkpoint can be used
+without the trainer: ``build_model(arch, n_class, ...)`` + ``load_state_dict``.
+"""
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = [
+    'get_upsampling_weight', 'FCN32sColor', 'FCN16sColor', 'FCN8sColor',
+    'ARCHITECTURES', 'build_model',
+]
+
+# Output widths of conv1_1..conv5_3, one tuple per VGG16 block.
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256),
+                (512, 512, 512), (512, 512, 512))
+IN_CHANNELS = 1          # lightness only
+CONV_KERNEL = 3          # every trunk convolution is 3x3
+POOL_SIZE = 2            # pool1..pool5: 2x2 windows, stride 2, ceil mode
+FC6_KERNEL = 7           # fc6 is VGG's first fully connected layer as a 7x7 conv
+VGG_FC_CHANNELS = 4096   # width of VGG16's classifier.0 / classifier.3
+DROPOUT_P = 0.5
+PADDING_SCHEMES = ('same', 'caffe')
+CAFFE_CONV1_1_PADDING = 100  # pytorch-fcn: lets any input survive fc6 unpadded
+
+
+def get_upsampling_weight(in_channels, out_channels, kernel_size):
+    """Bilinear kernel for a ConvTranspose2d, diagonal in channels.
+
+    Same formula as pytorch-fcn / Caffe's ``bilinear`` filler.
+    Returns a float32 tensor of shape [in_channels, out_channels, k, k] whose
+    [c, c] slices hold the 2D bilinear filter and all others are zero.
+    """
+    factor = (kernel_size + 1) // 2
+    if kernel_size % 2 == 1:
+        center = factor - 1
+    else:
+        center = factor - 0.5
+    og = np.ogrid[:kernel_size, :kernel_size]
+    filt = ((1 - abs(og[0] - center) / factor)
+            * (1 - abs(og[1] - center) / factor))
+    weight = np.zeros((in_channels, out_channels, kernel_size, kernel_size),
+                      dtype=np.float64)
+    diag = np.arange(min(in_channels, out_channels))
+    weight[diag, diag, :, :] = filt
+    return torch.from_numpy(weight).float()
+
+
+def _bilinear_upsampler(channels, stride):
+    """Frozen ConvTranspose2d (kernel 2*stride) initialised to bilinear."""
+    kernel = 2 * stride
+    up = nn.ConvTranspose2d(channels, channels, kernel, stride=stride,
+                            bias=False)
+    with torch.no_grad():
+        up.weight.copy_(get_upsampling_weight(channels, channels, kernel))
+    up.weight.requires_grad_(False)
+    return up
+
+
+def _crop(t, offset, size):
+    """Window ``t[..., o:o+h, o:o+w]`` of a [B, C, H', W'] map; fails if the
+    window does not fit (slicing would otherwise silently shrink it)."""
+    h, w = size
+    if offset < 0 or offset + h > t.shape[-2] or offset + w > t.shape[-1]:
+        raise RuntimeError(
+            f'crop at offset {offset} of size {(h, w)} out of range for a '
+            f'map of size {tuple(t.shape[-2:])}')
+    return t[:, :, offset:offset + h, offset:offset + w]
+
+
+class FCN32sColor(nn.Module):
+    """FCN-32s colouriser: VGG16 trunk + score_fr + one 32x bilinear upsampler.
+
+    forward: x [B, 1, H, W] (lightness) -> scores [B, n_class, H, W].
+
+    padding='same' (default): conv1_1 pads 1 and fc6 pads 3, so no compute is
+    spent on padding; the ceil-mode pools give pool5 size ceil(H/32).
+    padding='caffe': pytorch-fcn's scheme (conv1_1 pads 100, fc6 unpadded,
+    fixed Caffe crop offsets), for reproducing the original geometry.
+
+    Crop offsets (pixels, applied to both spatial dims):
+      * 'final': where the output window starts in the last upsampled map.
+      * 'pool4'/'pool3': skip fusion. 'caffe' crops the (larger) skip score
+        map to the upsampled size, 'same' crops the (larger) upsampled map to
+        the skip size.
+    'same' derivation: a 2x2/stride-2 pool puts output j at input 2j + 0.5,
+    so a stride-s map has pixel j centred at s*j + (s-1)/2.  A transposed
+    conv with the bilinear kernel 2s, stride s places j at output s*j + s -
+    1/2 = (its input position) + s/2.  Hence offset = s/2: 16 for x32, 8 for
+    x16, 4 for x8, 1 for each x2 skip fusion.  Every window is in range for
+    any size: an upsampled map has s*ceil(n/s) + s >= n + s pixels.
+    """
+
+    CAFFE_OFFSETS = {'final': 19}
+    SAME_OFFSETS = {'final': 16}
+    SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
+
+    def __init__(self, n_class=32, padding='same', fc_channels=4096):
+        super().__init__()
+        if padding not in PADDING_SCHEMES:
+            raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
+                             f'got {padding!r}')
+        if int(n_class) < 1 or int(fc_channels) < 1:
+            raise ValueError('n_class and fc_channels must be positive, got '
+                             f'{n_class} and {fc_channels}')
+        self.n_class = int(n_class)
+        self.padding = padding
+        self.fc_channels = int(fc_channels)
+        caffe = padding == 'caffe'
+        self.offsets = dict(self.CAFFE_OFFSETS if caffe else self.SAME_OFFSETS)
+
+        # VGG16 trunk: conv{b}_{i} -> bn{b}_{i} -> ReLU, pool{b} after block b.
+        self._trunk = []  # [(conv name, bn name), ...] per block, in order
+        in_ch = IN_CHANNELS
+        for b, widths in enumerate(VGG16_BLOCKS, start=1):
+            names = []
+            for i, out_ch in enumerate(widths, start=1):
+                pad = CAFFE_CONV1_1_PADDING if caffe and (b, i) == (1, 1) else 1
+                setattr(self, f'conv{b}_{i}',
+                        nn.Conv2d(in_ch, out_ch, CONV_KERNEL, padding=pad))
+                setattr(self, f'bn{b}_{i}', nn.BatchNorm2d(out_ch))
+                names.append((f'conv{b}_{i}', f'bn{b}_{i}'))
+                in_ch = out_ch
+            setattr(self, f'pool{b}',
+                    nn.MaxPool2d(POOL_SIZE, stride=POOL_SIZE, ceil_mode=True))
+            self._trunk.append(names)
+        self.relu = nn.ReLU(inplace=True)
+
+        # fc6/fc7: VGG's classifier as convolutions.
+        fc6_pad = 0 if caffe else FC6_KERNEL // 2
+        self.fc6 = nn.Conv2d(in_ch, self.fc_channels, FC6_KERNEL,
+                             padding=fc6_pad)
+        self.bn6 = nn.BatchNorm2d(self.fc_channels)
+        self.drop6 = nn.Dropout2d(DROPOUT_P)
+        self.fc7 = nn.Conv2d(self.fc_channels, self.fc_channels, 1)
+        self.bn7 = nn.BatchNorm2d(self.fc_channels)
+        self.drop7 = nn.Dropout2d(DROPOUT_P)
+        self.score_fr = nn.Conv2d(self.fc_channels, self.n_class, 1)
+
+        self._build_head()
+        self._init_weights()
+
+    # -- architecture-specific parts (overridden by FCN16s/FCN8s) ----------
+    def _build_head(self):
+        self.upscore = _bilinear_upsampler(self.n_class, stride=32)
+
+    def _decode(self, score_fr, feats):
+        """score_fr [B, K, h32, w32] -> uncropped full-resolution scores."""
+        return self.upscore(score_fr)
+
+    # -- shared machinery ---------------------------------------------------
+    def _init_weights(self):
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Conv2d):
+                if name in self.SCORE_LAYERS:
+                    nn.init.zeros_(m.weight)
+                else:
+                    nn.init.kaiming_normal_(m.weight, mode='fan_out',
+                                            nonlinearity='relu')
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            # ConvTranspose2d upsamplers were set bilinear and frozen.
+
+    def _fuse(self, up, skip, key):
+        """Add an upsampled score map and a skip score map on their overlap."""
+        off = self.offsets[key]
+        if self.padding == 'caffe':
+            return up + _crop(skip, off, up.shape[-2:])
+        return _crop(up, off, skip.shape[-2:]) + skip
+
+    def forward(self, x):
+        """x: [B, 1, H, W] -> [B, n_class, H, W] (dense, same memory format
+        as the network's activations)."""
+        feats = {}
+        h = x
+        for b, names in enumerate(self._trunk, start=1):
+            for conv, bn in names:
+                h = self.relu(getattr(self, bn)(getattr(self, conv)(h)))
+            h = getattr(self, f'pool{b}')(h)
+            feats[f'pool{b}'] = h
+        h = self.drop6(self.relu(self.bn6(self.fc6(h))))
+        h = self.drop7(self.relu(self.bn7(self.fc7(h))))
+        h = self._decode(self.score_fr(h), feats)
+        fmt = (torch.channels_last
+               if h.is_contiguous(memory_format=torch.channels_last)
+               and not h.is_contiguous() else torch.contiguous_format)
+        return _crop(h, self.offsets['final'], x.shape[-2:]).contiguous(
+            memory_format=fmt)
+
+    def _trunk_convs(self):
+        return [conv for names in self._trunk for conv, _ in names]
+
+    def copy_params_from_vgg16(self, state_dict):
+        """Initialise the trunk (and fc6/fc7) from a torchvision VGG16.
+
+        state_dict: a ``vgg16`` or ``vgg16_bn`` state dict (already loaded by
+        the caller). conv1_1's RGB weights are averaged to one input channel;
+        BN parameters/statistics are copied for vgg16_bn; classifier.0/.3
+        become fc6 [4096, 512, 7, 7] / fc7 [4096, 4096, 1, 1] only when
+        fc_channels == 4096. Returns the list of state_dict keys written.
+        """
+        copy_fc = self.fc_channels == VGG_FC_CHANNELS
+        convs, bns = _parse_vgg16_state_dict(state_dict, require_fc=copy_fc)
+        dst = self.state_dict()
+        copied = []
+
+        def put(key, value):
+            with torch.no_grad():
+                dst[key].copy_(value.reshape(dst[key].shape))
+            copied.append(key)
+
+        for idx, (name, src) in enumerate(zip(self._trunk_convs(), convs)):
+            w = state_dict[f'features.{src}.weight']
+            if idx == 0:  # RGB -> lightness: average over input channels
+                w = w.float().mean(dim=1, keepdim=True)
+            put(f'{name}.weight', w)
+            put(f'{name}.bias', state_dict[f'features.{src}.bias'])
+        bn_names = [bn for names in self._trunk for _, bn in names]
+        for name, src in zip(bn_names, bns):
+            for field in ('weight', 'bias', 'running_mean', 'running_var',
+                          'num_batches_tracked'):
+                if f'features.{src}.{field}' in state_dict:
+                    put(f'{name}.{field}', state_dict[f'features.{src}.{field}'])
+
+        if copy_fc:
+            for name, src in (('fc6', 'classifier.0'), ('fc7', 'classifier.3')):
+                put(f'{name}.weight', state_dict[f'{src}.weight'])
+                put(f'{name}.bias', state_dict[f'{src}.bias'])
+        else:
+            warnings.warn(f'fc_channels={self.fc_channels} != '
+                          f'{VGG_FC_CHANNELS}: fc6/fc7 not copied from VGG16')
+        return copied
+
+    def _copy_shared_state(self, other, expected_type):
+        """Copy every state_dict entry (params and buffers) that ``other``
+        shares with ``self`` by key. Returns the list of keys copied."""
+        if not isinstance(other, expected_type):
+            raise TypeError(f'expected a {expected_type.__name__}, '
+                            f'got {type(other).__name__}')
+        for attr in ('n_class', 'padding', 'fc_channels'):
+            if getattr(self, attr) != getattr(other, attr):
+                raise ValueError(f'{attr} differs: {getattr(self, attr)!r} '
+                                 f'(self) vs {getattr(other, attr)!r} (source)')
+        dst, src = self.state_dict(), other.state_dict()
+        shared = [k for k in src if k in dst]
+        for k in shared:
+            if dst[k].shape != src[k].shape:
+                raise ValueError(f'shape mismatch for {k}: '
+                                 f'{tuple(dst[k].shape)} vs {tuple(src[k].shape)}')
+        with torch.no_grad():
+            for k in shared:
+                dst[k].copy_(src[k])
+        return shared
+
+
+class FCN16sColor(FCN32sColor):
+    """FCN-16s: x2 upsampled score_fr + score_pool4, then x16 upsampling.
+
+    forward: x [B, 1, H, W] -> [B, n_class, H, W].
+    """
+
+    CAFFE_OFFSETS = {'pool4': 5, 'final': 27}
+    SAME_OFFSETS = {'pool4': 1, 'final': 8}
+    SCORE_LAYERS = ('score_fr', 'score_pool4')
+
+    def _build_head(self):
+        pool4_ch = VGG16_BLOCKS[3][-1]
+        self.score_pool4 = nn.Conv2d(pool4_ch, self.n_class, 1)
+        self.upscore2 = _bilinear_upsampler(self.n_class, stride=2)
+        self.upscore16 = _bilinear_upsampler(self.n_class, stride=16)
+
+    def _decode(self, score_fr, feats):
+        h = self._fuse(self.upscore2(score_fr),
+                       self.score_pool4(feats['pool4']), 'pool4')
+        return self.upscore16(h)
+
+    def copy_params_from_fcn32s(self, fcn32s):
+        """Copy trunk, BN statistics and score_fr from a trained FCN32sColor
+        with the same n_class/padding/fc_channels. Returns keys copied."""
+        return self._copy_shared_state(fcn32s, FCN32sColor)
+
+
+class FCN8sColor(FCN16sColor):
+    """FCN-8s: FCN-16s fusion, then x2 + score_pool3, then x8 upsampling.
+
+    forward: x [B, 1, H, W] -> [B, n_class, H, W].
+    """
+
+    CAFFE_OFFSETS = {'pool4': 5, 'pool3': 9, 'final': 31}
+    SAME_OFFSETS = {'pool4': 1, 'pool3': 1, 'final': 4}
+    SCORE_LAYERS = ('score_fr', 'score_pool4', 'score_pool3')
+
+    def _build_head(self):
+        pool3_ch, pool4_ch = VGG16_BLOCKS[2][-1], VGG16_BLOCKS[3][-1]
+        self.score_pool4 = nn.Conv2d(pool4_ch, self.n_class, 1)
+        self.score_pool3 = nn.Conv2d(pool3_ch, self.n_class, 1)
+        self.upscore2 = _bilinear_upsampler(self.n_class, stride=2)
+        self.upscore_pool4 = _bilinear_upsampler(self.n_class, stride=2)
+        self.upscore8 = _bilinear_upsampler(self.n_class, stride=8)
+
+    def _decode(self, score_fr, feats):
+        h = self._fuse(self.upscore2(score_fr),
+                       self.score_pool4(feats['pool4']), 'pool4')
+        h = self._fuse(self.upscore_pool4(h),
+                       self.score_pool3(feats['pool3']), 'pool3')
+        return self.upscore8(h)
+
+    def copy_params_from_fcn16s(self, fcn16s):
+        """Copy trunk, BN statistics, score_fr, score_pool4 and upscore2 from
+        a trained FCN16sColor with the same configuration. Returns keys."""
+        return self._copy_shared_state(fcn16s, FCN16sColor)
+
+
+def _parse_vgg16_state_dict(state_dict, require_fc):
+    """Validate a torchvision vgg16 / vgg16_bn state dict (with classifier.0
+    and classifier.3 if ``require_fc``).
+
+    Returns (conv indices, bn indices) into ``features``, in order; bn indices
+    is empty for plain vgg16. Raises ValueError for any other layout.
+    """
+    def fail(why):
+        raise ValueError('expected a torchvision vgg16 or vgg16_bn state dict '
+                         f'(features.N.* / classifier.N.*): {why}')
+
+    if not isinstance(state_dict, Mapping):
+        fail(f'got a {type(state_dict).__name__}')
+    idx = set()
+    for k in state_dict:
+        parts = str(k).split('.')
+        if len(parts) == 3 and parts[0] == 'features' and parts[1].isdigit():
+            idx.add(int(parts[1]))
+    convs = [i for i in sorted(idx)
+             if getattr(state_dict.get(f'features.{i}.weight'), 'ndim', 0) == 4]
+    bns = [i for i in sorted(idx) if f'features.{i}.running_mean' in state_dict]
+    widths = [w for block in VGG16_BLOCKS for w in block]
+    if len(convs) != len(widths):
+        fail(f'found {len(convs)} conv layers, VGG16 has {len(widths)}')
+    in_ch = 3  # VGG16 takes RGB
+    for i, out_ch in zip(convs, widths):
+        shape = tuple(state_dict[f'features.{i}.weight'].shape)
+        if shape != (out_ch, in_ch, CONV_KERNEL, CONV_KERNEL):
+            fail(f'features.{i}.weight has shape {shape}')
+        if f'features.{i}.bias' not in state_dict:
+            fail(f'features.{i}.bias missing')
+        in_ch = out_ch
+    if bns and bns != [i + 1 for i in convs]:
+        fail('BatchNorm layers do not follow every conv (vgg16_bn layout)')
+    for b in bns:
+        for field in ('weight', 'bias', 'running_var'):
+            if f'features.{b}.{field}' not in state_dict:
+                fail(f'features.{b}.{field} missing')
+    fc_shapes = {'classifier.0.weight': (VGG_FC_CHANNELS, 512 * FC6_KERNEL ** 2),
+                 'classifier.3.weight': (VGG_FC_CHANNELS, VGG_FC_CHANNELS)}
+    for k, shape in fc_shapes.items():
+        if k not in state_dict:
+            if require_fc:
+                fail(f'{k} missing')
+        elif tuple(state_dict[k].shape) != shape:
+            fail(f'{k} has shape {tuple(state_dict[k].shape)}')
+        elif require_fc and k.replace('weight', 'bias') not in state_dict:
+            fail(f"{k.replace('weight', 'bias')} missing")
+    return convs, bns
+
+
+ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
+                 'fcn8s': FCN8sColor}
+
+
+def build_model(arch, n_class, padding='same', fc_channels=4096):
+    """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f'unknown arch {arch!r}; choose from '
+                         f'{sorted(ARCHITECTURES)}')
+    return ARCHITECTURES[arch](n_class=n_class, padding=padding,
+                               fc_channels=fc_channels)

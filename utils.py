@@ -1,0 +1,322 @@
+"""Colour conversions, bin decoding, metrics and plots.
+
+Everything here is a small pure function on torch tensors (CPU or CUDA) or
+numpy arrays, tested one by one against scikit-image / scikit-learn / numpy.
+
+Colour model (after Larsson et al.'s autocolorize): RGB -> HSV, then
+hue H in [0, 1), chroma C = V * S = max - min, lightness L = V - C / 2.
+Images are channel-first: ``[..., 3, H, W]`` with values in [0, 1].
+"""
+import csv
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TWO_PI = 2.0 * math.pi
+
+
+# --------------------------------------------------------------------------
+# colour conversions
+# --------------------------------------------------------------------------
+
+def _wrap_hue(h):
+    """Map hue into [0, 1): float rounding can turn -1e-9 % 1 into 1.0."""
+    h = torch.remainder(h, 1.0)
+    return torch.where(h >= 1.0, h - 1.0, h)
+
+
+def rgb_to_hcl(rgb):
+    """RGB ``[..., 3, H, W]`` in [0, 1] -> (hue, chroma, lightness), each ``[..., H, W]``.
+
+    Hue follows ``skimage.color.rgb2hsv`` (0 where the pixel is grey).
+    """
+    r, g, b = rgb.unbind(-3)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    chroma = maxc - minc
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    # precedence as in skimage: blue over green over red where maxima tie
+    hue = torch.where(r == maxc, (g - b) / safe, torch.zeros_like(r))
+    hue = torch.where(g == maxc, 2.0 + (b - r) / safe, hue)
+    hue = torch.where(b == maxc, 4.0 + (r - g) / safe, hue)
+    hue = torch.where(chroma > 0, _wrap_hue(hue / 6.0), torch.zeros_like(hue))
+    return hue, chroma, (maxc + minc) / 2.0
+
+
+def hcl_to_rgb(hue, chroma, lightness):
+    """Exact inverse of :func:`rgb_to_hcl`: ``[..., H, W]`` x3 -> RGB ``[..., 3, H, W]``.
+
+    Uses V = L + C/2 and the HSV formula channel_n = V - C * clip(min(k, 4 - k), 0, 1),
+    k = (n + 6H) mod 6 with n = 5, 3, 1 for R, G, B.
+    """
+    value = lightness + chroma / 2.0
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(n + 6.0 * hue, 6.0)
+        channels.append(value - chroma * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0))
+    return torch.stack(channels, dim=-3).clamp_(0.0, 1.0)
+
+
+def _plane_dim(ndim):
+    """Where (a, b) are stacked: dim -3 of images, dim 0 of vectors ``[2, K]``."""
+    return -3 if ndim >= 3 else 0
+
+
+def hue_chroma_to_plane(hue, chroma):
+    """(H, C) -> the chroma plane (a, b) = C (cos 2 pi H, sin 2 pi H), stacked on dim -3.
+
+    Averaging colours is only meaningful here: the hue seam (0 == 1) disappears.
+    """
+    angle = TWO_PI * hue
+    return torch.stack((chroma * torch.cos(angle), chroma * torch.sin(angle)), dim=_plane_dim(hue.ndim + 1))
+
+
+def plane_to_hue_chroma(ab):
+    """Chroma plane ``[..., 2, H, W]`` (or ``[2, K]``) -> (hue in [0, 1), chroma >= 0)."""
+    a, b = ab.unbind(_plane_dim(ab.ndim))
+    chroma = torch.hypot(a, b)
+    hue = _wrap_hue(torch.atan2(b, a) / TWO_PI)
+    return torch.where(chroma > 0, hue, torch.zeros_like(hue)), chroma
+
+
+def hue_chroma_to_rgb(hue, chroma, lightness):
+    """Alias that names the common use: predicted (H, C) + known L -> RGB."""
+    return hcl_to_rgb(hue, chroma, lightness)
+
+
+# --------------------------------------------------------------------------
+# low-pass of the colour targets
+# --------------------------------------------------------------------------
+
+GAUSSIAN_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage / skimage
+
+
+def gaussian_kernel1d(sigma, truncate=GAUSSIAN_TRUNCATE, dtype=torch.float32, device=None):
+    """Normalised 1-D Gaussian, radius int(truncate * sigma + 0.5) like scipy.ndimage."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (kernel / kernel.sum()).to(dtype=dtype, device=device)
+
+
+def gaussian_blur(x, sigma):
+    """Separable Gaussian blur of ``[B, C, H, W]`` with edge replication.
+
+    Matches ``skimage.filters.gaussian(..., mode='nearest', truncate=4)``.
+    """
+    kernel = gaussian_kernel1d(sigma, dtype=x.dtype, device=x.device)
+    radius = kernel.numel() // 2
+    n_ch = x.shape[1]
+    kx = kernel.view(1, 1, 1, -1).expand(n_ch, 1, 1, -1)
+    ky = kernel.view(1, 1, -1, 1).expand(n_ch, 1, -1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode='replicate'), kx, groups=n_ch)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode='replicate'), ky, groups=n_ch)
+
+
+def lowpass(x, scale):
+    """Low-pass ``[B, C, H, W]``: blur with sigma = scale, shrink by scale, bilinear back.
+
+    The reference is skimage: ``gaussian(sigma=s, mode='nearest')``, then
+    ``rescale(1/s, order=1, anti_aliasing=False)`` and ``resize`` back (mode='edge').
+    """
+    if not scale or scale <= 1:
+        return x
+    h, w = x.shape[-2:]
+    small = (max(1, int(round(h / scale))), max(1, int(round(w / scale))))
+    x = gaussian_blur(x, float(scale))
+    x = F.interpolate(x, size=small, mode='bilinear', align_corners=False)
+    return F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False)
+
+
+def lowpass_hue_chroma(hue, chroma, scale):
+    """Low-pass (H, C) ``[B, H, W]`` on the chroma plane, so red never averages to cyan."""
+    if not scale or scale <= 1:
+        return hue, chroma
+    return plane_to_hue_chroma(lowpass(hue_chroma_to_plane(hue, chroma), scale))
+
+
+# --------------------------------------------------------------------------
+# decoding a per-pixel distribution over colour bins
+# --------------------------------------------------------------------------
+
+DECODE_METHODS = ('annealed', 'mean', 'mode')
+DEFAULT_TEMPERATURE = 0.38  # Zhang et al. 2016
+
+
+def anneal(probs, temperature, dim=1):
+    """Re-normalise p^(1/T) along ``dim`` (computed in log space for small T)."""
+    logp = torch.log(probs.clamp_min(1e-30)) / temperature
+    return torch.softmax(logp, dim=dim)
+
+
+def decode_bins(probs, centres_hc, method='annealed', temperature=DEFAULT_TEMPERATURE):
+    """Per-pixel bin probabilities ``[B, K, H, W]`` -> (hue, chroma) ``[B, H, W]``.
+
+    ``centres_hc`` ``[K, 2]`` holds each bin's (H, C). ``mode`` takes the most
+    likely bin's centre; ``mean`` the expectation and ``annealed`` the expectation
+    of the annealed distribution, both on the chroma plane.
+    """
+    centres_hc = centres_hc.to(probs)
+    if method == 'mode':
+        best = probs.argmax(dim=1)
+        return centres_hc[:, 0][best], centres_hc[:, 1][best]
+    if method == 'annealed':
+        probs = anneal(probs, temperature)
+    elif method != 'mean':
+        raise ValueError('unknown decode method %r (choose from %s)' % (method, DECODE_METHODS))
+    centres_ab = hue_chroma_to_plane(centres_hc[:, 0], centres_hc[:, 1])  # [2, K]
+    ab = torch.einsum('bkhw,ck->bchw', probs, centres_ab)
+    return plane_to_hue_chroma(ab)
+
+
+def decode_hue_and_chroma_heads(hue_probs, chroma_probs, hue_centres, chroma_centres,
+                                method='annealed', temperature=DEFAULT_TEMPERATURE):
+    """Separate hue / chroma distributions (one-hot binning) -> (hue, chroma) ``[B, H, W]``.
+
+    The hue expectation is taken on the unit circle, the chroma expectation on the line.
+    """
+    hue_centres, chroma_centres = hue_centres.to(hue_probs), chroma_centres.to(chroma_probs)
+    if method == 'mode':
+        return hue_centres[hue_probs.argmax(1)], chroma_centres[chroma_probs.argmax(1)]
+    if method == 'annealed':
+        hue_probs, chroma_probs = anneal(hue_probs, temperature), anneal(chroma_probs, temperature)
+    elif method != 'mean':
+        raise ValueError('unknown decode method %r (choose from %s)' % (method, DECODE_METHODS))
+    unit = hue_chroma_to_plane(hue_centres, torch.ones_like(hue_centres))  # [2, K]
+    hue, _ = plane_to_hue_chroma(torch.einsum('bkhw,ck->bchw', hue_probs, unit))
+    chroma = torch.einsum('bkhw,k->bhw', chroma_probs, chroma_centres)
+    return hue, chroma
+
+
+# --------------------------------------------------------------------------
+# segmentation-style metrics over the argmax bin (as the seed / pytorch-fcn)
+# --------------------------------------------------------------------------
+
+def confusion_matrix(label_true, label_pred, n_class):
+    """Integer labels (any shape, torch) -> ``[n_class, n_class]`` counts, rows = truth."""
+    label_true, label_pred = label_true.reshape(-1), label_pred.reshape(-1)
+    valid = (label_true >= 0) & (label_true < n_class)
+    index = n_class * label_true[valid].long() + label_pred[valid].long()
+    return torch.bincount(index, minlength=n_class ** 2).reshape(n_class, n_class)
+
+
+def scores_from_confusion(hist):
+    """Confusion matrix -> (acc, acc_cls, mean_iu, fwavacc), classes absent from both ignored."""
+    hist = np.asarray(hist, dtype=np.float64)
+    diag = np.diag(hist)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        acc = diag.sum() / hist.sum()
+        acc_cls = np.nanmean(diag / hist.sum(axis=1))
+        iu = diag / (hist.sum(axis=1) + hist.sum(axis=0) - diag)
+        mean_iu = np.nanmean(iu)
+        freq = hist.sum(axis=1) / hist.sum()
+        fwavacc = (freq[freq > 0] * iu[freq > 0]).sum()
+    return float(acc), float(acc_cls), float(mean_iu), float(fwavacc)
+
+
+def label_accuracy_score(label_trues, label_preds, n_class):
+    """pytorch-fcn's signature: lists/arrays of label maps -> (acc, acc_cls, mean_iu, fwavacc)."""
+    hist = np.zeros((n_class, n_class), dtype=np.int64)
+    for lt, lp in zip(label_trues, label_preds):
+        hist += confusion_matrix(torch.as_tensor(np.asarray(lt)), torch.as_tensor(np.asarray(lp)),
+                                 n_class).numpy()
+    return scores_from_confusion(hist)
+
+
+# --------------------------------------------------------------------------
+# image quality metrics
+# --------------------------------------------------------------------------
+
+def to_uint8(rgb):
+    """Float RGB in [0, 1] (torch ``[3, H, W]`` or numpy ``[H, W, 3]``) -> uint8 ``[H, W, 3]``."""
+    if torch.is_tensor(rgb):
+        rgb = rgb.detach().float().cpu()
+        if rgb.ndim == 3 and rgb.shape[0] == 3:
+            rgb = rgb.permute(1, 2, 0)
+        rgb = rgb.numpy()
+    return np.clip(np.round(np.asarray(rgb, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def psnr(image_true, image_test, data_range=255.0):
+    """Peak signal-to-noise ratio in dB of two same-shape arrays (inf when identical)."""
+    err = np.mean((np.asarray(image_true, np.float64) - np.asarray(image_test, np.float64)) ** 2)
+    if err == 0:
+        return float('inf')
+    return float(10.0 * np.log10(data_range ** 2 / err))
+
+
+# --------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------
+
+def tile_images(rows, pad=2):
+    """List of rows, each a list of uint8 ``[H, W, 3]`` images of equal size -> one mosaic."""
+    h, w = rows[0][0].shape[:2]
+    n_cols = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            canvas[y:y + h, x:x + w] = img
+    return canvas
+
+
+def _smooth(values, window):
+    """Trailing moving average that ignores NaN gaps."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full_like(values, np.nan)
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1):i + 1]
+        chunk = chunk[np.isfinite(chunk)]
+        if chunk.size:
+            out[i] = chunk.mean()
+    return out
+
+
+def read_log_csv(path):
+    """log.csv -> dict of column name -> float numpy array (blank cells are NaN)."""
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+
+    def number(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float('nan')
+    return {k: np.array([number(r.get(k)) for r in rows]) for k in rows[0]}
+
+
+def plot_log_csv(log_path, smoothing_window=20):
+    """Write ``log_plots.png`` beside ``log.csv``: train/valid loss and mean IoU (and PSNR)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    log = read_log_csv(log_path)
+    if not log:
+        raise ValueError('%s has no rows to plot' % log_path)
+    panels = [('loss', 'train/loss', 'valid/loss'), ('mean IoU', 'train/mean_iu', 'valid/mean_iu')]
+    if np.isfinite(log.get('valid/psnr', np.array([np.nan]))).any():
+        panels.append(('PSNR (dB)', None, 'valid/psnr'))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    it = log['iteration']
+    for ax, (title, train_key, valid_key) in zip(np.atleast_1d(axes), panels):
+        if train_key:
+            ok = np.isfinite(log[train_key])
+            ax.plot(it[ok], log[train_key][ok], color='C0', alpha=0.25, lw=0.8)
+            ax.plot(it[ok], _smooth(log[train_key][ok], smoothing_window), color='C0', label='train')
+        ok = np.isfinite(log[valid_key])
+        ax.plot(it[ok], log[valid_key][ok], 'o-', color='C1', ms=3, label='valid')
+        ax.set_title(title)
+        ax.set_xlabel('iteration')
+        ax.legend()
+    fig.tight_layout()
+    out = os.path.join(os.path.dirname(os.path.abspath(log_path)), 'log_plots.png')
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
