@@ -130,3 +130,11 @@ def get_config(number):
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(configurations[number]))
     return cfg
+
+
+# the test suite's smoke setting: seconds per run on a CPU (tests override the data folder)
+configurations[199] = dict(
+    _DEMO, max_iteration=4, im_size=(64, 64), batch_size=2, numbins=8, fc_channels=32,
+    stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
+    workers=0,
+)

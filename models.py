@@ -57,12 +57,18 @@ def get_upsampling_weight(in_channels, out_channels, kernel_size):
 
 
 def _bilinear_upsampler(channels, stride):
-    """Frozen ConvTranspose2d (kernel 2*stride) initialised to bilinear."""
+    """Frozen bilinear ConvTranspose2d (kernel 2*stride), one filter per
+    channel: weight [channels, 1, k, k].
+
+    Same output as pytorch-fcn's dense diagonal [C, C, k, k] kernel
+    (``get_upsampling_weight(C, C, k)``) but groups=C makes it C times smaller
+    and cheaper (C=128, x32: 2 MiB instead of 256 MiB).
+    """
     kernel = 2 * stride
     up = nn.ConvTranspose2d(channels, channels, kernel, stride=stride,
-                            bias=False)
+                            groups=channels, bias=False)
     with torch.no_grad():
-        up.weight.copy_(get_upsampling_weight(channels, channels, kernel))
+        up.weight.copy_(get_upsampling_weight(1, 1, kernel).expand_as(up.weight))
     up.weight.requires_grad_(False)
     return up
 

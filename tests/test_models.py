@@ -43,7 +43,6 @@ def test_upsampling_weight_matches_bilinear_formula(k):
 
 @pytest.mark.parametrize('stride', [2, 8, 16, 32])
 def test_upsampler_interpolates_constant_and_ramp(stride):
-    m = FCN32sColor(n_class=2, fc_channels=FC)
     up = models._bilinear_upsampler(2, stride)
     n = 6
     const = torch.full((1, 2, n, n), 3.0)
@@ -56,7 +55,18 @@ def test_upsampler_interpolates_constant_and_ramp(stride):
     # Along W, consecutive outputs differ by 1/stride (linear interpolation).
     dx = yr[..., inner, inner].diff(dim=-1)
     torch.testing.assert_close(dx, torch.full_like(dx, 1.0 / stride))
-    assert m.upscore.weight.shape == (2, 2, 64, 64)
+
+
+@pytest.mark.parametrize('stride', [2, 16, 32])
+def test_depthwise_upsampler_equals_dense_diagonal_kernel(stride):
+    """The groups=C upsampler matches pytorch-fcn's dense [C, C, k, k] one."""
+    c = 5
+    x = torch.randn(2, c, 4, 3)
+    dense = get_upsampling_weight(c, c, 2 * stride)
+    with torch.no_grad():
+        ref = torch.nn.functional.conv_transpose2d(x, dense, stride=stride)
+        out = models._bilinear_upsampler(c, stride)(x)
+    torch.testing.assert_close(out, ref)
 
 
 @pytest.mark.parametrize('stride', [2, 8, 16, 32])
@@ -174,6 +184,7 @@ def test_state_dict_keys_stable():
     assert {'score_pool4.weight', 'score_pool3.weight', 'upscore2.weight',
             'upscore_pool4.weight', 'upscore8.weight'} <= set(keys8)
     m = FCN32sColor(n_class=3, fc_channels=FC)
+    assert m.upscore.weight.shape == (3, 1, 64, 64)  # depthwise
     assert m.conv1_1.weight.shape == (64, 1, 3, 3)
     assert m.fc6.weight.shape == (FC, 512, 7, 7)
     assert m.score_fr.weight.shape == (3, FC, 1, 1)

@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: demo test stages clean-venv
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+# FCN-32s (config 100) on the photos bundled with scikit-image, its log plot,
+# then colorize those photos with the best model and evaluate it.
+demo: $(STAMP)
+	$(PY) train_color_fcn32s.py -c 100
+	@run=$$(ls -td logs/*_CFG-100_* | head -n 1); \
+	$(PY) -c "from utils import plot_log_csv; print('plot:', plot_log_csv('$$run/log.csv'))" && \
+	$(PY) colorize.py -m $$run/model_best.pth.tar -o $$run/colorized data/bundled && \
+	$(PY) evaluate.py -m $$run/model_best.pth.tar -o $$run/evaluation && \
+	echo "" && echo "outputs in $$run: log.csv, log_plots.png, config.yaml, checkpoint.pth.tar," && \
+	echo "  model_best.pth.tar, visualization_viz/, colorized/, evaluation/metrics.json"
+
+# the next two stages of the demo, each from the previous stage's best model
+stages: $(STAMP)
+	$(PY) train_color_fcn16s.py -c 101
+	$(PY) train_color_fcn8s.py -c 102
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean-venv:
+	rm -rf $(VENV)

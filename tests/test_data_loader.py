@@ -1,0 +1,173 @@
+"""Lists, splits, bins and the batch encoder of data_loader.py."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.mixture import GaussianMixture
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import config  # noqa: E402
+import data_loader  # noqa: E402
+import utils  # noqa: E402
+
+SHARED_LISTS = os.path.join(os.path.dirname(data_loader.REPO_DIR), 'shared', 'seed-lists')
+
+
+def write_photo(path, seed, size=(40, 30)):
+    rng = np.random.RandomState(seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def imagenet_root(tmp_path):
+    """A miniature ImageNet root: train/<wnid>/*.JPEG, val/*.JPEG."""
+    for i in range(6):
+        write_photo(str(tmp_path / 'train' / ('n%08d' % (i % 2)) / ('img_%d.JPEG' % i)), i)
+    for i in range(3):
+        write_photo(str(tmp_path / 'val' / ('ILSVRC2012_val_%08d.JPEG' % i)), 100 + i)
+    return tmp_path
+
+
+def test_shipped_lists_are_the_seed_lists():
+    expected = {'files_100k_train.txt': 100000, 'files_100k_val.txt': 10009, 'files_val.txt': 50000,
+                'files-rgbvar-train-1000-101000.txt': 100001, 'tiny_val.txt': 9,
+                'ctest10k.txt': 10000, 'cval1k.txt': 1000}
+    for name, n in expected.items():
+        with open(os.path.join(data_loader.LISTS_DIR, name)) as f:
+            assert sum(1 for _ in f) == n, name
+    if os.path.isdir(SHARED_LISTS):
+        for name in expected:
+            with open(os.path.join(SHARED_LISTS, name)) as a, open(os.path.join(data_loader.LISTS_DIR, name)) as b:
+                assert a.read() == b.read(), name
+
+
+def test_larsson_lists_lose_their_class_column_and_slash():
+    files = data_loader.read_list(os.path.join(data_loader.LISTS_DIR, 'cval1k.txt'))
+    assert len(files) == 1000 and files[0].startswith('n01440764/ILSVRC2012_val_') and ' ' not in files[0]
+
+
+def test_list_is_looked_up_under_the_root_first_then_in_lists(imagenet_root):
+    shipped = data_loader.resolve_list(str(imagenet_root), 'small', 'val')
+    assert shipped == os.path.join(data_loader.LISTS_DIR, 'files_100k_val.txt')
+    (imagenet_root / 'files_100k_val.txt').write_text('val/ILSVRC2012_val_00000001.JPEG\n')
+    assert data_loader.resolve_list(str(imagenet_root), 'small', 'val') == str(imagenet_root / 'files_100k_val.txt')
+    with pytest.raises(ValueError, match='unknown set'):
+        data_loader.resolve_list(str(imagenet_root), 'huge', 'val')
+
+
+def test_missing_full_train_list_is_generated_from_the_folder(imagenet_root, caplog):
+    path = data_loader.resolve_list(str(imagenet_root), 'full', 'train')
+    assert path == str(imagenet_root / 'files_train.txt')
+    files = data_loader.read_list(path)
+    assert len(files) == 6 and all(f.startswith('train' + os.sep) for f in files)
+    assert 'generated' in caplog.text
+    ds = data_loader.ColorizeImageNet(str(imagenet_root), 'train', 'full', im_size=(16, 24))
+    rgb, index, reason = ds[3]
+    assert rgb.dtype == torch.uint8 and tuple(rgb.shape) == (3, 16, 24) and reason == ''
+
+
+def test_hash_split_is_deterministic_and_never_empty():
+    files = ['dir/photo_%03d.jpg' % i for i in range(200)]
+    train, val = data_loader.hash_split(files, 0.1)
+    train_r, val_r = data_loader.hash_split(list(reversed(files)), 0.1)
+    assert set(train_r) == set(train) and set(val_r) == set(val)  # membership ignores the order
+    assert sorted(train + val) == sorted(files) and not set(train) & set(val)
+    assert 5 <= len(val) <= 40
+    train1, val1 = data_loader.hash_split(['only.jpg'], 0.1)
+    assert train1 == ['only.jpg'] and val1 == ['only.jpg']
+    _, val2 = data_loader.hash_split(['a.jpg', 'b.jpg'], 0.0)
+    assert len(val2) == 1
+
+
+def test_photo_folder_split_is_written_and_reused(tmp_path):
+    photos = tmp_path / 'photos'
+    for i in range(12):
+        write_photo(str(photos / ('sub%d' % (i % 3)) / ('p%d.png' % i)), i)
+    (photos / 'notes.txt').write_text('not an image')
+    run = tmp_path / 'run'
+    run.mkdir()
+    cfg = config.get_config(199)
+    train, val = data_loader.make_datasets(str(photos), cfg, str(run), 'soft', 8)
+    assert len(train) + len(val) == 12
+    assert data_loader.read_list(str(run / 'split_val.txt')) == val.files
+    write_photo(str(photos / 'new.png'), 99)  # a later file does not reshuffle a resumed run
+    train2, val2 = data_loader.make_datasets(str(photos), cfg, str(run), 'soft', 8)
+    assert train2.files == train.files and val2.files == val.files
+
+
+def test_gmm_bins_cache_as_plain_arrays_and_reload(tmp_path):
+    rng = np.random.RandomState(0)
+    hc = np.concatenate([rng.normal([0.2, 0.3], 0.05, (300, 2)), rng.normal([0.7, 0.6], 0.05, (300, 2))])
+    bins = data_loader.GMMBins.fit(hc, 2, seed=0)
+    path = str(tmp_path / 'gmm.npz')
+    bins.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == ['covariances', 'means', 'weights']
+    again = data_loader.GMMBins.load(path)
+    np.testing.assert_array_equal(again.means, bins.means)
+    ref = GaussianMixture(2, covariance_type='full', init_params='kmeans', random_state=0).fit(hc)
+    np.testing.assert_allclose(np.sort(bins.means[:, 0]), np.sort(ref.means_[:, 0]))
+    with pytest.raises(ValueError, match='cannot fit'):
+        data_loader.GMMBins.fit(hc[:3], 8, seed=0)
+
+
+def test_uniform_grid_centres_sigma_and_non_square_k():
+    bins = data_loader.GMMBins.uniform_grid(16)
+    axis = np.linspace(0, 1, 4)
+    assert sorted(set(np.round(bins.means[:, 0], 9))) == list(np.round(axis, 9))
+    spacing = axis[1] - axis[0]
+    np.testing.assert_allclose(bins.covariances[:, 0, 0], (spacing / np.sqrt(2)) ** 2)
+    with pytest.raises(ValueError, match='perfect square'):
+        data_loader.GMMBins.uniform_grid(15)
+
+
+def test_one_hot_labels_match_numpy_digitize():
+    k = 10
+    bins = data_loader.OneHotBins(k)
+    x = np.concatenate([np.random.RandomState(0).rand(500), [0.0, 1.0, 0.5, 1 / 9]])
+    edges = np.linspace(0, 1, k)
+    ref = np.clip(np.digitize(x, edges) - 1, 0, k - 1)
+    np.testing.assert_array_equal(bins.labels(torch.from_numpy(x)).numpy(), ref)
+    hue = torch.from_numpy(x[:100]).float().view(1, 10, 10)
+    labels = bins.encode(hue, hue.flip(-1))
+    assert labels.shape == (1, 2, 10, 10) and labels.dtype == torch.int64
+
+
+def test_encoder_makes_mean_centred_lightness_and_lowpassed_targets():
+    root = data_loader.materialise_bundled()
+    ds = data_loader.ColorizeImageNet(root, 'train', files=data_loader.find_images(root)[:3], im_size=(48, 64),
+                                      bins='uniform', num_hc_bins=16, img_lowpass=4)
+    batch = data_loader.collate_skip_unreadable([ds[i] for i in range(3)])
+    encoder = data_loader.ColorEncoder(data_loader.GMMBins.uniform_grid(16), mean_l=0.45, img_lowpass=4)
+    net_input, target = encoder.encode(batch['rgb'])
+    assert net_input.shape == (3, 1, 48, 64) and target.shape == (3, 16, 48, 64)
+    h, c, l = utils.rgb_to_hcl(batch['rgb'].double() / 255)
+    torch.testing.assert_close(net_input[:, 0].double(), l - 0.45, atol=1e-6, rtol=0)
+    torch.testing.assert_close(target.sum(1), torch.ones(3, 48, 64), atol=1e-5, rtol=0)
+    h_lp, c_lp = utils.lowpass_hue_chroma(h, c, 4)
+    expected = encoder.bins.encode(h_lp.float(), c_lp.float())
+    torch.testing.assert_close(target, expected, atol=1e-5, rtol=0)
+    # the state survives a trip through plain tensors
+    again = data_loader.ColorEncoder.from_state(encoder.state())
+    torch.testing.assert_close(again.encode(batch['rgb'])[1], target)
+
+
+def test_build_encoder_caches_mean_l_and_gmm_then_reloads(tmp_path):
+    root = data_loader.materialise_bundled()
+    kw = dict(files=data_loader.find_images(root), im_size=(32, 32), bins='soft', num_hc_bins=4,
+              gmm_path=str(tmp_path / 'gmm.npz'), mean_l_path=str(tmp_path / 'mean_l.npy'))
+    ds = data_loader.ColorizeImageNet(root, 'train', **kw)
+    encoder = ds.build_encoder(num_images=10, pixels_per_image=50, seed=0)
+    samples = ds.sample_pixels(10, 50, seed=0)
+    assert encoder.mean_l == pytest.approx(samples[:, 2].mean())
+    assert os.path.isfile(kw['gmm_path']) and os.path.isfile(kw['mean_l_path'])
+    again = data_loader.ColorizeImageNet(root, 'train', **kw).build_encoder(10, 50, seed=123)
+    np.testing.assert_array_equal(again.bins.means, encoder.bins.means)
+    assert again.mean_l == encoder.mean_l
+    wrong_k = dict(kw, num_hc_bins=6)
+    with pytest.raises(ValueError, match='holds 4 GMM bins'):
+        data_loader.ColorizeImageNet(root, 'train', **wrong_k).build_encoder(10, 50, seed=0)
