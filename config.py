@@ -46,6 +46,7 @@ DEFAULTS = dict(
     init_from=None,            # config number whose best model initialises this stage
     color_stats_from=None,     # config number whose GMM + mean L are reused
     sync_bn=False,             # SyncBatchNorm under torch.distributed
+    bn_dropout_eval=False,     # train with BatchNorm statistics frozen and Dropout off (fine-tuning)
     # --- logging / checkpoints ----------------------------------------------------
     interval_validate=None,    # validate (and checkpoint) every N iterations; None = one epoch
     save_interval=None,        # also checkpoint every N iterations (None = only at validation)

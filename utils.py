@@ -49,9 +49,11 @@ def rgb_to_hcl(rgb):
 def hcl_to_rgb(hue, chroma, lightness):
     """Exact inverse of :func:`rgb_to_hcl`: ``[..., H, W]`` x3 -> RGB ``[..., 3, H, W]``.
 
-    Uses V = L + C/2 and the HSV formula channel_n = V - C * clip(min(k, 4 - k), 0, 1),
-    k = (n + 6H) mod 6 with n = 5, 3, 1 for R, G, B.
+    Chroma beyond what L allows (C <= 2 min(L, 1 - L)) is cut, so a predicted
+    colour never changes the lightness.  Uses V = L + C/2 and the HSV formula
+    channel_n = V - C * clip(min(k, 4 - k), 0, 1), k = (n + 6H) mod 6, n = 5, 3, 1 for R, G, B.
     """
+    chroma = torch.minimum(chroma, 2.0 * torch.minimum(lightness, 1.0 - lightness))  # keeps L exact
     value = lightness + chroma / 2.0
     channels = []
     for n in (5.0, 3.0, 1.0):
@@ -147,9 +149,16 @@ DEFAULT_TEMPERATURE = 0.38  # Zhang et al. 2016
 
 
 def anneal(probs, temperature, dim=1):
-    """Re-normalise p^(1/T) along ``dim`` (computed in log space for small T)."""
-    logp = torch.log(probs.clamp_min(1e-30)) / temperature
-    return torch.softmax(logp, dim=dim)
+    """Re-normalise p^(1/T) along ``dim`` (computed in float32 log space for small T).
+
+    T = 1 leaves ``probs`` as they are, T -> 0 tends to the one-hot mode; T <= 0
+    has no meaning (use the ``mode`` method) and is refused.
+    """
+    if not temperature > 0:
+        raise ValueError('annealing temperature must be > 0, got %r (for T -> 0 use the mode method)'
+                         % (temperature,))
+    logp = torch.log(probs.float().clamp_min(1e-30)) / temperature
+    return torch.softmax(logp, dim=dim).to(probs.dtype)
 
 
 def decode_bins(probs, centres_hc, method='annealed', temperature=DEFAULT_TEMPERATURE):
@@ -162,7 +171,7 @@ def decode_bins(probs, centres_hc, method='annealed', temperature=DEFAULT_TEMPER
     centres_hc = centres_hc.to(probs)
     if method == 'mode':
         best = probs.argmax(dim=1)
-        return centres_hc[:, 0][best], centres_hc[:, 1][best]
+        return _wrap_hue(centres_hc[:, 0][best]), centres_hc[:, 1][best]
     if method == 'annealed':
         probs = anneal(probs, temperature)
     elif method != 'mean':
@@ -180,7 +189,7 @@ def decode_hue_and_chroma_heads(hue_probs, chroma_probs, hue_centres, chroma_cen
     """
     hue_centres, chroma_centres = hue_centres.to(hue_probs), chroma_centres.to(chroma_probs)
     if method == 'mode':
-        return hue_centres[hue_probs.argmax(1)], chroma_centres[chroma_probs.argmax(1)]
+        return _wrap_hue(hue_centres[hue_probs.argmax(1)]), chroma_centres[chroma_probs.argmax(1)]
     if method == 'annealed':
         hue_probs, chroma_probs = anneal(hue_probs, temperature), anneal(chroma_probs, temperature)
     elif method != 'mean':
@@ -320,3 +329,96 @@ def plot_log_csv(log_path, smoothing_window=20):
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+# --------------------------------------------------------------------------
+# colorization metrics (evaluate.py): 8-bit RGB ``[H, W, 3]`` numpy in, floats out
+# --------------------------------------------------------------------------
+
+PSNR_CAP_DB = 100.0        # an exact reconstruction scores this instead of inf (means stay finite)
+AUC_MAX_THRESHOLD = 150    # Zhang et al. 2016: ab error thresholds 0, 1, ..., 150
+AB_GRID_STEP = 10.0        # Zhang et al.'s ab quantisation, for the colour frequencies
+
+
+def capped_psnr(image_true, image_test, data_range=255.0, cap=PSNR_CAP_DB):
+    """:func:`psnr`, at most ``cap`` dB, so that a per-image average stays finite."""
+    return min(psnr(image_true, image_test, data_range), cap)
+
+
+def ab_channels(rgb_uint8):
+    """8-bit RGB ``[H, W, 3]`` -> CIE Lab (a, b) ``[H, W, 2]`` float64 (D65, skimage.color.rgb2lab)."""
+    from skimage.color import rgb2lab
+    return rgb2lab(np.asarray(rgb_uint8))[..., 1:]
+
+
+def ab_error(ab_true, ab_test):
+    """Per-pixel Euclidean distance ``[H, W]`` between two ``[H, W, 2]`` ab images (Lab units)."""
+    return np.sqrt(((np.asarray(ab_true, np.float64) - np.asarray(ab_test, np.float64)) ** 2).sum(-1))
+
+
+def rmse(errors):
+    """Root mean square of per-pixel errors (any shape)."""
+    return float(np.sqrt(np.mean(np.square(np.asarray(errors, np.float64)))))
+
+
+def inverse_frequency_weights(ab_true, step=AB_GRID_STEP):
+    """Per-pixel weights ``[H, W]`` proportional to 1 / frequency of the pixel's ab colour.
+
+    The ground truth's ab plane is cut into ``step`` x ``step`` cells (Zhang et
+    al.'s grid); every occupied cell then carries the same total weight, so
+    rare colours count as much as the common (often greyish) ones.  Mean weight 1.
+    """
+    cells = np.floor(np.asarray(ab_true, np.float64) / step).astype(np.int64).reshape(-1, 2)
+    cells -= cells.min(axis=0)
+    cell_of_pixel = cells[:, 0] * (cells[:, 1].max() + 1) + cells[:, 1]
+    weights = 1.0 / np.bincount(cell_of_pixel)[cell_of_pixel]
+    return (weights * (weights.size / weights.sum())).reshape(np.shape(ab_true)[:-1])
+
+
+def cumulative_error_auc(errors, weights=None, max_threshold=AUC_MAX_THRESHOLD):
+    """Area under the cumulative error curve, in % (Zhang et al. 2016).
+
+    For each threshold t = 0, 1, ..., ``max_threshold`` the (weighted) share of
+    pixels whose error is <= t; the curve's trapezoidal area divided by
+    ``max_threshold``.  100 when every error is 0.
+    """
+    errors = np.asarray(errors, np.float64).reshape(-1)
+    weights = np.ones_like(errors) if weights is None else np.asarray(weights, np.float64).reshape(-1)
+    # error <= t  <=>  ceil(error) <= t for integer t: one weighted histogram serves all thresholds
+    first_threshold = np.minimum(np.ceil(errors), max_threshold + 1).astype(np.int64)
+    share = np.cumsum(np.bincount(first_threshold, weights, minlength=max_threshold + 2))[:max_threshold + 1]
+    share /= weights.sum()
+    area = share.sum() - (share[0] + share[-1]) / 2.0
+    return float(100.0 * area / max_threshold)
+
+
+def colorfulness(rgb_uint8):
+    """Hasler & Suesstrunk 2003 colourfulness of 8-bit RGB ``[H, W, 3]``.
+
+    rg = R - G, yb = (R + G) / 2 - B; M = sqrt(sd_rg^2 + sd_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2).
+    """
+    r, g, b = np.moveaxis(np.asarray(rgb_uint8, np.float64), -1, 0)
+    rg, yb = r - g, (r + g) / 2.0 - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+COLORIZATION_METRICS = ('psnr', 'rmse', 'auc', 'auc_rebal', 'colorfulness')
+
+
+def colorization_metrics(truth_uint8, output_uint8, ab_truth=None, rebalance=None):
+    """Every score of one colorized image against its original, both 8-bit ``[H, W, 3]``.
+
+    Returns ``{psnr (dB, capped), rmse (of the ab error, Lab units), auc, auc_rebal (%),
+    colorfulness (of the output)}``.  ``ab_truth`` / ``rebalance`` (from
+    :func:`ab_channels` / :func:`inverse_frequency_weights` of the original) may be
+    passed in to be computed once for several outputs of the same image.
+    """
+    if np.shape(truth_uint8) != np.shape(output_uint8):
+        raise ValueError('original %s and output %s differ in shape'
+                         % (np.shape(truth_uint8), np.shape(output_uint8)))
+    ab_truth = ab_channels(truth_uint8) if ab_truth is None else ab_truth
+    rebalance = inverse_frequency_weights(ab_truth) if rebalance is None else rebalance
+    errors = ab_error(ab_truth, ab_channels(output_uint8))
+    return {'psnr': capped_psnr(truth_uint8, output_uint8), 'rmse': rmse(errors),
+            'auc': cumulative_error_auc(errors), 'auc_rebal': cumulative_error_auc(errors, rebalance),
+            'colorfulness': colorfulness(output_uint8)}
