@@ -61,9 +61,11 @@ class UnreadableImage(Exception):
 def load_rgb(path, max_pixels):
     """Read any PIL-readable image as uint8 RGB ``[H, W, 3]``, EXIF orientation applied.
 
-    Grey, palette, CMYK, RGBA and 16-bit images are converted; images of more
-    than ``max_pixels`` pixels are refused from their header, before decoding.
-    Raises :class:`UnreadableImage` for everything that cannot be read.
+    Grey, palette, CMYK, RGBA (composited on white) and 16-bit images are
+    converted; images of more than ``max_pixels`` pixels are refused from their
+    header, before decoding.  Raises :class:`UnreadableImage` for everything
+    that cannot be read (missing, empty, truncated, not an image, a decoder
+    error of any kind), so one bad file never stops an epoch.
     """
     try:
         with Image.open(path) as img:
@@ -73,7 +75,7 @@ def load_rgb(path, max_pixels):
             img = ImageOps.exif_transpose(img)
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
                 arr = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if arr.max() > 255 else 255.0
+                top = 65535.0 if img.mode.startswith('I;16') or arr.max() > 255 else 255.0
                 img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
             if img.mode == 'P' and 'transparency' in img.info:
                 img = img.convert('RGBA')
@@ -83,7 +85,7 @@ def load_rgb(path, max_pixels):
             rgb = np.asarray(img.convert('RGB'))
     except UnreadableImage:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except Exception as err:  # PIL's decoders raise many types (OSError, SyntaxError, struct.error, ...)
         raise UnreadableImage('%s: %s' % (type(err).__name__, err)) from None
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise UnreadableImage('empty image')
@@ -235,15 +237,21 @@ class ColorizeImageNet(torch.utils.data.Dataset):
         return torch.from_numpy(np.array(rgb)).permute(2, 0, 1), index, ''
 
     def check_readable(self, max_tries=50):
-        """Fail at start, naming the list or folder, when no image can be read."""
-        for index in range(min(len(self), max_tries)):
+        """Fail at start, naming the list or folder, when no image can be read.
+
+        Tries up to ``max_tries`` files spread over the whole list and stops at
+        the first readable one.
+        """
+        tries = np.unique(np.linspace(0, len(self) - 1, min(len(self), max_tries)).round().astype(int))
+        reasons = []
+        for index in tries:
             try:
-                self.load_resized(index)
+                self.load_resized(int(index))
                 return
-            except UnreadableImage:
-                continue
-        raise ValueError('none of the first %d images of %s can be read'
-                         % (min(len(self), max_tries), self.describe()))
+            except UnreadableImage as err:
+                reasons.append('%s (%s)' % (self.files[index], err))
+        raise ValueError('no readable image in %s: none of the %d files tried can be read, e.g. %s'
+                         % (self.describe(), len(tries), '; '.join(reasons[:3])))
 
     def sample_pixels(self, num_images, pixels_per_image, seed):
         """Random (H, C, L) pixels ``[N, 3]`` from up to ``num_images`` random images."""
@@ -304,9 +312,10 @@ class ColorizeImageNet(torch.utils.data.Dataset):
             if self.bins == 'one-hot':
                 raise ValueError('class rebalancing needs joint bins (soft or uniform), not one-hot')
             cached = prior_path(self.gmm_path) if self.gmm_path else None
-            if cached and os.path.isfile(cached):
-                prior = np.load(cached)
-            else:
+            prior = np.load(cached) if cached and os.path.isfile(cached) else None
+            if prior is None or prior.shape != (bins.num_bins,):  # absent, or left by another K
+                if samples is None:
+                    samples = self.sample_pixels(num_images, pixels_per_image, seed)
                 prior = bins.empirical_prior(samples[:, :2], rebalance_sigma)
                 if cached:
                     save_array(cached, prior)

@@ -4,13 +4,17 @@
 ``config.yaml``, ``log.csv`` (the seed's columns, then ``valid/psnr``),
 ``checkpoint.pth.tar`` (everything to resume), ``model_best.pth.tar`` (everything
 to colorize), ``visualization_viz/iter%012d.png``, ``gmm.npz`` / ``mean_l.npy``
-(colour statistics), ``skipped_files.txt`` (unreadable inputs) and ``train.log``.
+(colour statistics), ``skipped_files.txt`` / ``skipped_count.txt`` (unreadable
+inputs) and ``train.log``.
 
-Under ``torchrun`` every process runs this same code; rank 0 alone writes.
+Under ``torchrun`` every process runs this same code (:class:`Runtime` reads the
+environment torchrun sets); rank 0 alone fits the colour statistics, makes the
+file lists and writes the run folder, and shares what it made by broadcast.
 """
 import argparse
 import csv
 import datetime
+import difflib
 import glob
 import logging
 import math
@@ -40,6 +44,8 @@ LOG_HEADER = ['epoch', 'iteration', 'train/loss', 'train/acc', 'train/acc_cls', 
               'valid/fwavacc', 'elapsed_time', 'valid/psnr']
 CHECKPOINT = 'checkpoint.pth.tar'
 MODEL_BEST = 'model_best.pth.tar'
+SKIPPED_FILES = 'skipped_files.txt'
+SKIPPED_COUNT = 'skipped_count.txt'
 STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
                 ('fcn16s', 'fcn8s'): 'copy_params_from_fcn16s'}
 
@@ -49,12 +55,15 @@ STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
 # --------------------------------------------------------------------------
 
 def parse_args(arch, argv=None):
-    p = argparse.ArgumentParser(description='Train %s to colorize (see README.md).' % arch.upper())
+    p = argparse.ArgumentParser(
+        description='Train %s to colorize (see README.md). Under torchrun every process runs this '
+                    'script; the config\'s batch_size is per process.' % arch.upper())
     p.add_argument('-e', '--exp_name', default=arch, help='experiment name, used in the run folder name')
     p.add_argument('-g', '--gpu', type=int, default=None,
                    help='CUDA device index (default: the first GPU if any, else the CPU; '
                         'under torchrun: LOCAL_RANK)')
-    p.add_argument('-c', '--config', type=int, required=True, help='configuration number in config.py')
+    p.add_argument('-c', '--config', type=int, default=None,
+                   help='configuration number in config.py (required unless --resume)')
     p.add_argument('-b', '--binning', choices=data_loader.BINNINGS, default=None,
                    help='colour targets: soft (GMM), uniform (grid), one-hot (H and C); '
                         'default: the config\'s, else soft')
@@ -66,46 +75,79 @@ def parse_args(arch, argv=None):
     p.add_argument('-m', '--model_path', default=None,
                    help='checkpoint of the previous stage to start from (default: the config\'s init_from)')
     p.add_argument('--resume', default=None, metavar='CHECKPOINT',
-                   help='continue a run exactly where its checkpoint.pth.tar stopped')
+                   help='continue a run exactly where its checkpoint.pth.tar stopped (same batches, '
+                        'same random numbers); its config is used, updated by the flags given here')
     p.add_argument('-o', '--out', default=None,
-                   help='run folder (default logs/MODEL-<exp>_CFG-<NNN>_TIME-<stamp>)')
+                   help='run folder (default logs/MODEL-<exp>_CFG-<NNN>_TIME-<stamp>; '
+                        'with --resume: the checkpoint\'s folder)')
     p.add_argument('--max-iter', type=int, default=None, help='override max_iteration (smoke runs)')
     p.add_argument('-j', '--workers', type=int, default=None, help='DataLoader workers per process')
     p.add_argument('--vgg16', default=None, help='local torchvision vgg16(_bn) state dict to start from')
     p.add_argument('--save-interval', type=int, default=None,
-                   help='also write checkpoint.pth.tar every N iterations')
-    return p.parse_args(argv)
+                   help='also write checkpoint.pth.tar every N iterations (independent of validation)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
+                   help='override any config.py key, VALUE read as YAML (e.g. --set lr=1e-4 '
+                        '--set im_size=[128,128]); repeatable; recorded in config.yaml')
+    args = p.parse_args(argv)
+    if args.config is None and args.resume is None:
+        p.error('-c/--config is required (unless --resume)')
+    return args
 
 
-def resolve_config(args):
-    """Config number + command-line overrides -> the run's config dict."""
-    cfg = config_module.get_config(args.config)
-    cfg['config_number'] = args.config
-    cfg['binning'] = args.binning or cfg['binning'] or 'soft'
-    cfg['numbins'] = args.numbins or cfg['numbins'] or 128
-    for key, value in (('max_iteration', args.max_iter), ('workers', args.workers),
+def parse_overrides(pairs):
+    """``['lr=1e-4', 'sync_bn=true']`` -> ``{'lr': 0.0001, 'sync_bn': True}`` (keys of config.DEFAULTS)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, text = pair.partition('=')
+        key = key.strip()
+        if not sep:
+            raise ValueError('--set %r: expected KEY=VALUE' % pair)
+        if key not in config_module.DEFAULTS:
+            close = difflib.get_close_matches(key, config_module.DEFAULTS, n=3)
+            raise ValueError('--set: unknown config key %r%s' % (key, ' (did you mean %s?)'
+                                                                  % ', '.join(close) if close else ''))
+        value = yaml.safe_load(text)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        overrides[key] = value
+    return overrides
+
+
+def apply_overrides(cfg, args):
+    """Config dict updated by ``--set`` and then by the explicit flags (a fresh run or a resume)."""
+    cfg.update(parse_overrides(args.overrides))
+    for key, value in (('binning', args.binning), ('numbins', args.numbins),
+                       ('max_iteration', args.max_iter), ('workers', args.workers),
                        ('vgg16', args.vgg16), ('save_interval', args.save_interval)):
         if value is not None:
             cfg[key] = value
+    cfg['binning'] = cfg['binning'] or 'soft'
+    cfg['numbins'] = cfg['numbins'] or 128
     cfg['im_size'] = tuple(cfg['im_size'])
     return cfg
 
 
-def newest_best_model(config_number, logs_dir=LOGS_DIR):
-    """The newest ``model_best.pth.tar`` of a run of ``config_number`` under ``logs/``."""
-    pattern = os.path.join(logs_dir, '*_CFG-%03d_*' % config_number, MODEL_BEST)
-    found = sorted(glob.glob(pattern), key=os.path.getmtime)
-    if not found:
-        raise FileNotFoundError('no %s of config %d under %s/: train that config first or pass -m'
-                                % (MODEL_BEST, config_number, logs_dir))
-    return found[-1]
+def resolve_config(args, resume_ckpt=None):
+    """The run's config: the checkpoint's (resume) or config N's, then command-line overrides."""
+    if resume_ckpt is not None:  # keys added to config.py since then get their defaults
+        cfg = dict(config_module.DEFAULTS, **resume_ckpt['config'])
+    else:
+        cfg = config_module.get_config(args.config)
+        cfg['config_number'] = args.config
+    cfg['dataset_path'] = args.dataset_path or cfg.get('dataset_path')
+    return apply_overrides(cfg, args)
 
 
-def newest_run_file(config_number, name, logs_dir=LOGS_DIR):
+def newest_run_file(config_number, name=MODEL_BEST, logs_dir=LOGS_DIR):
+    """The newest ``name`` (default ``model_best.pth.tar``) of a run of ``config_number`` under ``logs/``."""
     pattern = os.path.join(logs_dir, '*_CFG-%03d_*' % config_number, name)
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
-        raise FileNotFoundError('no %s from a run of config %d under %s/' % (name, config_number, logs_dir))
+        raise FileNotFoundError('no %s from a run of config %d under %s/: train that config first%s'
+                                % (name, config_number, logs_dir, ' or pass -m' if name == MODEL_BEST else ''))
     return found[-1]
 
 
@@ -114,7 +156,12 @@ def newest_run_file(config_number, name, logs_dir=LOGS_DIR):
 # --------------------------------------------------------------------------
 
 class Runtime:
-    """Device, precision and process group of this process, decided once."""
+    """Device, precision and process group of this process, decided once.
+
+    torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    ``MASTER_ADDR``/``MASTER_PORT``) makes a distributed run: ``nccl`` on CUDA
+    (one GPU per process, ``LOCAL_RANK``), ``gloo`` on CPU.
+    """
 
     def __init__(self, gpu, cfg):
         self.world_size = int(os.environ.get('WORLD_SIZE', 1))
@@ -129,6 +176,9 @@ class Runtime:
             raise RuntimeError('-g %d given but CUDA is not available' % gpu)
         else:
             self.device = torch.device('cpu')
+        if self.distributed and cfg['sync_bn'] and not self.cuda:
+            raise ValueError('sync_bn: torch.nn.SyncBatchNorm runs on CUDA only, this is a CPU (gloo) '
+                             'job; set sync_bn=false (or bn_dropout_eval=true)')
         if self.distributed and not dist.is_initialized():
             dist.init_process_group('nccl' if self.cuda else 'gloo')
         use_amp = self.cuda and cfg['amp']
@@ -156,9 +206,17 @@ class Runtime:
         """Soft targets are stored in the autocast dtype (half the memory of float32)."""
         return self.amp_dtype or torch.float32
 
-    def barrier(self):
-        if self.distributed:
-            dist.barrier()
+    def wrap(self, model, sync_bn):
+        """The model on this device, as DistributedDataParallel under torchrun."""
+        if self.distributed and sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.distributed:  # broadcasts rank 0's parameters and buffers
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.cuda else None)
+        return model
 
     def broadcast(self, obj):
         """Rank 0's Python object, on every rank."""
@@ -168,89 +226,138 @@ class Runtime:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def on_main(self, make):
+        """``make()`` run by rank 0 alone, its result on every rank.
+
+        An exception on rank 0 is raised on every rank, so no process waits
+        for a broadcast that never comes.
+        """
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = make()
+            except Exception as err:  # re-raised below, on every rank
+                error = err
+        result, error = self.broadcast((result, error))
+        if error is not None:
+            raise error
+        return result
+
+    def all_true(self, flag):
+        """Whether ``flag`` holds on every rank (one tiny all-reduce under DDP)."""
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
     def all_reduce_sum(self, tensor):
         if self.distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
     def all_gather(self, obj):
+        """``[rank 0's obj, rank 1's obj, ...]`` on every rank."""
         if not self.distributed:
             return [obj]
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
         return out
 
+    def close(self):
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
 
-def default_workers(runtime):
+
+def default_workers():
     per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
     return max(0, min(8, per_process - 1))
 
 
-class ResumableSampler(torch.utils.data.Sampler):
-    """Shuffled (or ordered) indices of one process, re-seeded each epoch, resumable mid-epoch.
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
-    Epoch ``e`` is a permutation drawn from ``seed + e``; under DDP each rank
-    takes every ``world_size``-th index of it (padded so ranks get equal
-    shares, as DistributedSampler).  ``set_position(e, b)`` starts epoch ``e``
-    at its ``b``-th batch.
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """This process's share of an epoch's order, from a global position on.
+
+    Epoch ``e``'s order is a permutation drawn from ``seed + e`` (or
+    ``0..n-1`` unshuffled).  Its positions from ``start`` on are dealt
+    round-robin to the ``world_size`` ranks, padded by repeating the first
+    ones so that every rank gets as many (as DistributedSampler).  One step of
+    all ranks consumes ``batch_size * world_size`` positions, so a checkpoint's
+    position means the same under any number of processes.
     """
 
-    def __init__(self, n, batch_size, shuffle, seed, rank=0, world_size=1, pad=True):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+    def __init__(self, n, shuffle, seed, rank=0, world_size=1, pad=True):
+        self.n, self.shuffle, self.seed = n, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start = 0, 0
 
-    def epoch_indices(self):
+    def set_position(self, epoch, start=0):
+        self.epoch, self.start = epoch, start
+
+    def indices(self):
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = order.tolist()
         else:
             order = list(range(self.n))
-        if self.pad:
-            total = math.ceil(self.n / self.world_size) * self.world_size
-            order += order[:total - len(order)]
+        order = order[self.start:]
+        if self.pad and order:
+            order += [order[i % len(order)] for i in range(-len(order) % self.world_size)]
         return order[self.rank::self.world_size]
 
-    def __len__(self):
-        return len(self.epoch_indices()) - self.start_batch * self.batch_size
-
     def __iter__(self):
-        return iter(self.epoch_indices()[self.start_batch * self.batch_size:])
+        return iter(self.indices())
 
-    def set_position(self, epoch, start_batch=0):
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def batches_per_epoch(self):
-        return math.ceil(len(self.epoch_indices()) / self.batch_size)
+    def __len__(self):
+        return len(self.indices())
 
 
 def make_loader(dataset, sampler, batch_size, cfg, runtime, workers):
+    """DataLoader with its own seeded generator: starting an epoch never draws from the
+    global torch RNG (whose stream drives dropout and is checkpointed)."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=data_loader.collate_skip_unreadable, pin_memory=runtime.pin_memory,
         prefetch_factor=cfg['prefetch_factor'] if workers else None,
         persistent_workers=workers > 0,
-        generator=torch.Generator().manual_seed(cfg['seed']))  # leaves the global RNG untouched
+        generator=torch.Generator().manual_seed(cfg['seed']))
 
 
 # --------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------
 
+def temporary_path(path):
+    return os.path.join(os.path.dirname(os.path.abspath(path)),
+                        '.%s.tmp%d' % (os.path.basename(path), os.getpid()))
+
+
 def atomic_torch_save(obj, path):
     """torch.save to a temporary file in the same folder, fsync, rename: never half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, '.%s.tmp%d' % (os.path.basename(path), os.getpid()))
+    tmp = temporary_path(path)
     with open(tmp, 'wb') as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(folder, os.O_RDONLY)
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temporaries(run_dir):
+    """Delete the temporary files of saves that a kill interrupted."""
+    for name in (CHECKPOINT, MODEL_BEST):
+        for tmp in glob.glob(os.path.join(run_dir, '.%s.tmp*' % name)):
+            os.remove(tmp)
+            log.info('removed %s, left by an interrupted save', tmp)
 
 
 def rng_state():
@@ -294,12 +401,18 @@ def model_from_checkpoint(ckpt):
     return model
 
 
-def check_compatible(ckpt, cfg, path):
-    """Refuse a checkpoint trained for other colour bins than this run's."""
-    binning, k = ckpt['encoder']['bins']['binning'], ckpt['num_bins']
-    if binning != cfg['binning'] or k != cfg['numbins']:
-        raise ValueError('%s was trained with %s binning and K=%d, this run asks for %s and K=%d '
-                         '(set -b/-k to match)' % (path, binning, k, cfg['binning'], cfg['numbins']))
+def check_compatible(ckpt, path, arch, cfg, resuming):
+    """Refuse a checkpoint of another architecture (or stage order) or other colour bins than this run's."""
+    if resuming and ckpt['arch'] != arch:
+        raise ValueError('%s is a %s checkpoint: resume it with train_color_%s.py, not %s'
+                         % (path, ckpt['arch'], ckpt['arch'], arch))
+    if ckpt['arch'] != arch and (ckpt['arch'], arch) not in STAGE_COPIES:
+        raise ValueError('cannot initialise %s from a %s checkpoint (%s): the stages go %s'
+                         % (arch, ckpt['arch'], path, ' -> '.join(['fcn32s', 'fcn16s', 'fcn8s'])))
+    if ckpt['binning'] != cfg['binning'] or ckpt['num_bins'] != cfg['numbins']:
+        raise ValueError('%s was trained with %s binning and K=%d, this run asks for %s binning and K=%d '
+                         '(set -b/-k to match)' % (path, ckpt['binning'], ckpt['num_bins'],
+                                                   cfg['binning'], cfg['numbins']))
 
 
 # --------------------------------------------------------------------------
@@ -364,78 +477,106 @@ def scores_of(conf):
     return [float(np.mean(v)) for v in zip(*per_head)]
 
 
+
 # --------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------
 
+def set_train_mode(model, bn_dropout_eval):
+    """``model.train()``; with ``bn_dropout_eval`` BatchNorm and Dropout stay in eval mode.
+
+    Then every image's loss and gradient are independent of its batch-mates
+    (BatchNorm uses its running statistics, no dropout mask is drawn), so N
+    processes of batch B step exactly like one process of batch N*B.
+    """
+    model.train()
+    if bn_dropout_eval:
+        for module in model.modules():
+            if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)):
+                module.eval()
+
+
 class Trainer:
-    """One readable loop: validate / checkpoint, then a training step, every iteration."""
+    """One readable loop: validate / checkpoint when due, then a training step, every iteration."""
 
     def __init__(self, arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers):
         self.arch, self.cfg, self.run_dir, self.rt = arch, cfg, run_dir, runtime
         self.model, self.encoder = model, encoder
         self.train_set, self.val_set = train_set, val_set
-        self.train_sampler = ResumableSampler(len(train_set), cfg['batch_size'], True, cfg['seed'],
-                                              runtime.rank, runtime.world_size)
-        self.val_sampler = ResumableSampler(len(val_set), cfg['val_batch_size'], False, cfg['seed'],
-                                            runtime.rank, runtime.world_size, pad=False)
+        self.train_sampler = ResumableSampler(len(train_set), True, cfg['seed'], runtime.rank, runtime.world_size)
+        self.val_sampler = ResumableSampler(len(val_set), False, cfg['seed'], runtime.rank, runtime.world_size,
+                                            pad=False)
         self.train_loader = make_loader(train_set, self.train_sampler, cfg['batch_size'], cfg, runtime, workers)
         self.val_loader = make_loader(val_set, self.val_sampler, cfg['val_batch_size'], cfg, runtime, workers)
         self.optim = make_optimizer(model, cfg)
-        self.iteration, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self.validated_at = None
+        self.global_batch = cfg['batch_size'] * runtime.world_size   # sampler positions per step
+        self.batches_per_epoch = math.ceil(len(train_set) / self.global_batch)
+        self.interval_validate = cfg['interval_validate'] or self.batches_per_epoch
+        self.iteration, self.epoch, self.sample_in_epoch = 0, 0, 0
+        self.validated_at = self.saved_at = None
         self.best_loss = float('inf')
-        self.skipped = {}          # path -> reason, every unreadable file seen so far
         self.nonfinite_steps = 0
+        self.unusable_batches = 0     # batches in a row with no readable image on some rank
         self.start_time, self.elapsed_before = time.time(), 0.0
-        self.interval_validate = cfg['interval_validate'] or self.train_sampler.batches_per_epoch()
         self.log_path = os.path.join(run_dir, 'log.csv')
+        self.skipped = read_skipped(os.path.join(run_dir, SKIPPED_FILES)) if runtime.is_main else {}
 
     # --- state ------------------------------------------------------------
 
     @property
     def bare_model(self):
-        return self.model.module if hasattr(self.model, 'module') else self.model
+        """The network without its torch.compile / DDP wrappers."""
+        model = getattr(self.model, '_orig_mod', self.model)
+        return getattr(model, 'module', model)
 
-    def checkpoint_state(self, with_training_state=True):
-        model = self.bare_model
-        model = getattr(model, '_orig_mod', model)  # torch.compile wrapper
+    def checkpoint_state(self, rng_states=None):
+        """Everything to colorize; with every rank's ``rng_states`` also everything to resume."""
         state = {
             'arch': self.arch, 'model_kwargs': model_kwargs(self.cfg, self.encoder),
-            'model_state_dict': model.state_dict(),
+            'model_state_dict': self.bare_model.state_dict(),
             'encoder': self.encoder.state(), 'num_bins': self.encoder.num_bins,
             'binning': self.encoder.binning, 'im_size': tuple(self.cfg['im_size']),
             'config': self.cfg, 'iteration': self.iteration, 'epoch': self.epoch,
             'best_loss': self.best_loss,
         }
-        if with_training_state:
+        if rng_states is not None:
             state.update({
                 'optim_state_dict': self.optim.state_dict(),
                 'scaler_state_dict': self.rt.scaler.state_dict(),
-                'batch_in_epoch': self.batch_in_epoch, 'validated_at': self.validated_at,
-                'log_rows': count_rows(self.log_path), 'rng': rng_state(),
-                'elapsed_time': self.elapsed(), 'nonfinite_steps': self.nonfinite_steps,
+                'sample_in_epoch': self.sample_in_epoch, 'validated_at': self.validated_at,
+                'log_rows': count_rows(self.log_path), 'rng': rng_states,
+                'world_size': self.rt.world_size, 'elapsed_time': self.elapsed(),
+                'nonfinite_steps': self.nonfinite_steps,
             })
         return state
 
     def save_checkpoint(self):
+        """checkpoint.pth.tar (atomically); every rank calls it, its RNG state goes in."""
+        rng_states = self.rt.all_gather(rng_state())
         if self.rt.is_main:
-            atomic_torch_save(self.checkpoint_state(), os.path.join(self.run_dir, CHECKPOINT))
+            atomic_torch_save(self.checkpoint_state(rng_states), os.path.join(self.run_dir, CHECKPOINT))
+        self.saved_at = self.iteration
 
     def resume(self, ckpt):
-        """Continue exactly: model, optimizer, RNGs, sampler position, log rows."""
+        """Continue exactly: model, optimizer, sampler position, RNGs; log rows after the checkpoint go."""
         self.bare_model.load_state_dict(ckpt['model_state_dict'])
         self.optim.load_state_dict(ckpt['optim_state_dict'])
         self.rt.scaler.load_state_dict(ckpt['scaler_state_dict'])
         self.iteration, self.epoch = ckpt['iteration'], ckpt['epoch']
-        self.batch_in_epoch, self.validated_at = ckpt['batch_in_epoch'], ckpt['validated_at']
+        self.sample_in_epoch, self.validated_at = ckpt['sample_in_epoch'], ckpt['validated_at']
+        self.saved_at = self.iteration
         self.best_loss, self.elapsed_before = ckpt['best_loss'], ckpt['elapsed_time']
         self.nonfinite_steps = ckpt['nonfinite_steps']
-        set_rng_state(ckpt['rng'])
+        if len(ckpt['rng']) == self.rt.world_size:
+            set_rng_state(ckpt['rng'][self.rt.rank])
+        else:
+            log.warning('the checkpoint was written by %d processes, this run has %d: the random '
+                        'streams (dropout) are re-seeded', len(ckpt['rng']), self.rt.world_size)
+            seed_everything(self.cfg['seed'] + self.rt.rank + self.iteration)
         if self.rt.is_main:
             truncate_rows(self.log_path, ckpt['log_rows'])
-        log.info('resumed at iteration %d (epoch %d, batch %d)', self.iteration, self.epoch,
-                 self.batch_in_epoch)
+        log.info('resumed at iteration %d (epoch %d, sample %d of it)', self.iteration, self.epoch,
+                 self.sample_in_epoch)
 
     def elapsed(self):
         return self.elapsed_before + time.time() - self.start_time
@@ -455,53 +596,56 @@ class Trainer:
                 writer.writerow(LOG_HEADER)
             writer.writerow(row)
 
-    def note_skipped(self, batch):
-        """Remember the unreadable files of a batch (see :meth:`record_skipped`)."""
-        self.record_skipped({batch['dataset'].path(i): reason for i, reason in batch['skipped']})
+    def note_skipped(self, batch, dataset):
+        """Record the unreadable files of a batch (see :meth:`record_skipped`)."""
+        self.record_skipped({dataset.path(i): reason for i, reason in batch['skipped']})
 
     def record_skipped(self, entries):
-        """New unreadable files: one warning each; rank 0 appends them to skipped_files.txt."""
-        for path, reason in entries.items():
-            if path in self.skipped:
-                continue
-            self.skipped[path] = reason
+        """New unreadable files: one warning each; rank 0 lists them and their count in the run folder."""
+        new = {path: reason for path, reason in entries.items() if path not in self.skipped}
+        for path, reason in new.items():
             log.warning('skipped unreadable image %s (%s)', path, reason)
-            if self.rt.is_main:
-                with open(os.path.join(self.run_dir, 'skipped_files.txt'), 'a') as f:
-                    f.write('%s\t%s\n' % (path, reason))
+        self.skipped.update(new)
+        if new and self.rt.is_main:
+            with open(os.path.join(self.run_dir, SKIPPED_FILES), 'a') as f:
+                f.writelines('%s\t%s\n' % item for item in new.items())
+            self.write_skip_count()
+
+    def write_skip_count(self):
+        with open(os.path.join(self.run_dir, SKIPPED_COUNT), 'w') as f:
+            f.write('%d\n' % len(self.skipped))
 
     # --- one step -----------------------------------------------------------
 
-    def to_device(self, rgb):
-        return rgb.to(self.rt.device, non_blocking=self.rt.pin_memory)
-
-    def forward(self, rgb):
+    def forward(self, rgb, model):
         """uint8 batch -> (input, target, scores as float32)."""
         with torch.no_grad():
-            net_input, target = self.encoder.encode(self.to_device(rgb), self.rt.target_dtype)
+            net_input, target = self.encoder.encode(rgb.to(self.rt.device, non_blocking=self.rt.pin_memory),
+                                                    self.rt.target_dtype)
         if self.rt.channels_last:
             net_input = net_input.contiguous(memory_format=torch.channels_last)
         with self.rt.autocast():
-            scores = self.model(net_input)
+            scores = model(net_input)
         return net_input, target, scores.float()
 
     def train_step(self, rgb):
-        self.model.train()
-        _, target, scores = self.forward(rgb)
+        """One optimizer step; None when the loss was not finite on some rank and the step was skipped."""
+        set_train_mode(self.model, self.cfg['bn_dropout_eval'])
+        _, target, scores = self.forward(rgb, self.model)
         per_pixel = pixel_losses(scores, target, self.encoder)
         loss = reduce_loss(per_pixel, self.cfg['loss_reduction'])
-        if not torch.isfinite(loss):
+        self.optim.zero_grad(set_to_none=True)
+        self.rt.scaler.scale(loss).backward()   # also when not finite: DDP's ranks stay in step
+        if not self.rt.all_true(torch.isfinite(loss)):
+            self.optim.zero_grad(set_to_none=True)
             if self.cfg['nonfinite_loss'] != 'skip':
-                raise FloatingPointError('non-finite training loss (%s) at iteration %d; the last '
-                                         'good state is %s' % (loss.item(), self.iteration,
+                raise FloatingPointError('non-finite training loss (%s on rank %d) at iteration %d; the last '
+                                         'good state is %s' % (loss.item(), self.rt.rank, self.iteration,
                                                                os.path.join(self.run_dir, CHECKPOINT)))
             self.nonfinite_steps += 1
             log.warning('non-finite loss at iteration %d: step skipped (%d so far)',
                         self.iteration, self.nonfinite_steps)
-            self.optim.zero_grad(set_to_none=True)
             return None
-        self.optim.zero_grad(set_to_none=True)
-        self.rt.scaler.scale(loss).backward()
         self.rt.scaler.step(self.optim)
         self.rt.scaler.update()
         metrics = scores_of(confusion(scores.detach(), target, self.encoder))
@@ -511,19 +655,23 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self):
-        """Loss, argmax-bin scores and PSNR over the validation set (reduced over ranks)."""
-        self.model.eval()
+        """Loss, argmax-bin scores and PSNR over the validation set (reduced over ranks).
+
+        Each rank evaluates its share with the bare network (no collective
+        inside the loop, so shares may differ in size); sums are reduced after.
+        """
+        model = self.bare_model
+        model.eval()
         n_out = 2 if self.encoder.binning == 'one-hot' else 1
         conf = torch.zeros(n_out, self.encoder.num_bins, self.encoder.num_bins, dtype=torch.long,
                            device=self.rt.device)
         sums = torch.zeros(4, dtype=torch.float64, device=self.rt.device)  # loss, pixels, psnr, images
         viz = []
         for batch in self.val_loader:
-            batch['dataset'] = self.val_set
-            self.note_skipped(batch)
+            self.note_skipped(batch, self.val_set)
             if batch['rgb'] is None:
                 continue
-            net_input, target, scores = self.forward(batch['rgb'])
+            net_input, target, scores = self.forward(batch['rgb'], model)
             per_pixel = pixel_losses(scores, target, self.encoder)
             conf += confusion(scores, target, self.encoder)
             probs = self.encoder.probabilities(scores)
@@ -546,15 +694,12 @@ class Trainer:
         self.write_row(valid=valid)
         if self.rt.is_main and viz:
             self.save_viz(viz[:self.cfg['viz_images']])
-            self.write_skip_count()
         self.validated_at = self.iteration
-        is_best = math.isfinite(valid[0]) and valid[0] < self.best_loss
-        if is_best:
+        if math.isfinite(valid[0]) and valid[0] < self.best_loss:  # a broken model is never the best
             self.best_loss = valid[0]
+            if self.rt.is_main:  # before the checkpoint: a kill in between re-validates on resume
+                atomic_torch_save(self.checkpoint_state(), os.path.join(self.run_dir, MODEL_BEST))
         self.save_checkpoint()
-        if is_best and self.rt.is_main:
-            atomic_torch_save(self.checkpoint_state(with_training_state=False),
-                              os.path.join(self.run_dir, MODEL_BEST))
         return valid
 
     def viz_rows(self, rgb, net_input, target, rgb_pred):
@@ -578,32 +723,36 @@ class Trainer:
         os.makedirs(folder, exist_ok=True)
         Image.fromarray(utils.tile_images(rows)).save(os.path.join(folder, 'iter%012d.png' % self.iteration))
 
-    def write_skip_count(self):
-        with open(os.path.join(self.run_dir, 'skipped_count.txt'), 'w') as f:
-            f.write('%d\n' % len(self.skipped))
-
     # --- the loop -------------------------------------------------------------
+
+    def validate_or_checkpoint(self, final=False):
+        """Validation (which checkpoints) when due, else a checkpoint every save_interval iterations."""
+        if (final or self.iteration % self.interval_validate == 0) and self.validated_at != self.iteration:
+            self.validate()
+        elif self.cfg['save_interval'] and self.iteration % self.cfg['save_interval'] == 0 \
+                and self.saved_at != self.iteration:
+            self.save_checkpoint()
 
     def train(self):
         max_iter = self.cfg['max_iteration']
-        save_interval = self.cfg['save_interval']
         bar = None
         if self.rt.is_main:
             from tqdm import tqdm
             bar = tqdm(total=max_iter, initial=self.iteration, desc='train', ncols=90,
                        disable=not sys.stderr.isatty() and os.environ.get('CI') == 'true')
         while self.iteration < max_iter:
-            self.train_sampler.set_position(self.epoch, self.batch_in_epoch)
+            self.train_sampler.set_position(self.epoch, self.sample_in_epoch)
             for batch in self.train_loader:
-                if self.iteration % self.interval_validate == 0 and self.validated_at != self.iteration:
-                    self.validate()
-                elif save_interval and self.iteration % save_interval == 0 and self.batch_in_epoch:
-                    self.save_checkpoint()
-                self.batch_in_epoch += 1
-                batch['dataset'] = self.train_set
-                self.note_skipped(batch)
-                if batch['rgb'] is None:
+                self.validate_or_checkpoint()
+                self.sample_in_epoch += self.global_batch
+                self.note_skipped(batch, self.train_set)
+                if not self.rt.all_true(batch['rgb'] is not None):
+                    self.unusable_batches += 1
+                    if self.unusable_batches > self.batches_per_epoch:
+                        raise RuntimeError('a whole epoch of batches without a readable image on some '
+                                           'process: too few readable images in %s' % self.train_set.describe())
                     continue
+                self.unusable_batches = 0
                 train = self.train_step(batch['rgb'])
                 if train is not None:
                     self.write_row(train=train)
@@ -615,9 +764,8 @@ class Trainer:
                 if self.iteration >= max_iter:
                     break
             else:
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        if self.validated_at != self.iteration:
-            self.validate()
+                self.epoch, self.sample_in_epoch = self.epoch + 1, 0
+        self.validate_or_checkpoint(final=True)
         if bar is not None:
             bar.close()
         if self.rt.is_main:
@@ -637,6 +785,14 @@ def make_optimizer(model, cfg):
 
 def model_kwargs(cfg, encoder):
     return {'n_class': encoder.num_outputs, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
+
+
+def read_skipped(path):
+    """skipped_files.txt -> {path: reason} (empty when absent)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(line.rstrip('\n').split('\t', 1) for line in f if '\t' in line)
 
 
 def count_rows(path):
@@ -667,28 +823,46 @@ def truncate_rows(path, keep):
 # --------------------------------------------------------------------------
 
 def make_run_dir(args, cfg, runtime):
-    if args.resume and not args.out:
-        return os.path.dirname(os.path.abspath(args.resume))
+    """The run folder (rank 0 creates it); a fresh run refuses a folder that already has a log."""
     if args.out:
         run_dir = args.out
+    elif args.resume:
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
     else:
         stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S-%f')
         run_dir = os.path.join(LOGS_DIR, 'MODEL-%s_CFG-%03d_TIME-%s' % (args.exp_name, cfg['config_number'], stamp))
-    return runtime.broadcast(run_dir)
+
+    def create():
+        if not args.resume and os.path.exists(os.path.join(run_dir, 'log.csv')):
+            raise FileExistsError('%s already holds a run (log.csv): continue it with --resume %s or '
+                                  'choose another -o' % (run_dir, os.path.join(run_dir, CHECKPOINT)))
+        os.makedirs(run_dir, exist_ok=True)
+        remove_stale_temporaries(run_dir)
+        return run_dir
+    return runtime.on_main(create)
 
 
 def setup_logging(run_dir, runtime):
+    """The 'colorizer' logger prints to stderr and (rank 0) to train.log, for this run only."""
+    close_logging()
     log.setLevel(logging.INFO if runtime.is_main else logging.WARNING)
-    log.handlers.clear()
     fmt = logging.Formatter('%%(asctime)s %%(levelname)s [rank %d] %%(message)s' % runtime.rank)
-    stream = logging.StreamHandler()
-    stream.setFormatter(fmt)
-    log.addHandler(stream)
+    handlers = [logging.StreamHandler()]
     if runtime.is_main:
-        to_file = logging.FileHandler(os.path.join(run_dir, 'train.log'))
-        to_file.setFormatter(fmt)
-        log.addHandler(to_file)
+        handlers.append(logging.FileHandler(os.path.join(run_dir, 'train.log')))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
     log.propagate = False
+
+
+def close_logging():
+    """Back to plain propagation to the root logger (an in-process caller's logging is left as it was)."""
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    log.setLevel(logging.NOTSET)
+    log.propagate = True
 
 
 def initial_checkpoint(args, cfg):
@@ -696,30 +870,35 @@ def initial_checkpoint(args, cfg):
     if args.model_path:
         return args.model_path
     if cfg['init_from'] is not None:
-        return newest_best_model(cfg['init_from'])
+        return newest_run_file(cfg['init_from'])
     return None
 
 
-def build_encoder(train_set, cfg, init_ckpt, runtime):
-    """The colour encoder: from the initialising checkpoint, a reused config's stats, or fitted.
+def make_datasets(cfg, run_dir):
+    """(train, val) datasets, checked to hold a readable image (rank 0 only: it may write lists)."""
+    train_set, val_set = data_loader.make_datasets(cfg['dataset_path'], cfg, run_dir,
+                                                   cfg['binning'], cfg['numbins'])
+    train_set.check_readable()
+    val_set.check_readable()
+    return train_set, val_set
 
-    Rank 0 fits and caches first; the other ranks then load the same files.
-    """
+
+def fit_encoder_state(train_set, cfg, init_ckpt):
+    """The colour encoder's state (rank 0 only): the initialising checkpoint's, or fitted on the
+    training set (or a reused config's statistics).  Its statistics are cached in the run folder."""
     if init_ckpt is not None:
-        return data_loader.ColorEncoder.from_state(init_ckpt['encoder'])
+        encoder = data_loader.ColorEncoder.from_state(init_ckpt['encoder'])
+        if encoder.binning == 'soft':
+            encoder.bins.save(train_set.gmm_path)
+        data_loader.save_array(train_set.mean_l_path, np.array(encoder.mean_l))
+        return init_ckpt['encoder']
     if cfg['color_stats_from'] not in (None, cfg['config_number']):
         for name, target in (('mean_l.npy', train_set.mean_l_path), ('gmm.npz', train_set.gmm_path)):
-            if name == 'gmm.npz' and cfg['binning'] != 'soft':
-                continue
-            if runtime.is_main and not os.path.exists(target):
+            if (name != 'gmm.npz' or cfg['binning'] == 'soft') and not os.path.exists(target):
                 shutil.copyfile(newest_run_file(cfg['color_stats_from'], name), target)
-    encoder = None
-    for turn in ('main', 'others'):
-        if (turn == 'main') == runtime.is_main:
-            encoder = train_set.build_encoder(cfg['stats_num_images'], cfg['stats_pixels_per_image'],
-                                              cfg['seed'], cfg['rebalance_lambda'], cfg['rebalance_sigma'])
-        runtime.barrier()
-    return encoder
+    encoder = train_set.build_encoder(cfg['stats_num_images'], cfg['stats_pixels_per_image'],
+                                      cfg['seed'], cfg['rebalance_lambda'], cfg['rebalance_sigma'])
+    return encoder.state()
 
 
 def build_network(arch, cfg, encoder, init_ckpt, init_path):
@@ -728,10 +907,8 @@ def build_network(arch, cfg, encoder, init_ckpt, init_path):
         previous = model_from_checkpoint(init_ckpt)
         if init_ckpt['arch'] == arch:
             model.load_state_dict(previous.state_dict())
-        elif (init_ckpt['arch'], arch) in STAGE_COPIES:
-            getattr(model, STAGE_COPIES[(init_ckpt['arch'], arch)])(previous)
         else:
-            raise ValueError('cannot initialise %s from a %s checkpoint (%s)' % (arch, init_ckpt['arch'], init_path))
+            getattr(model, STAGE_COPIES[(init_ckpt['arch'], arch)])(previous)
         log.info('initialised %s from %s (%s)', arch, init_path, init_ckpt['arch'])
     elif cfg['vgg16']:
         model.copy_params_from_vgg16(torch.load(cfg['vgg16'], map_location='cpu', weights_only=True))
@@ -739,79 +916,48 @@ def build_network(arch, cfg, encoder, init_ckpt, init_path):
     return model
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def main(arch, argv=None):
-    """Entry point of train_color_fcn{32,16,8}s.py."""
+    """Entry point of train_color_fcn{32,16,8}s.py; returns the finished :class:`Trainer`."""
     args = parse_args(arch, argv)
     resume_ckpt = load_checkpoint(args.resume) if args.resume else None
-    if resume_ckpt is not None:
-        cfg = dict(resume_ckpt['config'])
-        if resume_ckpt['arch'] != arch:
-            raise ValueError('%s is a %s checkpoint, not %s' % (args.resume, resume_ckpt['arch'], arch))
-        for key, value in (('max_iteration', args.max_iter), ('workers', args.workers),
-                           ('save_interval', args.save_interval)):
-            if value is not None:
-                cfg[key] = value
-    else:
-        cfg = resolve_config(args)
-    runtime = Runtime(args.gpu, cfg)
-    seed_everything(cfg['seed'])
-    run_dir = make_run_dir(args, cfg, runtime)
-    if runtime.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-    runtime.barrier()
-    setup_logging(run_dir, runtime)
-    log.info('run folder %s on %s (world size %d)', run_dir, runtime.device, runtime.world_size)
-
-    datasets = None
-    for turn in ('main', 'others'):  # rank 0 writes split / list files first
-        if (turn == 'main') == runtime.is_main:
-            datasets = data_loader.make_datasets(args.dataset_path or cfg.get('dataset_path'), cfg, run_dir,
-                                                 cfg['binning'], cfg['numbins'])
-        runtime.barrier()
-    train_set, val_set = datasets
-    cfg['dataset_path'] = args.dataset_path or cfg.get('dataset_path')
-    train_set.check_readable()
-    val_set.check_readable()
-
+    cfg = resolve_config(args, resume_ckpt)
     init_path = None if resume_ckpt is not None else initial_checkpoint(args, cfg)
     init_ckpt = load_checkpoint(init_path) if init_path else None
-    if init_ckpt is not None:
-        check_compatible(init_ckpt, cfg, init_path)
-    if resume_ckpt is not None:
-        check_compatible(resume_ckpt, cfg, args.resume)
-        encoder = data_loader.ColorEncoder.from_state(resume_ckpt['encoder'])
-    else:
-        encoder = build_encoder(train_set, cfg, init_ckpt, runtime)
-    if runtime.is_main and resume_ckpt is None:
-        with open(os.path.join(run_dir, 'config.yaml'), 'w') as f:
-            yaml.safe_dump(dict(cfg, im_size=list(cfg['im_size']), arch=arch, init_from_path=init_path),
-                           f, sort_keys=True)
+    for ckpt, path in ((resume_ckpt, args.resume), (init_ckpt, init_path)):
+        if ckpt is not None:
+            check_compatible(ckpt, path, arch, cfg, resuming=ckpt is resume_ckpt)
+    runtime = Runtime(args.gpu, cfg)
+    try:
+        return run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path)
+    finally:
+        close_logging()
+        runtime.close()
 
-    model = build_network(arch, cfg, encoder, init_ckpt, init_path)
-    if runtime.distributed and cfg['sync_bn']:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(runtime.device)
-    if runtime.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if runtime.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[runtime.device.index] if runtime.cuda else None)
+
+def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path):
+    """Everything after the checks: run folder, data, colour encoder, network, then the loop."""
+    seed_everything(cfg['seed'] + runtime.rank)  # ranks draw different dropout masks
+    run_dir = make_run_dir(args, cfg, runtime)
+    setup_logging(run_dir, runtime)
+    log.info('run folder %s on %s (world size %d, batch size %d per process)', run_dir, runtime.device,
+             runtime.world_size, cfg['batch_size'])
+
+    train_set, val_set = runtime.on_main(lambda: make_datasets(cfg, run_dir))
+    encoder_state = resume_ckpt['encoder'] if resume_ckpt is not None else \
+        runtime.on_main(lambda: fit_encoder_state(train_set, cfg, init_ckpt))
+    encoder = data_loader.ColorEncoder.from_state(encoder_state)
+    if runtime.is_main:
+        with open(os.path.join(run_dir, 'config.yaml'), 'w') as f:
+            yaml.safe_dump(dict(cfg, im_size=list(cfg['im_size']), arch=arch,
+                                init_from_path=init_path, resumed_from=args.resume), f, sort_keys=True)
+
+    model = runtime.wrap(build_network(arch, cfg, encoder, init_ckpt, init_path), cfg['sync_bn'])
     if cfg['compile']:
         model = torch.compile(model)
-
-    workers = cfg['workers'] if cfg['workers'] is not None else default_workers(runtime)
+    workers = cfg['workers'] if cfg['workers'] is not None else default_workers()
     trainer = Trainer(arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers)
     if resume_ckpt is not None:
         trainer.resume(resume_ckpt)
     trainer.train()
-    if runtime.is_main:
-        log.info('done: %s (best validation loss %.4f)', run_dir, trainer.best_loss)
-    if runtime.distributed:
-        dist.destroy_process_group()
+    log.info('done: %s (best validation loss %.4f)', run_dir, trainer.best_loss)
     return trainer

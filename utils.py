@@ -246,7 +246,8 @@ def to_uint8(rgb):
         if rgb.ndim == 3 and rgb.shape[0] == 3:
             rgb = rgb.permute(1, 2, 0)
         rgb = rgb.numpy()
-    return np.clip(np.round(np.asarray(rgb, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    rgb = np.nan_to_num(np.asarray(rgb, dtype=np.float64), nan=0.0)  # a broken model gives black, not a warning
+    return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def psnr(image_true, image_test, data_range=255.0):

@@ -171,3 +171,15 @@ def test_build_encoder_caches_mean_l_and_gmm_then_reloads(tmp_path):
     wrong_k = dict(kw, num_hc_bins=6)
     with pytest.raises(ValueError, match='holds 4 GMM bins'):
         data_loader.ColorizeImageNet(root, 'train', **wrong_k).build_encoder(10, 50, seed=0)
+
+
+def test_bin_prior_is_cached_and_a_stale_one_from_another_k_is_replaced(tmp_path):
+    root = data_loader.materialise_bundled()
+    kw = dict(files=data_loader.find_images(root), im_size=(32, 32), bins='uniform', num_hc_bins=9,
+              gmm_path=str(tmp_path / 'gmm.npz'), mean_l_path=str(tmp_path / 'mean_l.npy'))
+    np.save(str(tmp_path / 'bin_prior.npy'), np.full(4, 0.25))  # left by a K=4 run
+    encoder = data_loader.ColorizeImageNet(root, 'train', **kw).build_encoder(10, 50, 0, rebalance_lambda=0.5,
+                                                                              rebalance_sigma=0.05)
+    prior = np.load(str(tmp_path / 'bin_prior.npy'))
+    assert prior.shape == (9,) and encoder.class_weights.shape == (9,)
+    assert float((torch.from_numpy(prior).float() * encoder.class_weights).sum()) == pytest.approx(1.0, abs=1e-5)

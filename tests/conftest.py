@@ -1,0 +1,68 @@
+"""Shared test fixtures: small photo folders cut from scikit-image's photos, throw-away run folders,
+and a runner for the training entry point (config 199: 64x64 images, K=8, fc_channels=32)."""
+import os
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_DIR)
+
+# the colour photos that ship inside scikit-image (no download)
+PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
+          'retina', 'colorwheel', 'motorcycle_left', 'motorcycle_right')
+SMOKE_ARGS = ['-c', '199', '-j', '0']   # tiny config, no DataLoader worker processes
+PHOTO_SIZE = (72, 56)                   # (width, height): the trainer resizes them to 64x64
+
+
+def skimage_photo(name, size=PHOTO_SIZE):
+    """uint8 ``[H, W, 3]`` scikit-image photo ``name`` resized to ``size`` (width, height)."""
+    import skimage.data
+    if name.startswith('motorcycle_'):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        rgb = left if name.endswith('left') else right
+    else:
+        rgb = getattr(skimage.data, name)()
+    return np.asarray(Image.fromarray(np.asarray(rgb)[..., :3]).resize(size, Image.BILINEAR))
+
+
+def write_photos(folder, names=PHOTOS, size=PHOTO_SIZE):
+    """PNG files ``folder/<name>.png``; returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for name in names:
+        paths.append(os.path.join(folder, name + '.png'))
+        Image.fromarray(skimage_photo(name, size)).save(paths[-1])
+    return paths
+
+
+def temporary_folder():
+    """A folder deleted afterwards (run folders hold checkpoints of ~200 MB: never kept)."""
+    return tempfile.TemporaryDirectory(prefix='colorizer-test-')
+
+
+@pytest.fixture(scope='session')
+def photo_folder():
+    """Ten small photos in a folder (a `-d` dataset)."""
+    with temporary_folder() as folder:
+        write_photos(folder)
+        yield folder
+
+
+@pytest.fixture
+def work_dir():
+    with temporary_folder() as folder:
+        yield folder
+
+
+@pytest.fixture(scope='session')
+def train():
+    """``train(arch, *args)``: trainer.main in this process with the smoke config and no workers."""
+    import trainer
+
+    def run(arch, *args):
+        return trainer.main(arch, SMOKE_ARGS + [str(a) for a in args])
+    return run
