@@ -8,6 +8,7 @@ hue H in [0, 1), chroma C = V * S = max - min, lightness L = V - C / 2.
 Images are channel-first: ``[..., 3, H, W]`` with values in [0, 1].
 """
 import csv
+import functools
 import math
 import os
 
@@ -118,19 +119,34 @@ def gaussian_blur(x, sigma):
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode='replicate'), ky, groups=n_ch)
 
 
+@functools.lru_cache(maxsize=32)
+def lowpass_operator(n, scale, device, dtype):
+    """``[n, n]`` matrix of the 1-D low-pass: blur (sigma = scale), bilinear to n/scale, bilinear back.
+
+    Built by sending the n unit impulses through :func:`gaussian_blur` and
+    ``F.interpolate`` themselves, so it is the same operator, applied as a matmul.
+    """
+    impulses = torch.eye(n, dtype=torch.float64).view(n, 1, n, 1)  # n one-column images
+    small = max(1, int(round(n / scale)))
+    x = gaussian_blur(impulses, float(scale))
+    x = F.interpolate(x, size=(small, 1), mode='bilinear', align_corners=False)
+    x = F.interpolate(x, size=(n, 1), mode='bilinear', align_corners=False)
+    return x[:, 0, :, 0].T.contiguous().to(device=device, dtype=dtype)  # [out, in]
+
+
 def lowpass(x, scale):
-    """Low-pass ``[B, C, H, W]``: blur with sigma = scale, shrink by scale, bilinear back.
+    """Low-pass ``[..., H, W]``: blur with sigma = scale, shrink by scale, bilinear back.
 
     The reference is skimage: ``gaussian(sigma=s, mode='nearest')``, then
     ``rescale(1/s, order=1, anti_aliasing=False)`` and ``resize`` back (mode='edge').
+    Both axes are separable linear maps, so it runs as ``M_h @ x @ M_w^T``.
     """
     if not scale or scale <= 1:
         return x
     h, w = x.shape[-2:]
-    small = (max(1, int(round(h / scale))), max(1, int(round(w / scale))))
-    x = gaussian_blur(x, float(scale))
-    x = F.interpolate(x, size=small, mode='bilinear', align_corners=False)
-    return F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False)
+    m_h = lowpass_operator(h, float(scale), x.device, x.dtype)
+    m_w = lowpass_operator(w, float(scale), x.device, x.dtype)
+    return torch.matmul(torch.matmul(m_h, x), m_w.T)
 
 
 def lowpass_hue_chroma(hue, chroma, scale):
