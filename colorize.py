@@ -15,7 +15,6 @@ input could be colorized.
 """
 import argparse
 import os
-import pickle
 import sys
 
 import numpy as np
@@ -29,7 +28,6 @@ import models
 import utils
 
 DEFAULT_OUT_DIR = os.path.join('out', 'colorized')
-CHECKPOINT_KEYS = ('arch', 'model_kwargs', 'model_state_dict', 'encoder', 'im_size')
 RECOMBINE_BLOCK_PIXELS = 1 << 19  # full-resolution colour maths in blocks of ~0.5 MP
 
 
@@ -106,35 +104,18 @@ class Colorizer:
         return [self.recombine(plane, l) for plane, l in zip(planes, lightnesses)]
 
 
-def read_checkpoint(path):
-    """A checkpoint of this project read with ``weights_only=True``; clear errors otherwise."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError('checkpoint %s does not exist' % path)
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ValueError('%s cannot be read as a checkpoint (%s: %s)'
-                         % (path, type(err).__name__, str(err).splitlines()[0] if str(err) else '')) from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError('%s is not a colorizer-fcn checkpoint (no %s)' % (path, ', '.join(missing)))
-    return ckpt
-
-
 def load_colorizer(path, device='cpu'):
     """``checkpoint.pth.tar`` / ``model_best.pth.tar`` -> :class:`Colorizer` in eval mode on ``device``.
 
     Refuses a checkpoint whose network outputs do not fit its colour bins.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = models.load_checkpoint(path)
     encoder = data_loader.ColorEncoder.from_state(ckpt['encoder'])
     n_class = ckpt['model_kwargs']['n_class']
     if n_class != encoder.num_outputs or ckpt.get('num_bins', encoder.num_bins) != encoder.num_bins:
         raise ValueError('%s: the network has %d outputs, its %s binning with K=%d needs %d'
                          % (path, n_class, encoder.binning, encoder.num_bins, encoder.num_outputs))
-    model = models.build_model(ckpt['arch'], **ckpt['model_kwargs'])
-    model.load_state_dict(ckpt['model_state_dict'])
-    model.to(device).eval()
+    model = models.model_from_checkpoint(ckpt).to(device).eval()
     return Colorizer(model, encoder, ckpt['im_size'], device, ckpt.get('config'))
 
 

@@ -102,11 +102,10 @@ configurations = {
     24: dict(_BIG_BATCH, lr=1e-10),
     25: dict(_BRIGHT, train_set='full'),
     27: dict(_BRIGHT),
-    28: dict(_BRIGHT, batch_size=3, binning='uniform'),
-    29: dict(_BRIGHT, binning='uniform', init_from=28, color_stats_from=28),
-    30: dict(_BRIGHT, binning='uniform', init_from=29, color_stats_from=28),
-    # run as: train_color_fcn8s.py -c 31 -k 256 -b uniform
-    31: dict(_BRIGHT, lr=1e-7, binning='uniform', init_from=29, color_stats_from=28),
+    28: dict(_BRIGHT, batch_size=3, binning='uniform', numbins=256),  # K: the seed ran them with -k 256
+    29: dict(_BRIGHT, binning='uniform', numbins=256, init_from=28, color_stats_from=28),
+    30: dict(_BRIGHT, binning='uniform', numbins=256, init_from=29, color_stats_from=28),
+    31: dict(_BRIGHT, lr=1e-7, binning='uniform', numbins=256, init_from=29, color_stats_from=28),
 }
 
 # CPU-sized demo: the bundled photos (or -d FOLDER) in a few minutes on 2 cores

@@ -275,50 +275,56 @@ class ColorizeImageNet(torch.utils.data.Dataset):
         return np.concatenate(samples).astype(np.float64)
 
     def build_encoder(self, num_images, pixels_per_image, seed, rebalance_lambda=None,
-                      rebalance_sigma=None):
-        """The :class:`ColorEncoder` of this dataset's colour statistics.
+                      rebalance_sigma=None, inherited=None):
+        """The :class:`ColorEncoder` of this dataset's colour statistics and this run's settings.
 
-        Mean L, the GMM and the bin prior are loaded from ``mean_l_path`` /
-        ``gmm_path`` when those files exist, else estimated from sampled pixels
-        and cached there (plain ``.npy`` / ``.npz`` arrays, never pickles).
+        Bins and mean L come from ``inherited`` (the previous stage's encoder), or
+        are loaded from ``mean_l_path`` / ``gmm_path`` when those files exist, or
+        are estimated from sampled pixels; either way they are cached there
+        (plain ``.npy`` / ``.npz`` arrays, never pickles), as is the bin prior of
+        class rebalancing.  ``img_lowpass`` and the rebalancing are always this run's.
         """
-        need_fit = not (self.mean_l_path and os.path.isfile(self.mean_l_path))
-        need_fit |= self.bins == 'soft' and not (self.gmm_path and os.path.isfile(self.gmm_path))
-        need_fit |= bool(rebalance_lambda) and not (self.gmm_path and os.path.isfile(prior_path(self.gmm_path)))
-        samples = self.sample_pixels(num_images, pixels_per_image, seed) if need_fit else None
+        samples = []
 
-        if self.mean_l_path and os.path.isfile(self.mean_l_path):
-            mean_l = float(np.load(self.mean_l_path))
+        def pixels():  # sampled once, and only when something must be estimated
+            if not samples:
+                samples.append(self.sample_pixels(num_images, pixels_per_image, seed))
+            return samples[0]
+
+        if inherited is not None:
+            bins, mean_l = inherited.bins, inherited.mean_l
+            if bins.binning == 'soft' and self.gmm_path:
+                bins.save(self.gmm_path)
         else:
-            mean_l = float(samples[:, 2].mean())
-            if self.mean_l_path:
-                save_array(self.mean_l_path, np.array(mean_l))
-
-        if self.bins == 'soft':
-            if self.gmm_path and os.path.isfile(self.gmm_path):
-                bins = GMMBins.load(self.gmm_path)
-                if bins.num_bins != self.num_hc_bins:
-                    raise ValueError('%s holds %d GMM bins, the run asks for %d'
-                                     % (self.gmm_path, bins.num_bins, self.num_hc_bins))
+            if self.mean_l_path and os.path.isfile(self.mean_l_path):
+                mean_l = float(np.load(self.mean_l_path))
             else:
-                bins = GMMBins.fit(samples[:, :2], self.num_hc_bins, seed)
-                if self.gmm_path:
-                    bins.save(self.gmm_path)
-        elif self.bins == 'uniform':
-            bins = GMMBins.uniform_grid(self.num_hc_bins, self.uniform_sigma)
-        else:
-            bins = OneHotBins(self.num_hc_bins)
+                mean_l = float(pixels()[:, 2].mean())
+            if self.bins == 'soft':
+                if self.gmm_path and os.path.isfile(self.gmm_path):
+                    bins = GMMBins.load(self.gmm_path)
+                    if bins.num_bins != self.num_hc_bins:
+                        raise ValueError('%s holds %d GMM bins, the run asks for %d'
+                                         % (self.gmm_path, bins.num_bins, self.num_hc_bins))
+                else:
+                    bins = GMMBins.fit(pixels()[:, :2], self.num_hc_bins, seed)
+                    if self.gmm_path:
+                        bins.save(self.gmm_path)
+            elif self.bins == 'uniform':
+                bins = GMMBins.uniform_grid(self.num_hc_bins, self.uniform_sigma)
+            else:
+                bins = OneHotBins(self.num_hc_bins)
+        if self.mean_l_path:
+            save_array(self.mean_l_path, np.array(mean_l))
 
         class_weights = None
         if rebalance_lambda:
-            if self.bins == 'one-hot':
+            if bins.binning == 'one-hot':
                 raise ValueError('class rebalancing needs joint bins (soft or uniform), not one-hot')
             cached = prior_path(self.gmm_path) if self.gmm_path else None
             prior = np.load(cached) if cached and os.path.isfile(cached) else None
             if prior is None or prior.shape != (bins.num_bins,):  # absent, or left by another K
-                if samples is None:
-                    samples = self.sample_pixels(num_images, pixels_per_image, seed)
-                prior = bins.empirical_prior(samples[:, :2], rebalance_sigma)
+                prior = bins.empirical_prior(pixels()[:, :2], rebalance_sigma)
                 if cached:
                     save_array(cached, prior)
             class_weights = rebalancing_weights(prior, rebalance_lambda)
@@ -413,9 +419,8 @@ class GMMBins:
 
         ``sigma='default'`` is the radius of a bin's Voronoi cell, spacing / sqrt(2).
         """
+        check_num_bins('uniform', num_bins)
         side = int(round(math.sqrt(num_bins)))
-        if side * side != num_bins or side < 2:
-            raise ValueError('uniform binning needs K to be a perfect square >= 4, got %d' % num_bins)
         axis = np.linspace(0.0, 1.0, side)
         hh, cc = np.meshgrid(axis, axis, indexing='ij')
         if sigma in (None, 'default'):
@@ -472,9 +477,6 @@ class GMMBins:
     def decode(self, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
         """``[B, K, H, W]`` probabilities -> (hue, chroma) ``[B, H, W]``."""
         return utils.decode_bins(probs, self.centres, method, temperature)
-
-    def argmax_labels(self, target):
-        return target.argmax(dim=1)
 
     def empirical_prior(self, hc, sigma):
         """Bin prior ``[K]`` from pixels ``[N, 2]``: mean posterior, smoothed over bin centres.
@@ -539,6 +541,17 @@ class OneHotBins:
 
     def state(self):
         return {'binning': self.binning, 'num_bins': self.num_bins}
+
+
+def check_num_bins(binning, num_bins):
+    """Fail early, before anything is written, on a K the binning cannot take."""
+    if binning not in BINNINGS:
+        raise ValueError('unknown binning %r (choose from %s)' % (binning, BINNINGS))
+    side = int(round(math.sqrt(num_bins)))
+    if binning == 'uniform' and (side * side != num_bins or side < 2):
+        raise ValueError('uniform binning needs K to be a perfect square >= 4, got %d' % num_bins)
+    if num_bins < 2:
+        raise ValueError('K must be at least 2, got %d' % num_bins)
 
 
 def rebalancing_weights(prior, lam):
@@ -608,7 +621,7 @@ class ColorEncoder:
     def to_rgb(self, net_input, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
         """(input ``[B, 1, H, W]``, probabilities) -> RGB ``[B, 3, H, W]`` in [0, 1]."""
         hue, chroma = self.bins.decode(probs, method, temperature)
-        return utils.hcl_to_rgb(hue, chroma, net_input[:, 0].float() + self.mean_l)
+        return utils.hue_chroma_to_rgb(hue, chroma, net_input[:, 0].float() + self.mean_l)
 
     def state(self):
         """Everything needed to rebuild this encoder, as plain tensors and builtins."""

@@ -9,6 +9,8 @@ bilinear upsamplers.
 This module imports nothing from the project so a checkpoint can be used
 without the trainer: ``build_model(arch, n_class, ...)`` + ``load_state_dict``.
 """
+import os
+import pickle
 import warnings
 from collections.abc import Mapping
 
@@ -391,3 +393,37 @@ def build_model(arch, n_class, padding='same', fc_channels=4096):
                          f'{sorted(ARCHITECTURES)}')
     return ARCHITECTURES[arch](n_class=n_class, padding=padding,
                                fc_channels=fc_channels)
+
+
+# --------------------------------------------------------------------------
+# checkpoints of these networks (no trainer needed to use one)
+# --------------------------------------------------------------------------
+
+CHECKPOINT_KEYS = ('arch', 'model_kwargs', 'model_state_dict', 'encoder', 'im_size')
+
+
+def load_checkpoint(path):
+    """A colorizer-fcn checkpoint as a dict, read with ``weights_only=True`` (no code runs).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` with a clear message for a
+    missing file, a file torch cannot read safely, or another program's checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError('checkpoint %s does not exist' % path)
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        first_line = str(err).splitlines()[0] if str(err) else ''
+        raise ValueError('%s cannot be read as a checkpoint (%s: %s)'
+                         % (path, type(err).__name__, first_line)) from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError('%s is not a colorizer-fcn checkpoint (no %s)' % (path, ', '.join(missing)))
+    return ckpt
+
+
+def model_from_checkpoint(ckpt):
+    """Rebuild the network of a checkpoint dict (weights loaded, train mode)."""
+    model = build_model(ckpt['arch'], **ckpt['model_kwargs'])
+    model.load_state_dict(ckpt['model_state_dict'])
+    return model

@@ -38,7 +38,7 @@ import utils
 
 log = logging.getLogger('colorizer')
 
-LOGS_DIR = 'logs'
+LOGS_DIR = os.path.join(data_loader.REPO_DIR, 'logs')  # beside the code, as pytorch-fcn
 LOG_HEADER = ['epoch', 'iteration', 'train/loss', 'train/acc', 'train/acc_cls', 'train/mean_iu',
               'train/fwavacc', 'valid/loss', 'valid/acc', 'valid/acc_cls', 'valid/mean_iu',
               'valid/fwavacc', 'elapsed_time', 'valid/psnr']
@@ -46,6 +46,8 @@ CHECKPOINT = 'checkpoint.pth.tar'
 MODEL_BEST = 'model_best.pth.tar'
 SKIPPED_FILES = 'skipped_files.txt'
 SKIPPED_COUNT = 'skipped_count.txt'
+# config keys that define the colour targets: fixed for the whole of a run, resumes included
+ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma')
 STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
                 ('fcn16s', 'fcn8s'): 'copy_params_from_fcn16s'}
 
@@ -138,7 +140,15 @@ def resolve_config(args, resume_ckpt=None):
         cfg = config_module.get_config(args.config)
         cfg['config_number'] = args.config
     cfg['dataset_path'] = args.dataset_path or cfg.get('dataset_path')
-    return apply_overrides(cfg, args)
+    cfg = apply_overrides(cfg, args)
+    data_loader.check_num_bins(cfg['binning'], cfg['numbins'])
+    if resume_ckpt is not None:
+        saved = dict(config_module.DEFAULTS, **resume_ckpt['config'])
+        changed = [key for key in ENCODER_KEYS if cfg[key] != saved[key]]
+        if changed:
+            raise ValueError('--resume continues with the colour targets of %s; %s cannot change '
+                             '(start a new run from it with -m instead)' % (args.resume, ', '.join(changed)))
+    return cfg
 
 
 def newest_run_file(config_number, name=MODEL_BEST, logs_dir=LOGS_DIR):
@@ -384,21 +394,8 @@ def set_rng_state(state):
     random.setstate((p['version'], tuple(p['state']), p['gauss']))
 
 
-def load_checkpoint(path):
-    """A checkpoint of this project, read with ``weights_only=True`` (no code runs)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError('checkpoint %s does not exist' % path)
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(ckpt, dict) or 'model_state_dict' not in ckpt or 'arch' not in ckpt:
-        raise ValueError('%s is not a colorizer-fcn checkpoint' % path)
-    return ckpt
-
-
-def model_from_checkpoint(ckpt):
-    """Rebuild the network of a checkpoint (models.py only; no trainer state needed)."""
-    model = models.build_model(ckpt['arch'], **ckpt['model_kwargs'])
-    model.load_state_dict(ckpt['model_state_dict'])
-    return model
+load_checkpoint = models.load_checkpoint          # the one reader of checkpoints
+model_from_checkpoint = models.model_from_checkpoint
 
 
 def check_compatible(ckpt, path, arch, cfg, resuming):
@@ -426,7 +423,10 @@ def soft_target_loss(scores, target, class_weights=None):
     entropy, so no second K-channel copy is kept for backward.  With
     ``class_weights [K]`` each pixel is weighted by the weight of its target bin.
     """
-    target_f = target.float() if target.dtype != scores.dtype else target
+    target_f = target
+    if target.dtype != scores.dtype:  # low-precision targets (AMP): back to a distribution summing to 1
+        target_f = target.float()
+        target_f = target_f / target_f.sum(1, keepdim=True)
     with torch.no_grad():
         entropy = torch.special.entr(target_f).sum(1)
         weight = None if class_weights is None else class_weights.to(scores.device)[target.argmax(1)]
@@ -677,7 +677,7 @@ class Trainer:
             probs = self.encoder.probabilities(scores)
             rgb_pred = self.encoder.to_rgb(net_input, probs, self.cfg['decode'], self.cfg['temperature'])
             truth = batch['rgb'].permute(0, 2, 3, 1).numpy()
-            psnrs = [min(utils.psnr(t, utils.to_uint8(p)), 100.0) for t, p in zip(truth, rgb_pred)]
+            psnrs = [utils.capped_psnr(t, utils.to_uint8(p)) for t, p in zip(truth, rgb_pred)]
             sums += torch.tensor([per_pixel.sum().item(), per_pixel.numel(), sum(psnrs), len(psnrs)],
                                  dtype=torch.float64, device=self.rt.device)
             if self.rt.is_main and len(viz) < self.cfg['viz_images']:
@@ -884,20 +884,21 @@ def make_datasets(cfg, run_dir):
 
 
 def fit_encoder_state(train_set, cfg, init_ckpt):
-    """The colour encoder's state (rank 0 only): the initialising checkpoint's, or fitted on the
-    training set (or a reused config's statistics).  Its statistics are cached in the run folder."""
+    """The colour encoder's state (rank 0 only), its statistics cached in the run folder.
+
+    Bins and mean lightness come from the initialising checkpoint (so the stages
+    share them), else from a reused config's run, else they are fitted on the
+    training set; the low-pass and class rebalancing are this run's config.
+    """
+    inherited = None
     if init_ckpt is not None:
-        encoder = data_loader.ColorEncoder.from_state(init_ckpt['encoder'])
-        if encoder.binning == 'soft':
-            encoder.bins.save(train_set.gmm_path)
-        data_loader.save_array(train_set.mean_l_path, np.array(encoder.mean_l))
-        return init_ckpt['encoder']
-    if cfg['color_stats_from'] not in (None, cfg['config_number']):
+        inherited = data_loader.ColorEncoder.from_state(init_ckpt['encoder'])
+    elif cfg['color_stats_from'] not in (None, cfg['config_number']):
         for name, target in (('mean_l.npy', train_set.mean_l_path), ('gmm.npz', train_set.gmm_path)):
             if (name != 'gmm.npz' or cfg['binning'] == 'soft') and not os.path.exists(target):
                 shutil.copyfile(newest_run_file(cfg['color_stats_from'], name), target)
-    encoder = train_set.build_encoder(cfg['stats_num_images'], cfg['stats_pixels_per_image'],
-                                      cfg['seed'], cfg['rebalance_lambda'], cfg['rebalance_sigma'])
+    encoder = train_set.build_encoder(cfg['stats_num_images'], cfg['stats_pixels_per_image'], cfg['seed'],
+                                      cfg['rebalance_lambda'], cfg['rebalance_sigma'], inherited)
     return encoder.state()
 
 

@@ -68,7 +68,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir)
     err = os.path.join(work_dir, 'stderr.txt')
     finish(start_training(reference, '-o', reference, *args, log_to=err), err)
 
-    kill_after = random.randint(1, steps - 2)   # train rows seen before the kill
+    # a random kill point each run; COLORIZER_KILL_SEED=N replays a failure (the seed is in every message)
+    seed = int(os.environ.get('COLORIZER_KILL_SEED', time.time_ns() % 10000))
+    kill_after = random.Random(seed).randint(1, steps - 2)   # train rows seen before the kill
+    print('kill seed %d: after %d train rows' % (seed, kill_after))
     proc = start_training(killed, '-o', killed, *args, log_to=err)
     while train_rows_written(killed) < kill_after:
         assert proc.poll() is None, 'finished before the kill: ' + open(err).read()[-3000:]
@@ -76,13 +79,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     at_kill = trainer.load_checkpoint(os.path.join(killed, trainer.CHECKPOINT))['iteration']
-    assert at_kill < steps, 'killed after %d rows' % kill_after
+    assert at_kill < steps, 'kill seed %d: killed after %d rows' % (seed, kill_after)
 
     finish(start_training(killed, '--resume', os.path.join(killed, trainer.CHECKPOINT), log_to=err), err)
 
     ref_rows, rows = read_rows(reference), read_rows(killed)
     train, valid = column(rows, 'train'), column(rows, 'valid')   # each iteration at most once
-    assert sorted(train) == list(range(steps)), 'killed after %d rows' % kill_after
+    assert sorted(train) == list(range(steps)), 'kill seed %d: killed after %d rows' % (seed, kill_after)
     assert sorted(valid) == sorted(column(ref_rows, 'valid'))
     assert train == column(ref_rows, 'train')   # the same batches and dropout masks: the same losses
     assert not [f for f in os.listdir(killed) if '.tmp' in f]

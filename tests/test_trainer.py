@@ -144,8 +144,14 @@ def test_checkpoints_for_other_bins_or_architectures_are_refused(stages, train, 
         train('fcn16s', '-m', best32, '-k', 16, '-o', out)
     with pytest.raises(ValueError, match=r'K=8, this run asks for one-hot binning'):
         train('fcn16s', '-m', best32, '-b', 'one-hot', '-o', out)
-    with pytest.raises(ValueError, match=r'K=8, this run asks for soft binning and K=9'):
+    with pytest.raises(ValueError, match=r'continues with the colour targets of .*; numbins cannot change'):
         train('fcn32s', '--resume', os.path.join(stages['runs']['fcn32s'], trainer.CHECKPOINT), '-k', 9, '-o', out)
+    with pytest.raises(ValueError, match=r'img_lowpass, rebalance_lambda cannot change'):
+        train('fcn32s', '--resume', os.path.join(stages['runs']['fcn32s'], trainer.CHECKPOINT),
+              '--set', 'img_lowpass=2', '--set', 'rebalance_lambda=0.5', '-o', out)
+    with pytest.raises(ValueError, match=r'perfect square'):
+        train('fcn32s', '-b', 'uniform', '-k', 10, '-o', os.path.join(work_dir, 'never-made'))
+    assert not os.path.exists(os.path.join(work_dir, 'never-made'))  # refused before anything is written
     with pytest.raises(ValueError, match=r'fcn32s checkpoint: resume it with train_color_fcn32s.py'):
         train('fcn8s', '--resume', os.path.join(stages['runs']['fcn32s'], trainer.CHECKPOINT), '-o', out)
     with pytest.raises(ValueError, match=r'cannot initialise fcn8s from a fcn32s checkpoint'):
@@ -196,3 +202,20 @@ def test_uniform_binning_trains_with_a_square_k_and_refuses_another(photo_folder
     assert iterations(read_rows(run_dir), 'train') == [0, 1]
     with pytest.raises(ValueError, match='perfect square'):
         train('fcn32s', '-b', 'uniform', '-k', 8, '-d', photo_folder, '-o', os.path.join(work_dir, 'k8'))
+
+
+def test_a_stage_keeps_the_previous_bins_but_uses_its_own_lowpass_and_rebalancing(stages, train, work_dir):
+    """-m brings the bins and mean lightness; img_lowpass and class rebalancing are the new config's."""
+    best32 = trainer.load_checkpoint(os.path.join(stages['runs']['fcn32s'], trainer.MODEL_BEST))
+    run_dir = os.path.join(work_dir, 'fcn16s')
+    train('fcn16s', '-m', os.path.join(stages['runs']['fcn32s'], trainer.MODEL_BEST), '-o', run_dir,
+          '--max-iter', 1, '--set', 'img_lowpass=2', '--set', 'rebalance_lambda=0.5')
+    enc = trainer.load_checkpoint(os.path.join(run_dir, trainer.CHECKPOINT))['encoder']
+    assert enc['img_lowpass'] == 2 != best32['encoder']['img_lowpass']
+    torch.testing.assert_close(enc['bins']['means'], best32['encoder']['bins']['means'])
+    assert enc['mean_l'] == best32['encoder']['mean_l']
+    prior = np.load(os.path.join(run_dir, 'bin_prior.npy'))
+    weights = enc['class_weights'].double().numpy()
+    assert weights.shape == (K,) and abs((prior * weights).sum() - 1) < 1e-5  # E_prior[w] = 1
+    expected = 1 / (0.5 * prior + 0.5 / K)
+    np.testing.assert_allclose(weights, expected / (prior * expected).sum(), rtol=1e-5)
