@@ -138,7 +138,7 @@ def add_model_arguments(parser):
                         help='bin probabilities -> colour: annealed mean (default), mean, or mode')
     parser.add_argument('-T', '--temperature', type=positive_float, default=utils.DEFAULT_TEMPERATURE,
                         help='annealed-mean temperature (default %(default)s, Zhang et al. 2016)')
-    parser.add_argument('-b', '--batch-size', type=int, default=8, help='images per network call')
+    parser.add_argument('--batch-size', type=int, default=8, help='images per network call')
     parser.add_argument('--device', default=default_device(), help='cpu, cuda, cuda:1 ... (default %(default)s)')
     parser.add_argument('--max-pixels', type=int, default=config.DEFAULTS['max_image_pixels'],
                         help='refuse larger images (default %(default)s)')

@@ -112,8 +112,8 @@ def test_batches_do_not_change_results(best, tmp_path):
     for i, (w, h) in enumerate(sizes):
         Image.fromarray(photo(w, h)).save(tmp_path / ('in%d.png' % i))
     inputs = [tmp_path / ('in%d.png' % i) for i in range(3)]
-    assert run_cli(['-m', best, '-b', 1, '-o', tmp_path / 'one'] + inputs) == 0
-    assert run_cli(['-m', best, '-b', 3, '-o', tmp_path / 'three'] + inputs) == 0
+    assert run_cli(['-m', best, '--batch-size', 1, '-o', tmp_path / 'one'] + inputs) == 0
+    assert run_cli(['-m', best, '--batch-size', 3, '-o', tmp_path / 'three'] + inputs) == 0
     for i in range(3):
         np.testing.assert_array_equal(read(tmp_path / 'one' / ('in%d.png' % i)),
                                       read(tmp_path / 'three' / ('in%d.png' % i)))
