@@ -77,7 +77,10 @@ def load_rgb(path, max_pixels):
             img = ImageOps.exif_transpose(img)
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
                 arr = np.asarray(img, dtype=np.float64)
-                top = 65535.0 if img.mode.startswith('I;16') or arr.max() > 255 else 255.0
+                if img.mode == 'F' and arr.max() <= 1.0:  # float images in [0, 1]
+                    top = 1.0
+                else:
+                    top = 65535.0 if img.mode.startswith('I;16') or arr.max() > 255 else 255.0
                 img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
             if img.mode == 'P' and 'transparency' in img.info:
                 img = img.convert('RGBA')

@@ -183,3 +183,12 @@ def test_bin_prior_is_cached_and_a_stale_one_from_another_k_is_replaced(tmp_path
     prior = np.load(str(tmp_path / 'bin_prior.npy'))
     assert prior.shape == (9,) and encoder.class_weights.shape == (9,)
     assert float((torch.from_numpy(prior).float() * encoder.class_weights).sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_float_images_in_unit_range_are_scaled_not_darkened(tmp_path):
+    ramp = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
+    path = str(tmp_path / 'float.tif')
+    Image.fromarray(ramp, mode='F').save(path)
+    rgb = data_loader.load_rgb(path, 10 ** 6)
+    np.testing.assert_array_equal(rgb[..., 0], np.clip(ramp * 255 + 0.5, 0, 255).astype(np.uint8))
+    assert (rgb[..., 0] == rgb[..., 2]).all()
