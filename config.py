@@ -28,7 +28,8 @@ DEFAULTS = dict(
     val_set='small',           # ImageNet set used for validation
     val_fraction=0.1,          # share of a photo folder held out for validation (hash split)
     max_image_pixels=89478485, # larger images are refused from their header (PIL's own limit)
-    workers=None,              # DataLoader workers per process; None = min(8, cores per process - 1)
+    jpeg_draft=True,           # JPEGs decode at the smallest DCT scale (1/2..1/8) still >= im_size
+    workers=None,              # DataLoader workers per process; None = min(8, cores per process)
     prefetch_factor=4,         # batches each worker keeps ready
     # --- colour targets -------------------------------------------------------
     binning=None,              # soft | uniform | one-hot; None = the -b flag (default soft)
@@ -53,12 +54,13 @@ DEFAULTS = dict(
     viz_images=9,              # validation images drawn in visualization_viz/*.png
     decode='annealed',         # how predictions become colours: annealed | mean | mode
     temperature=0.38,          # annealed-mean temperature (Zhang et al. 2016)
-    # --- speed (CUDA only; CPU runs plain float32) ---------------------------------
+    # --- speed (amp, channels_last, cudnn, pin_memory: CUDA only; CPU runs float32) ---
     amp=True,                  # torch.autocast: bf16 where supported, else fp16 + GradScaler
     channels_last=True,        # NHWC memory format
     cudnn_benchmark=True,      # let cuDNN pick the fastest convolution algorithms
     pin_memory=True,           # page-locked host batches, non-blocking copies
     compile=False,             # torch.compile the model
+    keep_freed_memory=True,    # glibc: reuse freed memory, no fresh page faults per step (CPU and host)
 )
 
 _ADAM = dict(optim='Adam')

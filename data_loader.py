@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import warnings
 
 import numpy as np
@@ -35,7 +36,12 @@ BUNDLED_DIR = os.path.join(REPO_DIR, 'data', 'bundled')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 BINNINGS = ('soft', 'uniform', 'one-hot')
 
-ENCODE_BLOCK_PIXELS_CPU = 2048  # pixels per block of GMMBins.encode on a CPU (cache-sized temporaries)
+ENCODE_BLOCK_PIXELS_CPU = 8192  # pixels per block of GMMBins.encode on a CPU (cache-sized temporaries)
+# Pruned posteriors (CPU): the (H, C) unit square is cut into PRUNE_GRID^2 cells; a component whose
+# log-posterior is provably PRUNE_LOG_MARGIN below the best one everywhere in a cell gets exactly 0
+# there (each such posterior < e^-20 = 2e-9, all of them < K * 2e-9).
+PRUNE_GRID = 64
+PRUNE_LOG_MARGIN = 20.0
 
 # ImageNet list files of each set; `{split}` is train or val (seed-configs.md)
 SET_LISTS = {
@@ -45,11 +51,13 @@ SET_LISTS = {
     'bright-1': 'files-rgbvar-{split}-1000-101000.txt',
 }
 
-# colour photos that ship inside scikit-image: name -> loader of an RGB(A) array
-BUNDLED_PHOTOS = (
-    'astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle_left', 'motorcycle_right',
-    'hubble_deep_field', 'immunohistochemistry', 'retina', 'colorwheel',
-)
+# colour photos that ship inside scikit-image: skimage.data loader name -> its file in skimage/data
+BUNDLED_PHOTOS = {
+    'astronaut': 'astronaut.png', 'chelsea': 'chelsea.png', 'coffee': 'coffee.png', 'rocket': 'rocket.jpg',
+    'motorcycle_left': 'motorcycle_left.png', 'motorcycle_right': 'motorcycle_right.png',
+    'hubble_deep_field': 'hubble_deep_field.jpg', 'immunohistochemistry': 'ihc.png',
+    'retina': 'retina.jpg', 'colorwheel': 'color.png',
+}
 
 
 class UnreadableImage(Exception):
@@ -60,8 +68,14 @@ class UnreadableImage(Exception):
 # files
 # --------------------------------------------------------------------------
 
-def load_rgb(path, max_pixels):
+def load_rgb(path, max_pixels, draft_size=None, resize_to=None):
     """Read any PIL-readable image as uint8 RGB ``[H, W, 3]``, EXIF orientation applied.
+
+    ``draft_size`` (an int) lets a JPEG decode at the smallest DCT scale (1/2,
+    1/4, 1/8) that keeps both sides >= ``draft_size`` (libjpeg's scaled decoding,
+    :meth:`PIL.Image.Image.draft`): several times faster for large photos that
+    are resized down anyway.  ``resize_to`` ``(height, width)``: bilinear resize
+    (as the seed) before the pixels leave PIL.
 
     Grey, palette, CMYK, RGBA (composited on white) and 16-bit images are
     converted; images of more than ``max_pixels`` pixels are refused from their
@@ -74,7 +88,9 @@ def load_rgb(path, max_pixels):
             if img.width * img.height > max_pixels:
                 raise UnreadableImage('%dx%d pixels is over the limit of %d (max_image_pixels)'
                                       % (img.width, img.height, max_pixels))
-            img = ImageOps.exif_transpose(img)
+            if draft_size and img.format == 'JPEG':
+                img.draft('RGB', (draft_size, draft_size))
+            ImageOps.exif_transpose(img, in_place=True)
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
                 arr = np.asarray(img, dtype=np.float64)
                 if img.mode == 'F' and arr.max() <= 1.0:  # float images in [0, 1]
@@ -87,7 +103,10 @@ def load_rgb(path, max_pixels):
             if img.mode in ('RGBA', 'LA', 'PA'):
                 background = Image.new('RGBA', img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, img.convert('RGBA'))
-            rgb = np.asarray(img.convert('RGB'))
+            img = img.convert('RGB')
+            if resize_to is not None and img.size != (resize_to[1], resize_to[0]) and min(img.size) >= 1:
+                img = img.resize((resize_to[1], resize_to[0]), Image.BILINEAR)
+            rgb = np.asarray(img)
     except UnreadableImage:
         raise
     except Exception as err:  # PIL's decoders raise many types (OSError, SyntaxError, struct.error, ...)
@@ -137,20 +156,34 @@ def hash_split(files, val_fraction, salt=''):
 
 
 def materialise_bundled(dest=BUNDLED_DIR):
-    """Write scikit-image's colour photos as PNG into ``dest`` once; returns ``dest``."""
+    """Copy scikit-image's colour photos into ``dest`` once, as shipped (JPEGs stay JPEGs); returns ``dest``.
+
+    A photo that a scikit-image version does not ship as a file is written as
+    PNG from its ``skimage.data`` loader.  PNG copies of the JPEGs, written by
+    earlier versions of this function, are removed so no photo is listed twice.
+    """
     import skimage.data
+    shipped_dir = os.path.dirname(skimage.data.__file__)
     os.makedirs(dest, exist_ok=True)
-    for name in BUNDLED_PHOTOS:
-        path = os.path.join(dest, name + '.png')
+    for name, shipped in BUNDLED_PHOTOS.items():
+        source = os.path.join(shipped_dir, shipped)
+        ext = os.path.splitext(shipped)[1] if os.path.isfile(source) else '.png'
+        path = os.path.join(dest, name + ext)
+        stale = os.path.join(dest, name + '.png')
+        if ext != '.png' and os.path.isfile(stale):
+            os.remove(stale)
         if os.path.exists(path):
             continue
-        if name.startswith('motorcycle_'):
-            left, right, _ = skimage.data.stereo_motorcycle()
-            rgb = left if name.endswith('left') else right
+        tmp = path + '.tmp' + ext
+        if ext == '.png' and not os.path.isfile(source):
+            if name.startswith('motorcycle_'):
+                left, right, _ = skimage.data.stereo_motorcycle()
+                rgb = left if name.endswith('left') else right
+            else:
+                rgb = getattr(skimage.data, name)()
+            Image.fromarray(np.asarray(rgb)[..., :3]).save(tmp)
         else:
-            rgb = getattr(skimage.data, name)()
-        tmp = path + '.tmp.png'
-        Image.fromarray(np.asarray(rgb)[..., :3]).save(tmp)
+            shutil.copyfile(source, tmp)
         os.replace(tmp, path)
     return dest
 
@@ -200,14 +233,14 @@ class ColorizeImageNet(torch.utils.data.Dataset):
     def __init__(self, root, split='train', set='small', bins='soft', num_hc_bins=128,
                  img_lowpass=None, im_size=(256, 256), gmm_path=None, mean_l_path=None,
                  uniform_sigma='default', files=None, max_image_pixels=Image.MAX_IMAGE_PIXELS,
-                 list_dir=None):
+                 list_dir=None, jpeg_draft=True):
         if bins not in BINNINGS:
             raise ValueError('unknown binning %r (choose from %s)' % (bins, BINNINGS))
         self.root, self.split, self.set = root, split, set
         self.bins, self.num_hc_bins, self.img_lowpass = bins, num_hc_bins, img_lowpass
         self.im_size = tuple(im_size)
         self.gmm_path, self.mean_l_path, self.uniform_sigma = gmm_path, mean_l_path, uniform_sigma
-        self.max_image_pixels = max_image_pixels
+        self.max_image_pixels, self.jpeg_draft = max_image_pixels, jpeg_draft
         if files is None:
             self.list_path = resolve_list(root, set, split, list_dir)
             files = read_list(self.list_path)
@@ -228,11 +261,8 @@ class ColorizeImageNet(torch.utils.data.Dataset):
 
     def load_resized(self, index):
         """uint8 ``[H, W, 3]`` at ``im_size`` (bilinear, as the seed); raises UnreadableImage."""
-        rgb = load_rgb(self.path(index), self.max_image_pixels)
-        height, width = self.im_size
-        if rgb.shape[:2] != (height, width):
-            rgb = np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
-        return rgb
+        draft = max(self.im_size) if self.jpeg_draft else None
+        return load_rgb(self.path(index), self.max_image_pixels, draft, resize_to=self.im_size)
 
     def __getitem__(self, index):
         try:
@@ -369,6 +399,28 @@ def collate_skip_unreadable(batch):
 # colour bins
 # --------------------------------------------------------------------------
 
+def quadratic_range_over_boxes(coefficients, h0, h1, c0, c1):
+    """(min, max) over each box [h0, h1] x [c0, c1] of q_k = (a d_h + b d_c)^2 + e d_c^2.
+
+    ``coefficients [6, K]`` as :meth:`GMMBins._coefficients`; box corners
+    broadcast against K (e.g. ``[cells, 1]``) -> two ``[cells, K]`` arrays.
+    q_k is convex: its maximum is at a corner; its minimum is 0 where the mean
+    is inside, else on an edge, at the edge's own minimiser clamped to the edge.
+    """
+    mu_h, mu_c, a, b, e, _ = coefficients
+    qa, qb, qc = a * a, a * b, b * b + e            # q = qa d_h^2 + 2 qb d_h d_c + qc d_c^2
+
+    def q(h, c):
+        d_h, d_c = h - mu_h, c - mu_c
+        return qa * d_h * d_h + 2 * qb * d_h * d_c + qc * d_c * d_c
+
+    q_max = np.maximum.reduce([q(h, c) for h in (h0, h1) for c in (c0, c1)])
+    on_edges = [q(h, np.clip(mu_c - qb * (h - mu_h) / qc, c0, c1)) for h in (h0, h1)]
+    on_edges += [q(np.clip(mu_h - qb * (c - mu_c) / qa, h0, h1), c) for c in (c0, c1)]
+    inside = (h0 <= mu_h) & (mu_h <= h1) & (c0 <= mu_c) & (mu_c <= c1)
+    return np.where(inside, 0.0, np.minimum.reduce(on_edges)), q_max
+
+
 class GMMBins:
     """K Gaussian bins in (H, C) with full 2x2 covariances; posteriors are soft targets.
 
@@ -385,7 +437,7 @@ class GMMBins:
         k = len(self.weights)
         if self.means.shape != (k, 2) or self.covariances.shape != (k, 2, 2):
             raise ValueError('GMM arrays do not describe K=%d 2-D components' % k)
-        # log N(x | mu, Sigma) = -0.5 |U^T (x - mu)|^2 + log det U - log 2 pi, U U^T = Sigma^-1
+        # log N(x | mu, Sigma) = -0.5 |U^T (x - mu)|^2 + log det U - log 2 pi, U U^T = Sigma^-1, U lower
         self._prec_chol = np.stack([np.linalg.cholesky(np.linalg.inv(c)) for c in self.covariances])
         self._log_norm = (np.log(self.weights) - math.log(2 * math.pi)
                           + np.log(self._prec_chol[:, 0, 0] * self._prec_chol[:, 1, 1]))
@@ -442,40 +494,100 @@ class GMMBins:
         np.savez(tmp, weights=self.weights, means=self.means, covariances=self.covariances)
         os.replace(tmp, path)
 
+    def _coefficients(self):
+        """``[6, K]`` float64: mu_h, mu_c, a, b, e, log_norm of each component.
+
+        With U lower triangular (U U^T = Sigma^-1) and d = (h - mu_h, c - mu_c),
+        |U^T d|^2 / 2 = (a d_h + b d_c)^2 + e d_c^2, a = U00/sqrt2, b = U10/sqrt2, e = U11^2/2,
+        and log w_k N_k = log_norm_k - that.
+        """
+        u = self._prec_chol
+        return np.stack([self.means[:, 0], self.means[:, 1], u[:, 0, 0] / math.sqrt(2), u[:, 1, 0] / math.sqrt(2),
+                         u[:, 1, 1] ** 2 / 2, self._log_norm])
+
     def _params_on(self, device):
-        """Per-component constants as ``[K, 1]`` float32 columns on ``device`` (cached)."""
-        key = str(device)
+        """The coefficients as ``[K, 1]`` float32 columns on ``device`` (cached)."""
+        key = ('dense', str(device))
         if key not in self._device_cache:
-            u = self._prec_chol
-            columns = (self.means[:, 0], self.means[:, 1], u[:, 0, 0], u[:, 1, 0], u[:, 0, 1], u[:, 1, 1],
-                       self._log_norm)
             self._device_cache[key] = [torch.as_tensor(col, dtype=torch.float32, device=device).view(-1, 1)
-                                       for col in columns]
+                                       for col in self._coefficients()]
         return self._device_cache[key]
 
-    def encode(self, hue, chroma):
+    def candidates(self, grid=PRUNE_GRID, margin=PRUNE_LOG_MARGIN):
+        """``[grid^2, M]`` component indices per (H, C) cell, and which of them are candidates.
+
+        Cell ``i * grid + j`` covers H in [i, i+1] / grid, C in [j, j+1] / grid.
+        Component k is a candidate there unless max over the cell of its log
+        w_k N_k is below max_j min over the cell of log w_j N_j minus ``margin``
+        (then its posterior is < e^-margin at every point of the cell).  Each
+        row lists the candidates first, then other components to fill M slots.
+        """
+        edges = np.linspace(0.0, 1.0, grid + 1)
+        pad = 1e-6   # float32 rounding of the cell index never leaves a pixel outside its box
+        h0, c0 = np.meshgrid(edges[:-1] - pad, edges[:-1] - pad, indexing='ij')
+        h1, c1 = np.meshgrid(edges[1:] + pad, edges[1:] + pad, indexing='ij')
+        q_min, q_max = quadratic_range_over_boxes(self._coefficients(), *(x.reshape(-1, 1) for x in (h0, h1, c0, c1)))
+        log_norm = self._log_norm
+        keep = log_norm - q_min >= (log_norm - q_max).max(1, keepdims=True) - margin   # [cells, K]
+        order = np.argsort(~keep, axis=1, kind='stable')[:, :keep.sum(1).max()]
+        return order, np.take_along_axis(keep, order, 1)
+
+    def _pruned_params_on(self, device):
+        """(6 ``[cells, M]`` float32 tables of each cell's slots' coefficients, log_norm -inf off
+        the candidates; ``[cells, M]`` int64 component indices), cached."""
+        key = ('pruned', str(device))
+        if key not in self._device_cache:
+            order, keep = self.candidates()
+            tables = self._coefficients()[:, order]                      # [6, cells, M]
+            tables[5] = np.where(keep, tables[5], -np.inf)
+            self._device_cache[key] = ([torch.as_tensor(t, dtype=torch.float32, device=device) for t in tables],
+                                       torch.as_tensor(order, device=device))
+        return self._device_cache[key]
+
+    def encode(self, hue, chroma, prune=None):
         """(H, C) ``[B, H, W]`` -> posterior over the K bins ``[B, K, H, W]`` (sums to 1).
 
-        log N_k(x) = log w_k - log 2 pi + log det U_k - |U_k^T (x - mu_k)|^2 / 2, in
-        float32 but centred on each mean first (no cancellation; equals scikit-learn's
-        ``predict_proba`` within 1e-4), softmax over K written straight into the output.
-        On a CPU the pixels go in blocks whose ``[K, n]`` temporaries stay in cache.
+        log w_k N_k(x) - in float32 but centred on each mean first (no cancellation;
+        equals scikit-learn's ``predict_proba`` within 1e-4) - then a softmax over K.
+        ``prune`` (default: on a CPU, when H and C lie in the unit square and a cell has
+        at most K/2 candidates) computes only each cell's candidates (:meth:`candidates`)
+        and scatters them into zeros; otherwise all K, in blocks of pixels whose
+        temporaries stay in cache on a CPU.
         """
-        muh, muc, u00, u10, u01, u11, log_norm = self._params_on(hue.device)
         batch, image_shape, n_pix = hue.shape[0], hue.shape[1:], hue[0].numel()
         hue, chroma = hue.reshape(batch, -1).float(), chroma.reshape(batch, -1).float()
-        out = torch.empty(batch, self.num_bins, n_pix, dtype=torch.float32, device=hue.device)
+        if prune is None:
+            prune = (hue.device.type == 'cpu' and self._pruned_params_on(hue.device)[1].shape[1] <= self.num_bins // 2
+                     and bool(hue.min() >= 0) and bool(hue.max() <= 1)
+                     and bool(chroma.min() >= 0) and bool(chroma.max() <= 1))
+        fill = self._encode_pruned if prune else self._encode_dense
+        out = (torch.zeros if prune else torch.empty)(batch, self.num_bins, n_pix, device=hue.device)
         block = ENCODE_BLOCK_PIXELS_CPU if hue.device.type == 'cpu' else n_pix
-        for b in range(batch):
+        for i in range(batch):
             for start in range(0, n_pix, block):
                 stop = min(start + block, n_pix)
-                d_h = hue[b, start:stop] - muh                    # [K, n]
-                d_c = chroma[b, start:stop] - muc
-                y0 = torch.addcmul(d_h * u00, d_c, u10)
-                y1 = d_h.mul_(u01).addcmul_(d_c, u11)
-                logp = y0.square_().add_(y1.square_()).mul_(-0.5).add_(log_norm)
-                torch.softmax(logp, 0, out=out[b, :, start:stop])
+                fill(hue[i, start:stop], chroma[i, start:stop], out[i, :, start:stop])
         return out.view(batch, self.num_bins, *image_shape)
+
+    def _encode_dense(self, hue, chroma, out):
+        """``[n]`` H, C -> ``out [K, n]`` (all components)."""
+        mu_h, mu_c, a, b, e, log_norm = self._params_on(hue.device)
+        d_c = chroma - mu_c                                                      # [K, n]
+        logp = (hue - mu_h).mul_(a).addcmul_(d_c, b).square_()
+        logp = torch.sub(log_norm, logp.addcmul_(d_c.square_(), e), out=logp)
+        torch.softmax(logp, 0, out=out)
+
+    def _encode_pruned(self, hue, chroma, out):
+        """``[n]`` H, C in the unit square -> the candidates' posteriors written into zeros ``out [K, n]``."""
+        tables, index = self._pruned_params_on(hue.device)
+        grid = PRUNE_GRID
+        cell = (hue * grid).long().clamp_(0, grid - 1).mul_(grid).add_((chroma * grid).long().clamp_(0, grid - 1))
+        mu_h, mu_c, a, b, e, log_norm = (t.index_select(0, cell) for t in tables)   # each [n, M]
+        d_c = chroma[:, None] - mu_c
+        logp = (hue[:, None] - mu_h).mul_(a).addcmul_(d_c, b).square_()
+        logp = torch.sub(log_norm, logp.addcmul_(d_c.square_(), e), out=logp)
+        probs = torch.softmax(logp, 1, out=d_c)
+        out.T.scatter_(1, index.index_select(0, cell), probs)
 
     def decode(self, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
         """``[B, K, H, W]`` probabilities -> (hue, chroma) ``[B, H, W]``."""
@@ -651,7 +763,7 @@ def make_datasets(dataset_path, cfg, run_dir, binning, num_bins):
                   im_size=cfg['im_size'], uniform_sigma=cfg.get('uniform_sigma', 'default'),
                   gmm_path=os.path.join(run_dir, 'gmm.npz'),
                   mean_l_path=os.path.join(run_dir, 'mean_l.npy'),
-                  max_image_pixels=cfg['max_image_pixels'])
+                  max_image_pixels=cfg['max_image_pixels'], jpeg_draft=cfg['jpeg_draft'])
     if dataset_path and is_imagenet_root(dataset_path):
         return (ColorizeImageNet(dataset_path, 'train', cfg['train_set'], list_dir=run_dir, **common),
                 ColorizeImageNet(dataset_path, 'val', cfg['val_set'], list_dir=run_dir, **common))

@@ -12,6 +12,8 @@ environment torchrun sets); rank 0 alone fits the colour statistics, makes the
 file lists and writes the run folder, and shares what it made by broadcast.
 """
 import argparse
+import ctypes
+import ctypes.util
 import csv
 import datetime
 import difflib
@@ -199,6 +201,7 @@ class Runtime:
         self.pin_memory = self.cuda and cfg['pin_memory']
         if self.cuda:
             torch.backends.cudnn.benchmark = cfg['cudnn_benchmark']
+        self.keeps_freed_memory = cfg['keep_freed_memory'] and keep_freed_memory()
 
     @property
     def cuda(self):
@@ -279,9 +282,30 @@ class Runtime:
             dist.destroy_process_group()
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc mallopt parameters (malloc.h)
+MALLOC_KEEP_BYTES = 1 << 30
+
+
+def keep_freed_memory():
+    """Let glibc keep freed memory for reuse instead of unmapping it; False where not glibc.
+
+    By default every allocation over 32 MiB (a K = 128 target batch, the
+    activations) is a fresh mmap whose pages fault in one by one on first
+    touch, each step again: several times slower than reusing the heap.
+    Forked DataLoader workers inherit the setting.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_KEEP_BYTES) and mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP_BYTES))
+
+
 def default_workers():
+    """One worker per core of this process, at most 8: workers sleep once their prefetch
+    is full, and on a 2-core CPU two decode faster than one (bench/bench_targets.py)."""
     per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
-    return max(0, min(8, per_process - 1))
+    return max(1, min(8, per_process))
 
 
 def seed_everything(seed):

@@ -4,13 +4,16 @@ For N photos at 256x256 with K = 128 GMM bins and a low-pass of 4 it measures,
 in one run:
 
 (a) images/s of a faithful re-implementation of the seed's per-image path
-    (below, ``seed_*``; used only here): PIL open + bilinear resize,
+    (below, ``seed_*``; used only here), with glibc's default allocator as the
+    seed ran (``--seed-again`` times it once more with the project's
+    ``keep_freed_memory``, for information): PIL open + bilinear resize,
     ``skimage.color.rgb2hsv``, chroma = V * S, H and C each blurred with
     ``skimage.filters.gaussian`` + ``rescale(1/s)`` + ``resize`` back, then
     ``GaussianMixture.predict_proba`` over every pixel;
 (b) images/s of the project's path: ``ColorizeImageNet`` + DataLoader workers
-    (``collate_skip_unreadable``) and ``ColorEncoder.encode`` on the training
-    device, batch by batch;
+    (``collate_skip_unreadable``, JPEG draft decoding) and ``ColorEncoder.encode``
+    on the training device, batch by batch, with the trainer's defaults
+    (``keep_freed_memory``, one worker per core);
 
 their ratio b / a, and the checks of the claims:
 
@@ -67,13 +70,17 @@ def parse_args(argv=None):
     p.add_argument('--lowpass', type=int, default=4, help='img_lowpass factor s (default 4)')
     p.add_argument('--size', type=int, default=256, help='images are resized to size x size (default 256)')
     p.add_argument('-j', '--workers', type=int, default=None,
-                   help='DataLoader workers (default: the trainer default, cores - 1, at most 8)')
+                   help='DataLoader workers (default: the trainer default, one per core, at most 8)')
     p.add_argument('--fit-pixels', type=int, default=20000,
                    help='(H, C) pixels sampled to fit the GMM (default 20000)')
     p.add_argument('--check-images', type=int, default=3,
                    help='distinct photos for the accuracy and low-pass checks (default 3)')
+    p.add_argument('--project-passes', type=int, default=5,
+                   help='passes of the project path over the N photos; the median is reported (default 5)')
     p.add_argument('--encode-repeats', type=int, default=3,
                    help='repeats of the encode-only timing on one preloaded batch (default 3)')
+    p.add_argument('--seed-again', action='store_true',
+                   help='also time the seed path with the project allocator setting (information)')
     p.add_argument('--seed', type=int, default=0)
     return p.parse_args(argv)
 
@@ -342,7 +349,8 @@ def main(argv=None):
     args = parse_args(argv)
     t_run = time.perf_counter()
     cfg = dict(config.DEFAULTS)
-    runtime = trainer.Runtime(None, cfg)
+    # the seed ran with glibc's default allocator: turned on only after (a) is measured
+    runtime = trainer.Runtime(None, dict(cfg, keep_freed_memory=False))
     workers = trainer.default_workers() if args.workers is None else args.workers
     root = args.dataset or data_loader.materialise_bundled()
     distinct, files = image_files(root, args.num_images)
@@ -363,15 +371,26 @@ def main(argv=None):
                                            img_lowpass=args.lowpass, im_size=size, files=files)
 
     seed_rate, seed_targets_rate = time_seed(root, files, gmm, args, mean_l)
-    print('seed path (a): %.2f images/s (PIL + skimage + predict_proba, one image at a time); '
-          'its targets alone: %.2f images/s' % (seed_rate, seed_targets_rate))
+    print('seed path (a): %.2f images/s (PIL + skimage + predict_proba, one image at a time, default '
+          'allocator); its targets alone: %.2f images/s' % (seed_rate, seed_targets_rate))
+    kept = cfg['keep_freed_memory'] and trainer.keep_freed_memory()
+    print('allocator: keep_freed_memory %s for the project path (bench/bench_allocator.py measures it)'
+          % ('on' if kept else 'off (not glibc)'))
 
-    project_rate, project_cold, n_done = time_project(dataset, encoder, runtime, cfg, args, workers)
-    print('project path (b): %.2f images/s steady (%.2f including worker start-up; %d images, batch %d)'
-          % (project_rate, project_cold, n_done, args.batch_size))
+    passes = [time_project(dataset, encoder, runtime, cfg, args, workers) for _ in range(args.project_passes)]
+    project_rate = float(np.median([steady for steady, _, _ in passes]))
+    project_cold, n_done = passes[0][1], passes[0][2]
+    print('project path (b): %.2f images/s steady, the median of %d passes (%s; first pass %.2f including '
+          'worker start-up; %d images, batch %d)'
+          % (project_rate, len(passes), ', '.join('%.1f' % p[0] for p in passes), project_cold, n_done,
+             args.batch_size))
     ratio = project_rate / seed_rate
     print('ratio b/a: %.1fx (target >= %.0fx on a 2-core CPU: %s)'
           % (ratio, TARGET_RATIO, 'met' if ratio >= TARGET_RATIO else 'NOT met'))
+    if kept and args.seed_again:
+        seed_kept, _ = time_seed(root, files, gmm, args, mean_l)
+        print('information: seed path (a) with keep_freed_memory on too: %.2f images/s; b over it: %.1fx'
+              % (seed_kept, project_rate / seed_kept))
 
     one_batch = load_batch(dataset, range(min(args.batch_size, len(dataset))))
     encode_rate = time_encode_only(one_batch, encoder, runtime, args.encode_repeats)

@@ -1,12 +1,17 @@
-"""The CUDA code paths without a GPU: autocast (bf16), channels_last and low-precision targets
-run through the same trainer code on the CPU; a CPU run stays plain float32."""
+"""The speed paths without a GPU: autocast (bf16), channels_last and low-precision targets
+run through the same trainer code on the CPU; a CPU run stays plain float32; the glibc
+allocator setting keeps freed memory."""
 import csv
 import math
 import os
+import subprocess
+import sys
 
+import pytest
 import torch
 
 import trainer
+from conftest import REPO_DIR
 
 
 def read_losses(run_dir):
@@ -42,3 +47,43 @@ def test_autocast_and_channels_last_paths_train_on_cpu(photo_folder, work_dir, t
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     ckpt = trainer.load_checkpoint(os.path.join(run_dir, trainer.MODEL_BEST))
     assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt['model_state_dict'].values())
+
+
+MALLINFO_PROBE = r'''
+import ctypes, ctypes.util, sys
+sys.path.insert(0, %(repo)r)
+import torch, trainer
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks',
+                 'keepcost')]
+
+libc = ctypes.CDLL(ctypes.util.find_library('c'))
+libc.mallinfo2.restype = MallInfo2
+kept = trainer.keep_freed_memory() if %(keep)r else False
+big = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)   # 64 MiB, over glibc's largest default mmap threshold
+mapped = libc.mallinfo2().hblkhd
+del big
+print(kept, mapped, libc.mallinfo2().fordblks)
+'''
+
+
+def glibc_mallinfo2():
+    import ctypes.util
+    try:
+        return hasattr(ctypes.CDLL(ctypes.util.find_library('c')), 'mallinfo2')
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not glibc_mallinfo2(), reason='glibc >= 2.33 (mallinfo2) only')
+def test_keep_freed_memory_makes_glibc_keep_a_freed_64mib_block_for_reuse():
+    def probe(keep):
+        out = subprocess.run([sys.executable, '-c', MALLINFO_PROBE % dict(repo=REPO_DIR, keep=keep)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        return out[0] == 'True', int(out[1]), int(out[2])
+    kept, mapped, free_after = probe(True)
+    assert kept and mapped < (64 << 20) and free_after >= (64 << 20)   # from the heap, and kept there
+    kept, mapped, free_after = probe(False)
+    assert not kept and mapped >= (64 << 20) and free_after < (64 << 20)   # default: its own mmap, unmapped

@@ -192,3 +192,43 @@ def test_float_images_in_unit_range_are_scaled_not_darkened(tmp_path):
     rgb = data_loader.load_rgb(path, 10 ** 6)
     np.testing.assert_array_equal(rgb[..., 0], np.clip(ramp * 255 + 0.5, 0, 255).astype(np.uint8))
     assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+def test_bundled_photos_are_the_files_scikit_image_ships_and_old_png_copies_go(tmp_path):
+    import skimage.data
+    dest = str(tmp_path / 'bundled')
+    os.makedirs(dest)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(os.path.join(dest, 'retina.png'))  # an old copy
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(os.path.join(dest, 'mine.png'))    # not ours
+    data_loader.materialise_bundled(dest)
+    names = data_loader.find_images(dest)
+    assert 'retina.png' not in names and 'mine.png' in names and 'retina.jpg' in names
+    assert len(names) == len(data_loader.BUNDLED_PHOTOS) + 1
+    shipped_dir = os.path.dirname(skimage.data.__file__)
+    for name, shipped in data_loader.BUNDLED_PHOTOS.items():
+        copy = os.path.join(dest, name + os.path.splitext(shipped)[1])
+        with open(copy, 'rb') as a, open(os.path.join(shipped_dir, shipped), 'rb') as b:
+            assert a.read() == b.read(), name
+        if not name.startswith('motorcycle_'):   # skimage's own loader reads the same pixels
+            np.testing.assert_array_equal(data_loader.load_rgb(copy, 10 ** 8),
+                                          np.asarray(getattr(skimage.data, name)())[..., :3])
+
+
+def test_jpeg_draft_decodes_large_jpegs_smaller_and_resizes_to_nearly_the_same_image(tmp_path):
+    import skimage.data
+    big = str(tmp_path / 'big.jpg')
+    Image.fromarray(skimage.data.astronaut()).resize((1200, 1000), Image.BICUBIC).save(big, quality=95)
+    small = str(tmp_path / 'small.png')
+    Image.fromarray(skimage.data.astronaut()).save(small)
+    full = data_loader.load_rgb(big, 10 ** 8)
+    drafted = data_loader.load_rgb(big, 10 ** 8, draft_size=256)
+    assert full.shape == (1000, 1200, 3)
+    assert drafted.shape == (500, 600, 3)      # 1/2 scale: 1/4 would make a side < 256
+    np.testing.assert_array_equal(data_loader.load_rgb(small, 10 ** 8, draft_size=64),
+                                  data_loader.load_rgb(small, 10 ** 8))   # PNGs are not affected
+
+    def at_256(draft):
+        ds = data_loader.ColorizeImageNet(str(tmp_path), files=['big.jpg'], im_size=(256, 256), jpeg_draft=draft)
+        return ds[0][0].numpy().astype(np.float64)
+    diff = np.abs(at_256(True) - at_256(False))
+    assert diff.shape == (3, 256, 256) and diff.mean() < 1.0   # measured 0.33 grey levels

@@ -219,3 +219,4 @@ def test_a_stage_keeps_the_previous_bins_but_uses_its_own_lowpass_and_rebalancin
     assert weights.shape == (K,) and abs((prior * weights).sum() - 1) < 1e-5  # E_prior[w] = 1
     expected = 1 / (0.5 * prior + 0.5 / K)
     np.testing.assert_allclose(weights, expected / (prior * expected).sum(), rtol=1e-5)
+
