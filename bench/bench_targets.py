@@ -33,7 +33,7 @@ One GMM is fitted (scikit-learn, K components, on sampled (H, C) pixels) and
 used by both paths.  Prints one summary line per figure and ends with one JSON
 line.  Usage (from the repository root)::
 
-    python bench/bench_targets.py            # bundled photos, N = 48
+    python bench/bench_targets.py            # bundled photos, N = 96
     python bench/bench_targets.py -d DIR -n 200 -j 4
 """
 import argparse
@@ -63,8 +63,8 @@ TARGET_RATIO = 50.0     # issue 3: project path >= 50x the seed path's images/s 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('-d', '--dataset', help='folder of photos (default: the bundled scikit-image photos)')
-    p.add_argument('-n', '--num-images', type=int, default=48,
-                   help='photos per path; the file list is repeated to reach it (default 48)')
+    p.add_argument('-n', '--num-images', type=int, default=96,
+                   help='photos per path; the file list is repeated to reach it (default 96)')
     p.add_argument('-b', '--batch-size', type=int, default=8, help='batch of the project path (default 8)')
     p.add_argument('-k', '--numbins', type=int, default=128, help='GMM bins K (default 128)')
     p.add_argument('--lowpass', type=int, default=4, help='img_lowpass factor s (default 4)')
@@ -76,7 +76,8 @@ def parse_args(argv=None):
     p.add_argument('--check-images', type=int, default=3,
                    help='distinct photos for the accuracy and low-pass checks (default 3)')
     p.add_argument('--project-passes', type=int, default=5,
-                   help='passes of the project path over the N photos; the median is reported (default 5)')
+                   help='timed passes of the project path over the N photos (after an untimed one); '
+                        'the median is reported (default 5)')
     p.add_argument('--encode-repeats', type=int, default=3,
                    help='repeats of the encode-only timing on one preloaded batch (default 3)')
     p.add_argument('--seed-again', action='store_true',
@@ -186,29 +187,42 @@ def time_seed(root, files, gmm, args, mean_l):
     return len(files) / total, len(files) / targets_only
 
 
-def time_project(dataset, encoder, runtime, cfg, args, workers):
-    """(steady images/s after the first batch, images/s including worker start-up)."""
-    loader = trainer.make_loader(dataset, torch.utils.data.SequentialSampler(dataset), args.batch_size,
-                                 cfg, runtime, workers)
-    images, steady_images, t_first = 0, 0, None
-    t_start = time.perf_counter()
+def project_pass(loader, encoder, runtime):
+    """(images, seconds) of one whole pass: every file decoded and every batch encoded
+    (``encoder=None``: decoded only)."""
+    images = 0
+    t0 = time.perf_counter()
     with torch.no_grad():
         for batch in loader:
             if batch['rgb'] is None:
                 continue
             rgb = batch['rgb'].to(runtime.device, non_blocking=runtime.pin_memory)
-            net_input, target = encoder.encode(rgb, runtime.target_dtype)
-            del net_input, target
+            if encoder is not None:
+                net_input, target = encoder.encode(rgb, runtime.target_dtype)
+                del net_input, target
             sync(runtime.device)
             images += len(rgb)
-            if t_first is None:
-                t_first = time.perf_counter()
-            else:
-                steady_images += len(rgb)
-    t_end = time.perf_counter()
-    cold = images / (t_end - t_start)
-    steady = steady_images / (t_end - t_first) if steady_images else cold
-    return steady, cold, images
+    return images, time.perf_counter() - t0
+
+
+def time_project(dataset, encoder, runtime, cfg, args, workers):
+    """(images/s of each timed pass, of each decode-only pass, of the first pass; images per pass).
+
+    The workers persist across passes: the first pass (worker start-up) is not
+    timed; each timed pass starts with empty prefetch queues and ends when its
+    last batch is encoded, so all its decoding and encoding lie inside the timing.
+    """
+    loader = trainer.make_loader(dataset, torch.utils.data.SequentialSampler(dataset), args.batch_size,
+                                 cfg, runtime, workers)
+    images, seconds = project_pass(loader, encoder, runtime)
+    cold = images / seconds
+    rates, decode_rates = [], []
+    for _ in range(args.project_passes):
+        images, seconds = project_pass(loader, encoder, runtime)
+        rates.append(images / seconds)
+        images, seconds = project_pass(loader, None, runtime)
+        decode_rates.append(images / seconds)
+    return rates, decode_rates, cold, images
 
 
 def time_encode_only(rgb, encoder, runtime, repeats):
@@ -377,13 +391,15 @@ def main(argv=None):
     print('allocator: keep_freed_memory %s for the project path (bench/bench_allocator.py measures it)'
           % ('on' if kept else 'off (not glibc)'))
 
-    passes = [time_project(dataset, encoder, runtime, cfg, args, workers) for _ in range(args.project_passes)]
-    project_rate = float(np.median([steady for steady, _, _ in passes]))
-    project_cold, n_done = passes[0][1], passes[0][2]
-    print('project path (b): %.2f images/s steady, the median of %d passes (%s; first pass %.2f including '
-          'worker start-up; %d images, batch %d)'
-          % (project_rate, len(passes), ', '.join('%.1f' % p[0] for p in passes), project_cold, n_done,
-             args.batch_size))
+    rates, decode_rates, project_cold, n_done = time_project(dataset, encoder, runtime, cfg, args, workers)
+    project_rate = float(np.median(rates))
+    print('project path (b): %.2f images/s, the median of %d whole passes (%s; %d images, batch %d; '
+          'the untimed first pass, with worker start-up: %.2f)'
+          % (project_rate, len(rates), ', '.join('%.1f' % r for r in rates), n_done, args.batch_size,
+             project_cold))
+    decode_rate = float(np.median(decode_rates))
+    print('information: the same workers decoding only (no encode): %.2f images/s (%.1fx the seed path)'
+          % (decode_rate, decode_rate / seed_rate))
     ratio = project_rate / seed_rate
     print('ratio b/a: %.1fx (target >= %.0fx on a 2-core CPU: %s)'
           % (ratio, TARGET_RATIO, 'met' if ratio >= TARGET_RATIO else 'NOT met'))
@@ -394,8 +410,10 @@ def main(argv=None):
 
     one_batch = load_batch(dataset, range(min(args.batch_size, len(dataset))))
     encode_rate = time_encode_only(one_batch, encoder, runtime, args.encode_repeats)
-    print('encode alone: %.2f images/s on a preloaded batch of %d (%.1fx the seed\'s targets alone)'
-          % (encode_rate, len(one_batch), encode_rate / seed_targets_rate))
+    print('encode alone: %.2f images/s on a preloaded batch of %d (%.1fx the seed\'s targets alone); '
+          'decode and encode sharing the cores could reach at most 1 / (1/decode + 1/encode) = %.2f images/s'
+          % (encode_rate, len(one_batch), encode_rate / seed_targets_rate,
+             1.0 / (1.0 / decode_rate + 1.0 / encode_rate)))
 
     check = load_batch(dataset, range(min(args.check_images, len(distinct))))
     max_abs_diff = check_posteriors(check, encoder, gmm, runtime.device)
