@@ -13,7 +13,10 @@ in one run:
 (b) images/s of the project's path: ``ColorizeImageNet`` + DataLoader workers
     (``collate_skip_unreadable``, JPEG draft decoding) and ``ColorEncoder.encode``
     on the training device, batch by batch, with the trainer's defaults
-    (``keep_freed_memory``, one worker per core);
+    (``keep_freed_memory``, one worker per core): whole passes over the N
+    photos with the workers already started, the median of ``--project-passes``;
+    for information also the same workers decoding only, ``encode`` alone on a
+    preloaded batch, and the most the two could reach sharing the cores;
 
 their ratio b / a, and the checks of the claims:
 
