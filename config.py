@@ -63,6 +63,11 @@ DEFAULTS = dict(
     keep_freed_memory=True,    # glibc: reuse freed memory, no fresh page faults per step (CPU and host)
 )
 
+# A checkpoint written before a key existed resumes with the behaviour it ran with, not the new default.
+RESUME_DEFAULTS = dict(
+    jpeg_draft=False,          # JPEG draft decoding came later: older runs decoded at full size
+)
+
 _ADAM = dict(optim='Adam')
 _LOWPASS8 = dict(_ADAM, momentum=0.8, interval_validate=50, img_lowpass=8, train_set='full', val_set='small')
 _BIG_BATCH = dict(_ADAM, max_iteration=300000, momentum=0.9, interval_validate=50, batch_size=8,

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, JpegImagePlugin
 
 import utils
 
@@ -42,6 +42,7 @@ ENCODE_BLOCK_PIXELS_CPU = 8192  # pixels per block of GMMBins.encode on a CPU (c
 # there (each such posterior < e^-20 = 2e-9, all of them < K * 2e-9).
 PRUNE_GRID = 64
 PRUNE_LOG_MARGIN = 20.0
+PRUNE_BOX_PAD = 1e-6  # cells reach this far past their edges: float32 low-pass output may be 1 + 2e-7
 
 # ImageNet list files of each set; `{split}` is train or val (seed-configs.md)
 SET_LISTS = {
@@ -88,7 +89,7 @@ def load_rgb(path, max_pixels, draft_size=None, resize_to=None):
             if img.width * img.height > max_pixels:
                 raise UnreadableImage('%dx%d pixels is over the limit of %d (max_image_pixels)'
                                       % (img.width, img.height, max_pixels))
-            if draft_size and img.format == 'JPEG':
+            if draft_size and isinstance(img, JpegImagePlugin.JpegImageFile):   # also MPO (phone photos)
                 img.draft('RGB', (draft_size, draft_size))
             ImageOps.exif_transpose(img, in_place=True)
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
@@ -169,19 +170,21 @@ def materialise_bundled(dest=BUNDLED_DIR):
         source = os.path.join(shipped_dir, shipped)
         ext = os.path.splitext(shipped)[1] if os.path.isfile(source) else '.png'
         path = os.path.join(dest, name + ext)
-        stale = os.path.join(dest, name + '.png')
-        if ext != '.png' and os.path.isfile(stale):
-            os.remove(stale)
+        if ext != '.png':
+            try:
+                os.remove(os.path.join(dest, name + '.png'))
+            except FileNotFoundError:
+                pass
         if os.path.exists(path):
             continue
-        tmp = path + '.tmp' + ext
+        tmp = '%s.tmp%d' % (path, os.getpid())   # not an image name; concurrent first runs never share it
         if ext == '.png' and not os.path.isfile(source):
             if name.startswith('motorcycle_'):
                 left, right, _ = skimage.data.stereo_motorcycle()
                 rgb = left if name.endswith('left') else right
             else:
                 rgb = getattr(skimage.data, name)()
-            Image.fromarray(np.asarray(rgb)[..., :3]).save(tmp)
+            Image.fromarray(np.asarray(rgb)[..., :3]).save(tmp, format='PNG')
         else:
             shutil.copyfile(source, tmp)
         os.replace(tmp, path)
@@ -523,7 +526,7 @@ class GMMBins:
         row lists the candidates first, then other components to fill M slots.
         """
         edges = np.linspace(0.0, 1.0, grid + 1)
-        pad = 1e-6   # float32 rounding of the cell index never leaves a pixel outside its box
+        pad = PRUNE_BOX_PAD
         h0, c0 = np.meshgrid(edges[:-1] - pad, edges[:-1] - pad, indexing='ij')
         h1, c1 = np.meshgrid(edges[1:] + pad, edges[1:] + pad, indexing='ij')
         q_min, q_max = quadratic_range_over_boxes(self._coefficients(), *(x.reshape(-1, 1) for x in (h0, h1, c0, c1)))
@@ -544,25 +547,34 @@ class GMMBins:
                                        torch.as_tensor(order, device=device))
         return self._device_cache[key]
 
+    def prunes(self, hue, chroma):
+        """Whether :meth:`encode` computes only the candidates: on a CPU, with every cell at
+        most K/2 candidates and (H, C) ``[B, n]`` inside the cells' boxes."""
+        if hue.device.type != 'cpu' or hue.numel() == 0:
+            return False
+        if self._pruned_params_on(hue.device)[1].shape[1] > self.num_bins // 2:
+            return False
+        low, high = -PRUNE_BOX_PAD, 1.0 + PRUNE_BOX_PAD
+        return bool(hue.min() >= low and hue.max() <= high and chroma.min() >= low and chroma.max() <= high)
+
     def encode(self, hue, chroma, prune=None):
         """(H, C) ``[B, H, W]`` -> posterior over the K bins ``[B, K, H, W]`` (sums to 1).
 
         log w_k N_k(x) - in float32 but centred on each mean first (no cancellation;
         equals scikit-learn's ``predict_proba`` within 1e-4) - then a softmax over K.
-        ``prune`` (default: on a CPU, when H and C lie in the unit square and a cell has
-        at most K/2 candidates) computes only each cell's candidates (:meth:`candidates`)
-        and scatters them into zeros; otherwise all K, in blocks of pixels whose
-        temporaries stay in cache on a CPU.
+        ``prune`` (default :meth:`prunes`) computes only each cell's candidates
+        (:meth:`candidates`; H and C must lie in the unit square) and scatters them
+        into zeros; otherwise all K, in blocks of pixels whose temporaries stay in
+        cache on a CPU.
         """
         batch, image_shape, n_pix = hue.shape[0], hue.shape[1:], hue[0].numel()
         hue, chroma = hue.reshape(batch, -1).float(), chroma.reshape(batch, -1).float()
         if prune is None:
-            prune = (hue.device.type == 'cpu' and self._pruned_params_on(hue.device)[1].shape[1] <= self.num_bins // 2
-                     and bool(hue.min() >= 0) and bool(hue.max() <= 1)
-                     and bool(chroma.min() >= 0) and bool(chroma.max() <= 1))
+            prune = self.prunes(hue, chroma)
         fill = self._encode_pruned if prune else self._encode_dense
-        out = (torch.zeros if prune else torch.empty)(batch, self.num_bins, n_pix, device=hue.device)
-        block = ENCODE_BLOCK_PIXELS_CPU if hue.device.type == 'cpu' else n_pix
+        out = (torch.zeros if prune else torch.empty)(batch, self.num_bins, n_pix, dtype=torch.float32,
+                                                     device=hue.device)
+        block = ENCODE_BLOCK_PIXELS_CPU if hue.device.type == 'cpu' else max(n_pix, 1)
         for i in range(batch):
             for start in range(0, n_pix, block):
                 stop = min(start + block, n_pix)

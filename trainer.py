@@ -136,8 +136,8 @@ def apply_overrides(cfg, args):
 
 def resolve_config(args, resume_ckpt=None):
     """The run's config: the checkpoint's (resume) or config N's, then command-line overrides."""
-    if resume_ckpt is not None:  # keys added to config.py since then get their defaults
-        cfg = dict(config_module.DEFAULTS, **resume_ckpt['config'])
+    if resume_ckpt is not None:  # keys added to config.py since then: RESUME_DEFAULTS, else DEFAULTS
+        cfg = dict(config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config'])
     else:
         cfg = config_module.get_config(args.config)
         cfg['config_number'] = args.config
@@ -145,7 +145,7 @@ def resolve_config(args, resume_ckpt=None):
     cfg = apply_overrides(cfg, args)
     data_loader.check_num_bins(cfg['binning'], cfg['numbins'])
     if resume_ckpt is not None:
-        saved = dict(config_module.DEFAULTS, **resume_ckpt['config'])
+        saved = dict(config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config'])
         changed = [key for key in ENCODER_KEYS if cfg[key] != saved[key]]
         if changed:
             raise ValueError('--resume continues with the colour targets of %s; %s cannot change '
@@ -284,6 +284,7 @@ class Runtime:
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc mallopt parameters (malloc.h)
 MALLOC_KEEP_BYTES = 1 << 30
+GLIBC_DEFAULT_THRESHOLD = 128 * 1024
 
 
 def keep_freed_memory():
@@ -301,11 +302,22 @@ def keep_freed_memory():
     return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_KEEP_BYTES) and mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP_BYTES))
 
 
+def give_back_freed_memory(worker_id=None):
+    """DataLoader ``worker_init_fn``: workers return freed memory to the system again (glibc's
+    thresholds, 128 KiB), so one huge photo decoded once is not held for the whole run."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(M_MMAP_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_THRESHOLD)
+
+
 def default_workers():
     """One worker per core of this process, at most 8: workers sleep once their prefetch
     is full, and on a 2-core CPU two decode faster than one (bench/bench_targets.py)."""
-    per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
-    return max(1, min(8, per_process))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(0, min(8, cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))))
 
 
 def seed_everything(seed):
@@ -359,6 +371,7 @@ def make_loader(dataset, sampler, batch_size, cfg, runtime, workers):
         collate_fn=data_loader.collate_skip_unreadable, pin_memory=runtime.pin_memory,
         prefetch_factor=cfg['prefetch_factor'] if workers else None,
         persistent_workers=workers > 0,
+        worker_init_fn=give_back_freed_memory if runtime.keeps_freed_memory else None,
         generator=torch.Generator().manual_seed(cfg['seed']))
 
 

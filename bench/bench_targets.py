@@ -391,6 +391,7 @@ def main(argv=None):
     print('seed path (a): %.2f images/s (PIL + skimage + predict_proba, one image at a time, default '
           'allocator); its targets alone: %.2f images/s' % (seed_rate, seed_targets_rate))
     kept = cfg['keep_freed_memory'] and trainer.keep_freed_memory()
+    runtime.keeps_freed_memory = kept   # as the trainer: its workers give freed memory back
     print('allocator: keep_freed_memory %s for the project path (bench/bench_allocator.py measures it)'
           % ('on' if kept else 'off (not glibc)'))
 

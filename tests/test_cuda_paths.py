@@ -61,7 +61,9 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library('c'))
 libc.mallinfo2.restype = MallInfo2
-kept = trainer.keep_freed_memory() if %(keep)r else False
+kept = trainer.keep_freed_memory() if %(mode)r != 'default' else False
+if %(mode)r == 'given back':   # what a DataLoader worker does first (worker_init_fn)
+    trainer.give_back_freed_memory(0)
 big = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)   # 64 MiB, over glibc's largest default mmap threshold
 mapped = libc.mallinfo2().hblkhd
 del big
@@ -78,12 +80,14 @@ def glibc_mallinfo2():
 
 
 @pytest.mark.skipif(not glibc_mallinfo2(), reason='glibc >= 2.33 (mallinfo2) only')
-def test_keep_freed_memory_makes_glibc_keep_a_freed_64mib_block_for_reuse():
-    def probe(keep):
-        out = subprocess.run([sys.executable, '-c', MALLINFO_PROBE % dict(repo=REPO_DIR, keep=keep)],
+def test_keep_freed_memory_makes_glibc_keep_a_freed_64mib_block_for_reuse_and_workers_give_it_back():
+    def probe(mode):
+        out = subprocess.run([sys.executable, '-c', MALLINFO_PROBE % dict(repo=REPO_DIR, mode=mode)],
                              capture_output=True, text=True, check=True).stdout.split()
         return out[0] == 'True', int(out[1]), int(out[2])
-    kept, mapped, free_after = probe(True)
+    kept, mapped, free_after = probe('keep')
     assert kept and mapped < (64 << 20) and free_after >= (64 << 20)   # from the heap, and kept there
-    kept, mapped, free_after = probe(False)
+    kept, mapped, free_after = probe('default')
     assert not kept and mapped >= (64 << 20) and free_after < (64 << 20)   # default: its own mmap, unmapped
+    kept, mapped, free_after = probe('given back')
+    assert kept and mapped >= (64 << 20) and free_after < (64 << 20)   # a worker: back to the default

@@ -226,3 +226,32 @@ def test_quadratic_range_over_boxes_brackets_a_dense_sampling_of_each_box():
             fit = lsq_linear(a, a @ coef[:2, j], bounds=([h0[i, 0], c0[i, 0]], [h1[i, 0], c1[i, 0]]),
                              method='bvls', tol=1e-12)
             assert q_min[i, j] == pytest.approx(2 * fit.cost, rel=1e-6, abs=1e-9)
+
+
+def test_saturated_colours_keep_the_pruned_path_and_equal_predict_proba(photo_gmm_64):
+    """Low-passed pure red / green / cyan come out of float32 at C = 1 + 2e-7: still pruned, still exact."""
+    gmm, bins, _ = photo_gmm_64
+    rgb = torch.zeros(3, 3, 32, 48)
+    rgb[0, 0] = 1          # red
+    rgb[1, 1] = 1          # green
+    rgb[2, 1:] = 1         # cyan
+    hue, chroma, _ = utils.rgb_to_hcl(rgb)
+    hue, chroma = utils.lowpass_hue_chroma(hue, chroma, 4)
+    assert float(chroma.max()) > 1.0                                  # the float32 overshoot is there
+    assert bins.prunes(hue.reshape(3, -1), chroma.reshape(3, -1))
+    post = bins.encode(hue, chroma).permute(0, 2, 3, 1).reshape(-1, 64).double().numpy()
+    hc = np.stack([hue.double().numpy().ravel(), chroma.double().numpy().ravel()], 1)
+    assert np.abs(post - gmm.predict_proba(hc)).max() <= POSTERIOR_ATOL
+
+
+def test_encode_of_no_pixels_and_under_a_float64_default_dtype(photo_gmm_64):
+    _, bins, _ = photo_gmm_64
+    assert bins.encode(torch.zeros(1, 0, 5), torch.zeros(1, 0, 5)).shape == (1, 64, 0, 5)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for prune in (True, False):
+            post = bins.encode(torch.full((1, 2, 2), 0.3), torch.full((1, 2, 2), 0.2), prune=prune)
+            assert post.dtype == torch.float32 and torch.allclose(post.sum(1).double(), torch.ones(1, 2, 2))
+    finally:
+        torch.set_default_dtype(previous)

@@ -220,3 +220,16 @@ def test_a_stage_keeps_the_previous_bins_but_uses_its_own_lowpass_and_rebalancin
     expected = 1 / (0.5 * prior + 0.5 / K)
     np.testing.assert_allclose(weights, expected / (prior * expected).sum(), rtol=1e-5)
 
+
+
+def test_a_checkpoint_from_before_jpeg_draft_resumes_decoding_at_full_size():
+    old = {k: v for k, v in config_module_defaults().items() if k != 'jpeg_draft'}
+    old.update(binning='soft', numbins=8, config_number=199)
+    args = trainer.parse_args('fcn32s', ['--resume', 'checkpoint.pth.tar'])
+    assert trainer.resolve_config(args, {'config': old})['jpeg_draft'] is False
+    args = trainer.parse_args('fcn32s', ['-c', '199'])
+    assert trainer.resolve_config(args)['jpeg_draft'] is True      # a new run gets the default
+
+
+def config_module_defaults():
+    return dict(trainer.config_module.DEFAULTS)
