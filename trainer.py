@@ -137,7 +137,7 @@ def apply_overrides(cfg, args):
 def resolve_config(args, resume_ckpt=None):
     """The run's config: the checkpoint's (resume) or config N's, then command-line overrides."""
     if resume_ckpt is not None:  # keys added to config.py since then: RESUME_DEFAULTS, else DEFAULTS
-        cfg = dict(config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config'])
+        cfg = {**config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config']}
     else:
         cfg = config_module.get_config(args.config)
         cfg['config_number'] = args.config
@@ -145,7 +145,7 @@ def resolve_config(args, resume_ckpt=None):
     cfg = apply_overrides(cfg, args)
     data_loader.check_num_bins(cfg['binning'], cfg['numbins'])
     if resume_ckpt is not None:
-        saved = dict(config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config'])
+        saved = {**config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config']}
         changed = [key for key in ENCODER_KEYS if cfg[key] != saved[key]]
         if changed:
             raise ValueError('--resume continues with the colour targets of %s; %s cannot change '
