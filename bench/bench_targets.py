@@ -415,7 +415,7 @@ def main(argv=None):
     one_batch = load_batch(dataset, range(min(args.batch_size, len(dataset))))
     encode_rate = time_encode_only(one_batch, encoder, runtime, args.encode_repeats)
     print('encode alone: %.2f images/s on a preloaded batch of %d (%.1fx the seed\'s targets alone); '
-          'decode and encode sharing the cores could reach at most 1 / (1/decode + 1/encode) = %.2f images/s'
+          'decode and encode sharing the cores: about 1 / (1/decode + 1/encode) = %.2f images/s at best'
           % (encode_rate, len(one_batch), encode_rate / seed_targets_rate,
              1.0 / (1.0 / decode_rate + 1.0 / encode_rate)))
 
