@@ -43,9 +43,9 @@ def child(args):
     import torch
     import bench_train
     import config
-    import trainer
+    import runtime
     cfg = dict(config.DEFAULTS, optim='Adam', keep_freed_memory=args.child == 'keep')
-    runtime = trainer.Runtime(None, cfg)
+    process = runtime.Runtime(None, cfg)
     shape = (args.batch_size, args.n_class, args.size, args.size)
     best = float('inf')
     for _ in range(5):
@@ -59,8 +59,8 @@ def child(args):
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 1, args.size, args.size)
     target = torch.softmax(torch.randn(shape), 1)
-    rate, _ = bench_train.time_training('fcn32s', 'same', train_args, runtime, cfg, x, target)
-    print(json.dumps({'kept': runtime.keeps_freed_memory, 'target_ms_per_image': 1e3 * best / args.batch_size,
+    rate, _ = bench_train.time_training('fcn32s', 'same', train_args, process, cfg, x, target)
+    print(json.dumps({'kept': process.keeps_freed_memory, 'target_ms_per_image': 1e3 * best / args.batch_size,
                       'train_img_per_s': rate,
                       'max_rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 

@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import config  # noqa: E402
 import data_loader  # noqa: E402
+import runtime as runtime_lib  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
 
@@ -367,8 +368,8 @@ def main(argv=None):
     t_run = time.perf_counter()
     cfg = dict(config.DEFAULTS)
     # the seed ran with glibc's default allocator: turned on only after (a) is measured
-    runtime = trainer.Runtime(None, dict(cfg, keep_freed_memory=False))
-    workers = trainer.default_workers() if args.workers is None else args.workers
+    runtime = runtime_lib.Runtime(None, dict(cfg, keep_freed_memory=False))
+    workers = runtime_lib.default_workers() if args.workers is None else args.workers
     root = args.dataset or data_loader.materialise_bundled()
     distinct, files = image_files(root, args.num_images)
     size = (args.size, args.size)
@@ -390,7 +391,7 @@ def main(argv=None):
     seed_rate, seed_targets_rate = time_seed(root, files, gmm, args, mean_l)
     print('seed path (a): %.2f images/s (PIL + skimage + predict_proba, one image at a time, default '
           'allocator); its targets alone: %.2f images/s' % (seed_rate, seed_targets_rate))
-    kept = cfg['keep_freed_memory'] and trainer.keep_freed_memory()
+    kept = cfg['keep_freed_memory'] and runtime_lib.keep_freed_memory()
     runtime.keeps_freed_memory = kept   # as the trainer: its workers give freed memory back
     print('allocator: keep_freed_memory %s for the project path (bench/bench_allocator.py measures it)'
           % ('on' if kept else 'off (not glibc)'))

@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import config  # noqa: E402
 import models  # noqa: E402
+import runtime as runtime_lib  # noqa: E402
 import trainer  # noqa: E402
 
 ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
@@ -133,7 +134,7 @@ def main(argv=None):
     args = parse_args(argv)
     t_run = time.perf_counter()
     cfg = dict(config.DEFAULTS, optim='Adam')
-    runtime = trainer.Runtime(None, cfg)
+    runtime = runtime_lib.Runtime(None, cfg)
     cuda = runtime.cuda
     args.steps = args.steps if args.steps is not None else (10 if cuda else 1)
     args.warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import runtime
 import trainer
 from conftest import REPO_DIR
 
@@ -22,13 +23,13 @@ def read_losses(run_dir):
 
 def test_cpu_runtime_is_plain_float32():
     cfg = dict(trainer.config_module.DEFAULTS)
-    rt = trainer.Runtime(None, cfg)
+    rt = runtime.Runtime(None, cfg)
     assert rt.device.type == 'cpu' and rt.amp_dtype is None and rt.target_dtype == torch.float32
     assert not rt.channels_last and not rt.pin_memory and not rt.scaler.is_enabled()
 
 
 def test_autocast_and_channels_last_paths_train_on_cpu(photo_folder, work_dir, train, monkeypatch):
-    original_init = trainer.Runtime.__init__
+    original_init = runtime.Runtime.__init__
 
     def cuda_like(self, gpu, cfg):
         """The settings a CUDA device gets (bf16 autocast, NHWC), on the CPU."""
@@ -36,7 +37,7 @@ def test_autocast_and_channels_last_paths_train_on_cpu(photo_folder, work_dir, t
         self.amp_dtype = torch.bfloat16
         self.channels_last = True
 
-    monkeypatch.setattr(trainer.Runtime, '__init__', cuda_like)
+    monkeypatch.setattr(runtime.Runtime, '__init__', cuda_like)
     run_dir = os.path.join(work_dir, 'run')
     result = train('fcn16s', '-d', photo_folder, '-o', run_dir, '--max-iter', 3)
     model = result.bare_model
@@ -52,7 +53,7 @@ def test_autocast_and_channels_last_paths_train_on_cpu(photo_folder, work_dir, t
 MALLINFO_PROBE = r'''
 import ctypes, ctypes.util, sys
 sys.path.insert(0, %(repo)r)
-import torch, trainer
+import torch, runtime
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -61,9 +62,9 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(ctypes.util.find_library('c'))
 libc.mallinfo2.restype = MallInfo2
-kept = trainer.keep_freed_memory() if %(mode)r != 'default' else False
+kept = runtime.keep_freed_memory() if %(mode)r != 'default' else False
 if %(mode)r == 'given back':   # what a DataLoader worker does first (worker_init_fn)
-    trainer.give_back_freed_memory(0)
+    runtime.give_back_freed_memory(0)
 big = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)   # 64 MiB, over glibc's largest default mmap threshold
 mapped = libc.mallinfo2().hblkhd
 del big

@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 import data_loader
+import runtime
 import trainer
 from conftest import SMOKE_ARGS, temporary_folder
 
@@ -139,7 +140,7 @@ def test_sampler_shards_make_up_the_global_batch_under_any_world_size():
     n, batch = 11, 2
     order = torch.randperm(n, generator=torch.Generator().manual_seed(5 + 3)).tolist()
     for world in (1, 2, 3):
-        shards = [trainer.ResumableSampler(n, True, 5, r, world) for r in range(world)]
+        shards = [runtime.ResumableSampler(n, True, 5, r, world) for r in range(world)]
         for s in shards:
             s.set_position(3)
         lists = [s.indices() for s in shards]
@@ -149,7 +150,7 @@ def test_sampler_shards_make_up_the_global_batch_under_any_world_size():
             global_batch = sorted(i for x in lists for i in x[step * batch:(step + 1) * batch])
             assert global_batch == sorted(order[step * batch * world:(step + 1) * batch * world])
     # 2 processes stop after 2 steps (8 positions); 3 processes carry on from position 8
-    rest = [trainer.ResumableSampler(n, True, 5, r, 3) for r in range(3)]
+    rest = [runtime.ResumableSampler(n, True, 5, r, 3) for r in range(3)]
     for s in rest:
         s.set_position(3, 2 * batch * 2)
     assert sorted(i for s in rest for i in s.indices()) == sorted(order[8:])

@@ -19,6 +19,7 @@ from PIL import Image
 
 import config
 import data_loader
+import runtime
 import trainer
 from conftest import PHOTOS, REPO_DIR, SMOKE_ARGS, skimage_photo, write_photos
 
@@ -105,12 +106,12 @@ def test_loader_position_and_workers_leave_the_batches_and_the_global_rng_alone(
     files = data_loader.find_images(photo_folder)
     dataset = data_loader.ColorizeImageNet(photo_folder, files=files, im_size=(16, 16))
     cfg = {'seed': 7, 'prefetch_factor': 2}
-    runtime = trainer.Runtime(None, config.get_config(199))
+    process = runtime.Runtime(None, config.get_config(199))
 
     def epoch(start, workers):
-        sampler = trainer.ResumableSampler(len(dataset), True, cfg['seed'])
+        sampler = runtime.ResumableSampler(len(dataset), True, cfg['seed'])
         sampler.set_position(2, start)
-        return [b for b in trainer.make_loader(dataset, sampler, 2, cfg, runtime, workers)]
+        return [b for b in trainer.make_loader(dataset, sampler, 2, cfg, process, workers)]
 
     rng_before = torch.get_rng_state()
     whole, tail = epoch(0, 0), epoch(4, 2)
@@ -128,9 +129,9 @@ def test_loader_position_and_workers_leave_the_batches_and_the_global_rng_alone(
 DIE_WHILE_SAVING = r'''
 import builtins, os, signal, sys, torch
 sys.path.insert(0, sys.argv[1])
-import trainer
+import runtime
 path = sys.argv[2]
-trainer.atomic_torch_save({'version': 1, 'weights': torch.ones(2_000_000)}, path)
+runtime.atomic_torch_save({'version': 1, 'weights': torch.ones(2_000_000)}, path)
 
 real_open = builtins.open
 class DyingFile:
@@ -150,7 +151,7 @@ class DyingFile:
     def __exit__(self, *exc):
         self.f.close()
 builtins.open = lambda file, mode='r', *a, **k: (DyingFile if 'w' in mode else lambda f: f)(real_open(file, mode, *a, **k))
-trainer.atomic_torch_save({'version': 2, 'weights': torch.full((2_000_000,), 2.0)}, path)
+runtime.atomic_torch_save({'version': 2, 'weights': torch.full((2_000_000,), 2.0)}, path)
 print('not killed')
 '''
 
@@ -165,7 +166,7 @@ def test_a_kill_during_a_checkpoint_save_leaves_the_previous_checkpoint(work_dir
     assert len(partial) == 1 and 1_000_000 < os.path.getsize(partial[0]) < os.path.getsize(path)
     with pytest.raises(Exception):   # the half-written file really is broken
         torch.load(partial[0], weights_only=True)
-    trainer.remove_stale_temporaries(work_dir)   # what a --resume does first
+    runtime.remove_stale_temporaries(work_dir, [trainer.CHECKPOINT])   # what a --resume does first
     assert os.listdir(work_dir) == [trainer.CHECKPOINT]
 
 
