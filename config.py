@@ -9,6 +9,103 @@ GMM and mean lightness are reused.  Settings 100-102 are the CPU-sized demo
 (FCN-32s -> FCN-16s -> FCN-8s on the bundled photos or any ``-d`` folder).
 """
 import copy
+import difflib
+import math
+
+
+class ConfigError(ValueError):
+    """A setting the code cannot run with; the message is the one line the user sees."""
+
+
+REFUSED = object()  # what Spec.accept returns for a value the key cannot hold
+
+
+class Spec:
+    """The values one config key may hold.
+
+    ``allowed`` says which in words (a string, or a function giving one);
+    ``accept(value)`` returns the value as the code uses it (integers as int,
+    pairs as tuples) or REFUSED.  ``noun`` names the type a value must have at
+    all ('a number'), for a clearer message when it has not; ``choices`` are
+    offered as 'did you mean' for a mistyped word.
+    """
+
+    def __init__(self, allowed, accept, noun=None, choices=None):
+        self.allowed, self.accept, self.noun, self.choices = allowed, accept, noun, choices
+
+    def describe(self):
+        return self.allowed() if callable(self.allowed) else self.allowed
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_integer(value):
+    return _is_number(value) and float(value).is_integer()
+
+
+def integer(low, high=None):
+    """An integer >= low (and <= high); 1e5 from YAML is taken as 100000."""
+    def accept(value):
+        ok = _is_integer(value) and low <= value and (high is None or value <= high)
+        return int(value) if ok else REFUSED
+    return Spec('an integer >= %d' % low if high is None else 'an integer from %d to %d' % (low, high),
+                accept, noun='a number')
+
+
+def number(low=None, high=None, above=None, below=None):
+    """A finite number with inclusive (low, high) or exclusive (above, below) bounds."""
+    bounds = [op % bound for op, bound in (('>= %r', low), ('> %r', above), ('<= %r', high), ('< %r', below))
+              if bound is not None]
+
+    def accept(value):
+        ok = _is_number(value) and math.isfinite(value) and (low is None or value >= low) \
+            and (above is None or value > above) and (high is None or value <= high) \
+            and (below is None or value < below)
+        return value if ok else REFUSED
+    return Spec(' '.join(['a number', ' and '.join(bounds)]).strip(), accept, noun='a number')
+
+
+def choice(*values):
+    """One of ``values`` (compared exactly: 'adam' is not 'Adam')."""
+    return Spec('one of %s' % ', '.join(str(v) for v in values), lambda v: v if v in values else REFUSED,
+                choices=values)
+
+
+def boolean():
+    return Spec('true or false', lambda v: v if isinstance(v, bool) else REFUSED)
+
+
+def size_pair(low):
+    """(height, width), each an integer >= low; a YAML list is taken as the tuple."""
+    def accept(value):
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_integer(v) and v >= low
+                                                                         for v in value)
+        return tuple(int(v) for v in value) if ok else REFUSED
+    return Spec('two integers >= %d ([height, width])' % low, accept)
+
+
+def path():
+    return Spec('a file path', lambda v: v if isinstance(v, str) and v.strip() else REFUSED)
+
+
+def config_number():
+    """The number of a configuration below (a previous stage, reused statistics)."""
+    return Spec(lambda: 'a configuration number of config.py (%s)' % number_ranges(configurations),
+                lambda v: v if _is_integer(v) and not isinstance(v, float) and v in configurations else REFUSED)
+
+
+def optional(spec):
+    """``spec`` or None (null in YAML)."""
+    return Spec(lambda: '%s, or null' % spec.describe(), lambda v: None if v is None else spec.accept(v),
+                noun=spec.noun, choices=spec.choices)
+
+
+def either(word, spec):
+    """The string ``word`` or a value of ``spec``."""
+    return Spec(lambda: '%r or %s' % (word, spec.describe()), lambda v: v if v == word else spec.accept(v))
+
 
 DEFAULTS = dict(
     # --- optimisation -----------------------------------------------------
@@ -62,6 +159,57 @@ DEFAULTS = dict(
     compile=False,             # torch.compile the model
     keep_freed_memory=True,    # glibc: reuse freed memory, no fresh page faults per step (CPU and host)
 )
+
+# What each key of DEFAULTS may hold (a test keeps the two in step: a new key is declared in both).
+# get_config, every --set and flag of the train scripts, and the config inside a checkpoint go through it.
+SCHEMA = dict(
+    max_iteration=integer(0),
+    lr=number(above=0),
+    optim=choice('SGD', 'Adam'),
+    momentum=number(low=0, below=1),
+    weight_decay=number(low=0),
+    loss_reduction=choice('sum', 'mean'),
+    nonfinite_loss=choice('stop', 'skip'),
+    seed=integer(0, 2 ** 32 - 1),
+    im_size=size_pair(32),
+    batch_size=integer(1),
+    val_batch_size=integer(1),
+    train_set=choice('tiny', 'small', 'full', 'bright-1'),
+    val_set=choice('tiny', 'small', 'full', 'bright-1'),
+    val_fraction=number(above=0, below=1),
+    max_image_pixels=integer(1),
+    jpeg_draft=boolean(),
+    workers=optional(integer(0)),
+    prefetch_factor=integer(1),
+    binning=optional(choice('soft', 'uniform', 'one-hot')),
+    numbins=optional(integer(2)),
+    uniform_sigma=either('default', number(above=0)),
+    img_lowpass=optional(number(low=1)),
+    stats_num_images=integer(1),
+    stats_pixels_per_image=integer(1),
+    rebalance_lambda=optional(number(low=0, high=1)),
+    rebalance_sigma=number(above=0),
+    padding=choice('same', 'caffe'),
+    fc_channels=integer(1),
+    vgg16=optional(path()),
+    init_from=optional(config_number()),
+    color_stats_from=optional(config_number()),
+    sync_bn=boolean(),
+    bn_dropout_eval=boolean(),
+    interval_validate=optional(integer(1)),
+    save_interval=optional(integer(1)),
+    viz_images=integer(0),
+    decode=choice('annealed', 'mean', 'mode'),
+    temperature=number(above=0),
+    amp=boolean(),
+    channels_last=boolean(),
+    cudnn_benchmark=boolean(),
+    pin_memory=boolean(),
+    compile=boolean(),
+    keep_freed_memory=boolean(),
+)
+# keys a run adds to its config (config.yaml, checkpoints): not settings, not checked
+RUN_KEYS = ('config_number', 'dataset_path')
 
 # A checkpoint written before a key existed resumes with the behaviour it ran with, not the new default.
 RESUME_DEFAULTS = dict(
@@ -128,15 +276,26 @@ configurations[102] = dict(_DEMO, max_iteration=100, init_from=101)   # FCN-8s f
 
 
 def get_config(number):
-    """DEFAULTS updated with ``configurations[number]`` (a fresh dict)."""
+    """DEFAULTS updated with ``configurations[number]`` (a fresh dict), checked against SCHEMA."""
     if number not in configurations:
-        raise KeyError('no configuration %r; known: %s' % (number, sorted(configurations)))
+        raise ConfigError('no configuration %r in config.py (known: %s)' % (number, number_ranges(configurations)))
     unknown = set(configurations[number]) - set(DEFAULTS)
     if unknown:
-        raise KeyError('configuration %d has unknown keys %s' % (number, sorted(unknown)))
+        raise ConfigError('configuration %d has unknown keys %s' % (number, sorted(unknown)))
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(configurations[number]))
-    return cfg
+    return check_config(cfg, 'configuration %d' % number)
+
+
+def number_ranges(numbers):
+    """[0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8' (the known configuration numbers, short)."""
+    spans = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ', '.join(str(a) if a == b else '%d-%d' % (a, b) for a, b in spans)
 
 
 # the test suite's smoke setting: seconds per run on a CPU (tests override the data folder)
@@ -145,3 +304,70 @@ configurations[199] = dict(
     stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
     workers=0,
 )
+
+
+# --------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------
+
+def show(value):
+    """A value as the user wrote it in YAML: 'abc', [0, 0], null, true."""
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, (list, tuple)):
+        return '[%s]' % ', '.join(show(v) for v in value)
+    return repr(value)
+
+
+def unknown_key_message(key):
+    close = difflib.get_close_matches(str(key), SCHEMA, n=3)
+    return 'unknown config key %r%s' % (key, ' (did you mean %s?)' % ', '.join(close) if close else '')
+
+
+def check_value(key, value, source=None):
+    """``value`` as key ``key`` uses it, or ConfigError naming the key, the value and what is allowed."""
+    prefix = '%s: ' % source if source else ''
+    if key not in SCHEMA:
+        raise ConfigError(prefix + unknown_key_message(key))
+    spec = SCHEMA[key]
+    accepted = spec.accept(value)
+    if accepted is not REFUSED:
+        return accepted
+    if spec.noun == 'a number' and value is not None and not _is_number(value):
+        raise ConfigError('%s%s: %s is not a number (must be %s)' % (prefix, key, show(value), spec.describe()))
+    hint = ''
+    if spec.choices and isinstance(value, str):
+        close = difflib.get_close_matches(value, [str(c) for c in spec.choices], n=1, cutoff=0.5) \
+            or [c for c in spec.choices if str(c).lower() == value.lower()]
+        hint = ' (did you mean %s?)' % close[0] if close else ''
+    raise ConfigError('%s%s: %s - must be %s%s' % (prefix, key, show(value), spec.describe(), hint))
+
+
+def check_combinations(cfg):
+    """Settings that are each fine but cannot go together (checked once binning and K are known)."""
+    binning, numbins = cfg.get('binning'), cfg.get('numbins')
+    if binning == 'uniform' and numbins is not None and math.isqrt(numbins) ** 2 != numbins:
+        return 'numbins: %s - uniform binning needs a perfect square K >= 4 (4, 9, 16, ..., 256)' % show(numbins)
+    if binning == 'one-hot' and cfg.get('rebalance_lambda'):
+        return ('rebalance_lambda: %s - class rebalancing needs joint bins (soft or uniform binning), '
+                'not one-hot' % show(cfg['rebalance_lambda']))
+    return None
+
+
+def check_config(cfg, source=None, ignore_unknown=False):
+    """``cfg`` with every value checked against SCHEMA (and normalised in place); returns it.
+
+    ``source`` (a configuration, a checkpoint) starts the message; keys that
+    are not settings (RUN_KEYS) pass, others are refused unless ``ignore_unknown``
+    (a checkpoint of a newer version of this code).
+    """
+    for key in list(cfg):
+        if key in RUN_KEYS or (ignore_unknown and key not in SCHEMA):
+            continue
+        cfg[key] = check_value(key, cfg[key], source)
+    problem = check_combinations(cfg)
+    if problem:
+        raise ConfigError('%s: %s' % (source, problem) if source else problem)
+    return cfg

@@ -10,7 +10,6 @@ This module imports nothing from the project so a checkpoint can be used
 without the trainer: ``build_model(arch, n_class, ...)`` + ``load_state_dict``.
 """
 import os
-import pickle
 import warnings
 from collections.abc import Mapping
 
@@ -20,7 +19,7 @@ import torch.nn as nn
 
 __all__ = [
     'get_upsampling_weight', 'FCN32sColor', 'FCN16sColor', 'FCN8sColor',
-    'ARCHITECTURES', 'build_model',
+    'ARCHITECTURES', 'build_model', 'CheckpointError', 'load_checkpoint', 'load_vgg16',
 ]
 
 # Output widths of conv1_1..conv5_3, one tuple per VGG16 block.
@@ -168,6 +167,8 @@ class FCN32sColor(nn.Module):
 
     # -- shared machinery ---------------------------------------------------
     def _init_weights(self):
+        if self.conv1_1.weight.is_meta:  # a shapes-only skeleton (load_checkpoint): nothing to draw
+            return
         for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d):
                 if name in self.SCORE_LAYERS:
@@ -400,26 +401,99 @@ def build_model(arch, n_class, padding='same', fc_channels=4096):
 # --------------------------------------------------------------------------
 
 CHECKPOINT_KEYS = ('arch', 'model_kwargs', 'model_state_dict', 'encoder', 'im_size')
+LISTED_NAMES = 3  # tensor names quoted in a message about a mismatched state dict
+
+
+class CheckpointError(ValueError):
+    """A file given as a checkpoint or VGG16 state dict that is not one; the message names the file."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """The file does not exist."""
+
+
+def _read_torch_file(path, what, mmap=False):
+    """``torch.load(path, weights_only=True)`` on the CPU; CheckpointError naming the file if it is not one."""
+    if os.path.isdir(path):
+        raise CheckpointError('%s is a folder, not a %s file' % (path, what))
+    if not os.path.isfile(path):
+        raise CheckpointNotFound('%s %s does not exist' % (what, path))
+    if not os.access(path, os.R_OK):
+        raise CheckpointError('%s: %s cannot be read (no permission)' % (path, what))
+    try:
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
+        except RuntimeError as err:  # files of torch < 1.6 (no zip archive) cannot be memory-mapped
+            if not mmap or 'mmap' not in str(err):
+                raise
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # a file that is not a torch save fails in many ways (pickle, zip, EOF ...)
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        raise CheckpointError('%s cannot be read as a %s: truncated or not a torch file (%s: %s)'
+                              % (path, what, type(err).__name__, first_line[:200])) from None
+
+
+def _names(keys):
+    keys = sorted(keys)
+    more = ' and %d more' % (len(keys) - LISTED_NAMES) if len(keys) > LISTED_NAMES else ''
+    return ', '.join(keys[:LISTED_NAMES]) + more
+
+
+def check_state_dict(state_dict, model, path):
+    """CheckpointError naming ``path`` and the missing, unexpected or misshaped tensors, if any."""
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError('%s: model_state_dict is not a dict of tensors' % path)
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state_dict), set(state_dict) - set(expected)
+    misshaped = ['%s %s (expected %s)' % (k, tuple(state_dict[k].shape), tuple(v.shape))
+                 for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    problems = (['missing %s' % _names(missing)] if missing else []) \
+        + (['unexpected %s' % _names(unexpected)] if unexpected else []) \
+        + (['misshaped %s' % _names(misshaped)] if misshaped else [])
+    if problems:
+        raise CheckpointError('%s: its weights do not fit a %s%s: %s' % (
+            path, type(model).__name__, ' with these model_kwargs' if not missing else '', '; '.join(problems)))
 
 
 def load_checkpoint(path):
     """A colorizer-fcn checkpoint as a dict, read with ``weights_only=True`` (no code runs).
 
-    Raises ``FileNotFoundError`` / ``ValueError`` with a clear message for a
-    missing file, a file torch cannot read safely, or another program's checkpoint.
+    Raises :class:`CheckpointError` naming ``path`` for a missing file, a file
+    torch cannot read safely (truncated, another format), another program's
+    checkpoint, an unknown architecture, or weights that do not fit it
+    (missing, unexpected or misshaped tensors).
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError('checkpoint %s does not exist' % path)
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        first_line = str(err).splitlines()[0] if str(err) else ''
-        raise ValueError('%s cannot be read as a checkpoint (%s: %s)'
-                         % (path, type(err).__name__, first_line)) from None
+    ckpt = _read_torch_file(path, 'checkpoint')
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise ValueError('%s is not a colorizer-fcn checkpoint (no %s)' % (path, ', '.join(missing)))
+        raise CheckpointError('%s is not a colorizer-fcn checkpoint (no %s)' % (path, ', '.join(missing)))
+    if ckpt['arch'] not in ARCHITECTURES:
+        raise CheckpointError('%s: unknown architecture %r (this code builds %s)'
+                              % (path, ckpt['arch'], ', '.join(ARCHITECTURES)))
+    if not isinstance(ckpt['model_kwargs'], dict):
+        raise CheckpointError('%s: model_kwargs is not a dict' % path)
+    try:
+        with torch.device('meta'):  # shapes only: no memory, no initialisation cost
+            skeleton = build_model(ckpt['arch'], **ckpt['model_kwargs'])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError('%s: its model_kwargs %r do not build a %s (%s)'
+                              % (path, ckpt['model_kwargs'], ckpt['arch'], err)) from None
+    check_state_dict(ckpt['model_state_dict'], skeleton, path)
     return ckpt
+
+
+def load_vgg16(path, require_fc):
+    """A torchvision vgg16 / vgg16_bn state dict from ``path`` (memory-mapped when possible), checked.
+
+    ``require_fc``: classifier.0 / classifier.3 must be there (fc6 / fc7 are
+    copied).  Raises :class:`CheckpointError` naming ``path`` for anything else.
+    """
+    state_dict = _read_torch_file(path, 'VGG16 state dict', mmap=True)
+    try:
+        _parse_vgg16_state_dict(state_dict, require_fc)
+    except ValueError as err:
+        raise CheckpointError('%s: %s' % (path, err)) from None
+    return state_dict
 
 
 def model_from_checkpoint(ckpt):

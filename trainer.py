@@ -14,7 +14,6 @@ file lists and writes the run folder, and shares what it made by broadcast.
 import argparse
 import csv
 import datetime
-import difflib
 import glob
 import logging
 import math
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
+import cli
 import config as config_module
 import data_loader
 import models
@@ -48,6 +48,8 @@ SKIPPED_FILES = 'skipped_files.txt'
 SKIPPED_COUNT = 'skipped_count.txt'
 # config keys that define the colour targets: fixed for the whole of a run, resumes included
 ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma')
+# stops of a run that was going (one error line, exit status 1): a non-finite loss names the last checkpoint
+STOPS = (FloatingPointError,)
 STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
                 ('fcn16s', 'fcn8s'): 'copy_params_from_fcn16s'}
 
@@ -57,7 +59,7 @@ STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
 # --------------------------------------------------------------------------
 
 def parse_args(arch, argv=None):
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         description='Train %s to colorize (see README.md). Under torchrun every process runs this '
                     'script; the config\'s batch_size is per process.' % arch.upper())
     p.add_argument('-e', '--exp_name', default=arch, help='experiment name, used in the run folder name')
@@ -82,10 +84,10 @@ def parse_args(arch, argv=None):
     p.add_argument('-o', '--out', default=None,
                    help='run folder (default logs/MODEL-<exp>_CFG-<NNN>_TIME-<stamp>; '
                         'with --resume: the checkpoint\'s folder)')
-    p.add_argument('--max-iter', type=int, default=None, help='override max_iteration (smoke runs)')
-    p.add_argument('-j', '--workers', type=int, default=None, help='DataLoader workers per process')
+    p.add_argument('--max-iter', type=cli.natural_int, default=None, help='override max_iteration (smoke runs)')
+    p.add_argument('-j', '--workers', type=cli.natural_int, default=None, help='DataLoader workers per process')
     p.add_argument('--vgg16', default=None, help='local torchvision vgg16(_bn) state dict to start from')
-    p.add_argument('--save-interval', type=int, default=None,
+    p.add_argument('--save-interval', type=cli.positive_int, default=None,
                    help='also write checkpoint.pth.tar every N iterations (independent of validation)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
                    help='override any config.py key, VALUE read as YAML (e.g. --set lr=1e-4 '
@@ -97,57 +99,62 @@ def parse_args(arch, argv=None):
 
 
 def parse_overrides(pairs):
-    """``['lr=1e-4', 'sync_bn=true']`` -> ``{'lr': 0.0001, 'sync_bn': True}`` (keys of config.DEFAULTS)."""
+    """``['lr=1e-4', 'sync_bn=true']`` -> ``{'lr': 0.0001, 'sync_bn': True}``, each checked by config.SCHEMA."""
     overrides = {}
     for pair in pairs:
         key, sep, text = pair.partition('=')
         key = key.strip()
         if not sep:
-            raise ValueError('--set %r: expected KEY=VALUE' % pair)
-        if key not in config_module.DEFAULTS:
-            close = difflib.get_close_matches(key, config_module.DEFAULTS, n=3)
-            raise ValueError('--set: unknown config key %r%s' % (key, ' (did you mean %s?)'
-                                                                  % ', '.join(close) if close else ''))
-        value = yaml.safe_load(text)
+            raise config_module.ConfigError('--set %r: expected KEY=VALUE' % pair)
+        if key not in config_module.SCHEMA:
+            raise config_module.ConfigError('--set: ' + config_module.unknown_key_message(key))
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise config_module.ConfigError('--set %s: %r is not a YAML value' % (key, text)) from None
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
             try:
                 value = float(value)
             except ValueError:
                 pass
-        overrides[key] = value
+        overrides[key] = config_module.check_value(key, value)
     return overrides
 
 
+# the flags that set a config key (flag, key): their values are checked as the key's
+FLAG_KEYS = (('binning', 'binning'), ('numbins', 'numbins'), ('max_iter', 'max_iteration'),
+             ('workers', 'workers'), ('vgg16', 'vgg16'), ('save_interval', 'save_interval'))
+
+
 def apply_overrides(cfg, args):
-    """Config dict updated by ``--set`` and then by the explicit flags (a fresh run or a resume)."""
+    """Config dict updated by ``--set`` and then by the explicit flags (a fresh run or a resume), checked."""
     cfg.update(parse_overrides(args.overrides))
-    for key, value in (('binning', args.binning), ('numbins', args.numbins),
-                       ('max_iteration', args.max_iter), ('workers', args.workers),
-                       ('vgg16', args.vgg16), ('save_interval', args.save_interval)):
+    for flag, key in FLAG_KEYS:
+        value = getattr(args, flag)
         if value is not None:
-            cfg[key] = value
+            cfg[key] = config_module.check_value(key, value)
     cfg['binning'] = cfg['binning'] or 'soft'
     cfg['numbins'] = cfg['numbins'] or 128
-    cfg['im_size'] = tuple(cfg['im_size'])
-    return cfg
+    return config_module.check_config(cfg)
 
 
 def resolve_config(args, resume_ckpt=None):
-    """The run's config: the checkpoint's (resume) or config N's, then command-line overrides."""
+    """The run's config: the checkpoint's (resume) or config N's, then command-line overrides; checked."""
     if resume_ckpt is not None:  # keys added to config.py since then: RESUME_DEFAULTS, else DEFAULTS
-        cfg = {**config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config']}
+        saved = {**config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config']}
+        config_module.check_config(saved, '%s (its config)' % args.resume, ignore_unknown=True)
+        cfg = dict(saved)
     else:
         cfg = config_module.get_config(args.config)
         cfg['config_number'] = args.config
     cfg['dataset_path'] = args.dataset_path or cfg.get('dataset_path')
     cfg = apply_overrides(cfg, args)
-    data_loader.check_num_bins(cfg['binning'], cfg['numbins'])
     if resume_ckpt is not None:
-        saved = {**config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config']}
         changed = [key for key in ENCODER_KEYS if cfg[key] != saved[key]]
         if changed:
-            raise ValueError('--resume continues with the colour targets of %s; %s cannot change '
-                             '(start a new run from it with -m instead)' % (args.resume, ', '.join(changed)))
+            raise config_module.ConfigError(
+                '--resume continues with the colour targets of %s; %s cannot change '
+                '(start a new run from it with -m instead)' % (args.resume, ', '.join(changed)))
     return cfg
 
 
@@ -156,7 +163,7 @@ def newest_run_file(config_number, name=MODEL_BEST, logs_dir=LOGS_DIR):
     pattern = os.path.join(logs_dir, '*_CFG-%03d_*' % config_number, name)
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
-        raise FileNotFoundError('no %s from a run of config %d under %s/: train that config first%s'
+        raise cli.MissingFile('no %s from a run of config %d under %s/: train that config first%s'
                                 % (name, config_number, logs_dir, ' or pass -m' if name == MODEL_BEST else ''))
     return found[-1]
 
@@ -188,13 +195,13 @@ model_from_checkpoint = models.model_from_checkpoint
 def check_compatible(ckpt, path, arch, cfg, resuming):
     """Refuse a checkpoint of another architecture (or stage order) or other colour bins than this run's."""
     if resuming and ckpt['arch'] != arch:
-        raise ValueError('%s is a %s checkpoint: resume it with train_color_%s.py, not %s'
+        raise models.CheckpointError('%s is a %s checkpoint: resume it with train_color_%s.py, not %s'
                          % (path, ckpt['arch'], ckpt['arch'], arch))
     if ckpt['arch'] != arch and (ckpt['arch'], arch) not in STAGE_COPIES:
-        raise ValueError('cannot initialise %s from a %s checkpoint (%s): the stages go %s'
+        raise models.CheckpointError('cannot initialise %s from a %s checkpoint (%s): the stages go %s'
                          % (arch, ckpt['arch'], path, ' -> '.join(['fcn32s', 'fcn16s', 'fcn8s'])))
     if ckpt['binning'] != cfg['binning'] or ckpt['num_bins'] != cfg['numbins']:
-        raise ValueError('%s was trained with %s binning and K=%d, this run asks for %s binning and K=%d '
+        raise models.CheckpointError('%s was trained with %s binning and K=%d, this run asks for %s binning and K=%d '
                          '(set -b/-k to match)' % (path, ckpt['binning'], ckpt['num_bins'],
                                                    cfg['binning'], cfg['numbins']))
 
@@ -610,7 +617,7 @@ def truncate_rows(path, keep):
 # --------------------------------------------------------------------------
 
 def make_run_dir(args, cfg, runtime):
-    """The run folder (rank 0 creates it); a fresh run refuses a folder that already has a log."""
+    """(run folder, whether this call made it): rank 0 creates it; a fresh run refuses a folder with a log."""
     if args.out:
         run_dir = args.out
     elif args.resume:
@@ -620,12 +627,13 @@ def make_run_dir(args, cfg, runtime):
         run_dir = os.path.join(LOGS_DIR, 'MODEL-%s_CFG-%03d_TIME-%s' % (args.exp_name, cfg['config_number'], stamp))
 
     def create():
+        made = not os.path.exists(run_dir)
         if not args.resume and os.path.exists(os.path.join(run_dir, 'log.csv')):
-            raise FileExistsError('%s already holds a run (log.csv): continue it with --resume %s or '
+            raise cli.RunFolderTaken('%s already holds a run (log.csv): continue it with --resume %s or '
                                   'choose another -o' % (run_dir, os.path.join(run_dir, CHECKPOINT)))
         os.makedirs(run_dir, exist_ok=True)
         remove_stale_temporaries(run_dir, (CHECKPOINT, MODEL_BEST))
-        return run_dir
+        return run_dir, made
     return runtime.on_main(create)
 
 
@@ -665,8 +673,11 @@ def make_datasets(cfg, run_dir):
     """(train, val) datasets, checked to hold a readable image (rank 0 only: it may write lists)."""
     train_set, val_set = data_loader.make_datasets(cfg['dataset_path'], cfg, run_dir,
                                                    cfg['binning'], cfg['numbins'])
-    train_set.check_readable()
-    val_set.check_readable()
+    try:
+        train_set.check_readable()
+        val_set.check_readable()
+    except ValueError as err:  # check_readable's only error: not one readable image
+        raise cli.UserError(str(err)) from None
     return train_set, val_set
 
 
@@ -699,13 +710,70 @@ def build_network(arch, cfg, encoder, init_ckpt, init_path):
             getattr(model, STAGE_COPIES[(init_ckpt['arch'], arch)])(previous)
         log.info('initialised %s from %s (%s)', arch, init_path, init_ckpt['arch'])
     elif cfg['vgg16']:
-        model.copy_params_from_vgg16(torch.load(cfg['vgg16'], map_location='cpu', weights_only=True))
+        model.copy_params_from_vgg16(models.load_vgg16(cfg['vgg16'], require_fc=vgg16_needs_fc(cfg)))
         log.info('initialised the VGG16 trunk from %s', cfg['vgg16'])
     return model
 
 
+def vgg16_needs_fc(cfg):
+    """fc6 / fc7 come from VGG16's classifier only at its width."""
+    return cfg['fc_channels'] == models.VGG_FC_CHANNELS
+
+
+def first_image(folder):
+    """Path of some image file below ``folder`` (None if there is none); stops at the first."""
+    for dirpath, _, filenames in os.walk(folder, followlinks=True):
+        for name in filenames:
+            if name.lower().endswith(data_loader.IMAGE_EXTENSIONS):
+                return os.path.join(dirpath, name)
+    return None
+
+
+def check_dataset(path, cfg):
+    """-d (or the resumed run's dataset): a folder with images, or an ImageNet root with its lists."""
+    if path is None:
+        return
+    if not os.path.isdir(path):
+        raise cli.MissingFile('dataset folder %s %s' % (path, 'is not a folder' if os.path.exists(path)
+                                                        else 'does not exist'))
+    if data_loader.is_imagenet_root(path):
+        for set_name, split in ((cfg['train_set'], 'train'), (cfg['val_set'], 'val')):
+            name = data_loader.SET_LISTS[set_name].format(split=split)
+            if set_name != 'full' and not any(os.path.isfile(os.path.join(folder, name))
+                                              for folder in (path, data_loader.LISTS_DIR)):
+                raise cli.MissingFile('list %s of set %r found neither in %s nor in %s'
+                                      % (name, set_name, path, data_loader.LISTS_DIR))
+    elif first_image(path) is None:
+        raise cli.UserError('no image files (%s) in dataset folder %s'
+                            % (', '.join(data_loader.IMAGE_EXTENSIONS), path))
+
+
+def check_machine(args, cfg):
+    """-g and sync_bn against the devices this machine has."""
+    cuda = torch.cuda.is_available()
+    if args.gpu is not None and not (cuda and 0 <= args.gpu < torch.cuda.device_count()):
+        raise cli.UserError('-g %d: %s' % (args.gpu, 'this machine has %d CUDA devices' % torch.cuda.device_count()
+                                           if cuda else 'CUDA is not available (leave out -g to train on the CPU)'))
+    if cfg['sync_bn'] and not cuda:
+        raise config_module.ConfigError('sync_bn: true - torch.nn.SyncBatchNorm runs on CUDA only and this '
+                                        'machine has none; set sync_bn=false (or bn_dropout_eval=true)')
+
+
+def check_run_folder(args):
+    """-o must be a folder (or not exist yet); a fresh run never writes into a folder that holds a run."""
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise cli.UserError('-o %s is a file, not a folder' % args.out)
+    if args.out and not args.resume and os.path.exists(os.path.join(args.out, 'log.csv')):
+        raise cli.RunFolderTaken('%s already holds a run (log.csv): continue it with --resume %s or '
+                                 'choose another -o' % (args.out, os.path.join(args.out, CHECKPOINT)))
+
+
 def main(arch, argv=None):
-    """Entry point of train_color_fcn{32,16,8}s.py; returns the finished :class:`Trainer`."""
+    """Entry point of train_color_fcn{32,16,8}s.py; returns the finished :class:`Trainer`.
+
+    Every setting and file is checked before anything is written (``cli.USER_ERRORS``
+    name what to fix); the train scripts run it through ``cli.run_cli``.
+    """
     args = parse_args(arch, argv)
     resume_ckpt = load_checkpoint(args.resume) if args.resume else None
     cfg = resolve_config(args, resume_ckpt)
@@ -714,6 +782,11 @@ def main(arch, argv=None):
     for ckpt, path in ((resume_ckpt, args.resume), (init_ckpt, init_path)):
         if ckpt is not None:
             check_compatible(ckpt, path, arch, cfg, resuming=ckpt is resume_ckpt)
+    if cfg['vgg16'] and resume_ckpt is None and init_ckpt is None:
+        models.load_vgg16(cfg['vgg16'], require_fc=vgg16_needs_fc(cfg))  # memory-mapped: a cheap check
+    check_dataset(cfg['dataset_path'], cfg)
+    check_machine(args, cfg)
+    check_run_folder(args)
     runtime = Runtime(args.gpu, cfg)
     try:
         return run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path)
@@ -725,7 +798,21 @@ def main(arch, argv=None):
 def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path):
     """Everything after the checks: run folder, data, colour encoder, network, then the loop."""
     seed_everything(cfg['seed'] + runtime.rank)  # ranks draw different dropout masks
-    run_dir = make_run_dir(args, cfg, runtime)
+    run_dir, made = make_run_dir(args, cfg, runtime)
+    try:
+        trainer = set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir)
+    except BaseException:  # no half-made run folder: one this run made goes with it (nothing else's is in it)
+        if made and runtime.is_main:
+            close_logging()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    trainer.train()
+    log.info('done: %s (best validation loss %.4f)', run_dir, trainer.best_loss)
+    return trainer
+
+
+def set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir):
+    """Logging, data, colour encoder, config.yaml, network: the Trainer, ready to train."""
     setup_logging(run_dir, runtime)
     log.info('run folder %s on %s (world size %d, batch size %d per process)', run_dir, runtime.device,
              runtime.world_size, cfg['batch_size'])
@@ -746,6 +833,4 @@ def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path):
     trainer = Trainer(arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers)
     if resume_ckpt is not None:
         trainer.resume(resume_ckpt)
-    trainer.train()
-    log.info('done: %s (best validation loss %.4f)', run_dir, trainer.best_loss)
     return trainer
