@@ -8,8 +8,9 @@ grey, of any size and any format PIL reads (EXIF orientation applied), gives
 ``OUTDIR/<name>.png`` at its own width and height: the network sees its
 lightness resized to the checkpoint's ``im_size``; the predicted colours are
 upsampled on the chroma plane and recombined with the full-resolution lightness.
-An unreadable input is reported and skipped; the exit status is 1 only when no
-input could be colorized.
+An unreadable input is reported and skipped.  Exit status: 0 when every input
+was colorized, 1 when some could not be read (the others are still written; the
+summary line counts them), 2 for a usage error (one ``error:`` line).
 
 ``load_colorizer`` / :class:`Colorizer` are the library side (``evaluate.py`` uses them).
 """
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import cli
 import config
 import data_loader
 import models
@@ -107,13 +109,18 @@ class Colorizer:
 def load_colorizer(path, device='cpu'):
     """``checkpoint.pth.tar`` / ``model_best.pth.tar`` -> :class:`Colorizer` in eval mode on ``device``.
 
-    Refuses a checkpoint whose network outputs do not fit its colour bins.
+    Refuses (``models.CheckpointError`` / ``config.ConfigError``, naming the file)
+    a checkpoint whose network outputs do not fit its colour bins or whose config
+    does not pass config.SCHEMA.
     """
     ckpt = models.load_checkpoint(path)
+    if ckpt.get('config') is not None:  # keys added since it was written: as a resume sees them
+        config.check_config({**config.DEFAULTS, **config.RESUME_DEFAULTS, **ckpt['config']},
+                            '%s (its config)' % path, ignore_unknown=True)
     encoder = data_loader.ColorEncoder.from_state(ckpt['encoder'])
-    n_class = ckpt['model_kwargs']['n_class']
+    n_class = ckpt['model_kwargs'].get('n_class')
     if n_class != encoder.num_outputs or ckpt.get('num_bins', encoder.num_bins) != encoder.num_bins:
-        raise ValueError('%s: the network has %d outputs, its %s binning with K=%d needs %d'
+        raise models.CheckpointError('%s: the network has %d outputs, its %s binning with K=%d needs %d'
                          % (path, n_class, encoder.binning, encoder.num_bins, encoder.num_outputs))
     model = models.model_from_checkpoint(ckpt).to(device).eval()
     return Colorizer(model, encoder, ckpt['im_size'], device, ckpt.get('config'))
@@ -124,10 +131,33 @@ def default_device():
 
 
 def positive_float(text):
-    value = float(text)
-    if not value > 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError('%r is not a number' % text) from None
+    if not value > 0 or value == float('inf'):
         raise argparse.ArgumentTypeError('must be > 0 (for T -> 0 use --decode mode), got %s' % text)
     return value
+
+
+def device_name(text):
+    """argparse type: a torch device this machine has."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError('%r is not a device (cpu, cuda, cuda:1 ...)' % text) from None
+    if device.type == 'cuda' and not (torch.cuda.is_available()
+                                      and (device.index or 0) < torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError('%s is not available on this machine' % text)
+    if device.type not in ('cpu', 'cuda'):
+        raise argparse.ArgumentTypeError('%s: only cpu and cuda devices are supported' % text)
+    return text
+
+
+def check_out_dir(out):
+    """-o must be a folder or not exist yet (checked before any work)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise cli.UserError('-o %s is a file, not a folder' % out)
 
 
 def add_model_arguments(parser):
@@ -138,9 +168,10 @@ def add_model_arguments(parser):
                         help='bin probabilities -> colour: annealed mean (default), mean, or mode')
     parser.add_argument('-T', '--temperature', type=positive_float, default=utils.DEFAULT_TEMPERATURE,
                         help='annealed-mean temperature (default %(default)s, Zhang et al. 2016)')
-    parser.add_argument('--batch-size', type=int, default=8, help='images per network call')
-    parser.add_argument('--device', default=default_device(), help='cpu, cuda, cuda:1 ... (default %(default)s)')
-    parser.add_argument('--max-pixels', type=int, default=config.DEFAULTS['max_image_pixels'],
+    parser.add_argument('--batch-size', type=cli.positive_int, default=8, help='images per network call')
+    parser.add_argument('--device', type=device_name, default=default_device(),
+                        help='cpu, cuda, cuda:1 ... (default %(default)s)')
+    parser.add_argument('--max-pixels', type=cli.positive_int, default=config.DEFAULTS['max_image_pixels'],
                         help='refuse larger images (default %(default)s)')
 
 
@@ -184,7 +215,7 @@ def save_png(path, rgb_uint8, compress_level):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Colorize photos with a trained colorizer-fcn checkpoint.')
+    p = cli.ArgumentParser(description='Colorize photos with a trained colorizer-fcn checkpoint.')
     add_model_arguments(p)
     p.add_argument('-o', '--out', default=DEFAULT_OUT_DIR, help='output folder (default %(default)s)')
     p.add_argument('--side-by-side', action='store_true', help='also write OUTDIR/<name>_side_by_side.png')
@@ -195,14 +226,17 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Returns the exit status: 0 when at least one input was colorized, else 1."""
+    """Returns the exit status: 0 when every input was colorized, 1 when some were unreadable.
+
+    Usage errors (a bad checkpoint, no image found) raise ``cli.USER_ERRORS``: status 2 by ``cli.run_cli``.
+    """
     args = parse_args(argv)
     from tqdm import tqdm
+    check_out_dir(args.out)
     colorizer = load_colorizer(args.model, args.device)
     entries = expand_inputs(args.inputs)
     if not entries:
-        print('error: no image found in %s' % ' '.join(args.inputs), file=sys.stderr)
-        return 1
+        raise cli.UserError('no image found in %s' % ' '.join(args.inputs))
     done, failed = 0, 0
     bar = tqdm(total=len(entries), unit='image', disable=not any(os.path.isdir(i) for i in args.inputs))
     for readable, unreadable in read_batches([path for path, _ in entries], args.batch_size, args.max_pixels):
@@ -220,8 +254,8 @@ def main(argv=None):
         bar.update(len(readable) + len(unreadable))
     bar.close()
     print('colorized %d image(s) into %s%s' % (done, args.out, ', %d unreadable' % failed if failed else ''))
-    return 0 if done else 1
+    return cli.STOPPED if failed else 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

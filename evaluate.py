@@ -24,8 +24,12 @@ distribution over thresholds 0..150 (Zhang et al. 2016) plain and rebalanced by
 the inverse frequency of the original's ab colours, Hasler & Suesstrunk
 colourfulness.  Writes OUTDIR/metrics.json, OUTDIR/per_image.csv, OUTDIR/grid.png
 (original | grayscale | target | model) and prints a table.
+
+Exit status: 0 when every image was scored, 1 when some could not be read (the
+others are scored and written; the summary counts them; a ``--list`` line that
+names no file is one of them, reported with its line number), 2 for a usage
+error (one ``error:`` line).
 """
-import argparse
 import csv
 import json
 import os
@@ -34,6 +38,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+import cli
 import colorize
 import data_loader
 import utils
@@ -62,7 +67,7 @@ def validation_files(dataset_path, cfg, run_dir):
         root = data_loader.materialise_bundled()
         return root, data_loader.find_images(root)  # the bundled set trains and validates on all
     if not os.path.isdir(dataset_path):
-        raise FileNotFoundError('dataset %s does not exist here: pass -d ROOT' % dataset_path)
+        raise cli.MissingFile('dataset %s does not exist here: pass -d ROOT' % dataset_path)
     if data_loader.is_imagenet_root(dataset_path):
         return dataset_path, data_loader.read_list(
             data_loader.resolve_list(dataset_path, cfg['val_set'], 'val', run_dir))
@@ -76,19 +81,39 @@ def same_folder(a, b):
     return a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b)
 
 
-def evaluation_paths(args, cfg, checkpoint_path):
-    """Full paths of the images to score, from -d / --list / the checkpoint's config."""
+def listed_paths(list_path, root, unlisted):
+    """Paths of a --list file's lines under ``root``; a line that names no file there is noted in
+    ``unlisted`` ({path: why, with the line number}) and still returned (it is reported as unreadable)."""
+    if not os.path.isfile(list_path):
+        raise cli.MissingFile('--list %s: no such file' % list_path)
+    paths = []
+    with open(list_path, errors='replace') as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            path = locate(root, line.split()[0].lstrip('/'))
+            if not os.path.isfile(path):
+                unlisted[path] = 'line %d of %s names no file under %s' % (number, list_path, root)
+            paths.append(path)
+    return paths
+
+
+def evaluation_paths(args, cfg, checkpoint_path, unlisted=None):
+    """Full paths of the images to score, from -d / --list / the checkpoint's config.
+
+    ``unlisted`` (a dict) receives the --list lines that name no file (see :func:`listed_paths`).
+    """
     run_dir = os.path.dirname(os.path.abspath(checkpoint_path))
     trained_on = cfg.get('dataset_path')
     if args.list:
         root = args.dataset_path or trained_on
         if root is None:
-            raise ValueError('--list needs -d ROOT, the folder its paths are relative to')
-        paths = [locate(root, p) for p in data_loader.read_list(args.list)]
+            raise cli.UserError('--list needs -d ROOT, the folder its paths are relative to')
+        paths = listed_paths(args.list, root, {} if unlisted is None else unlisted)
     elif args.dataset_path and not (data_loader.is_imagenet_root(args.dataset_path)
                                     or same_folder(args.dataset_path, trained_on)):
         if not os.path.isdir(args.dataset_path):
-            raise FileNotFoundError('-d %s is not a folder' % args.dataset_path)
+            raise cli.MissingFile('-d %s is not a folder' % args.dataset_path)
         paths = [os.path.join(args.dataset_path, p) for p in data_loader.find_images(args.dataset_path)]
     else:
         root, files = validation_files(args.dataset_path or trained_on, cfg, run_dir)
@@ -96,7 +121,8 @@ def evaluation_paths(args, cfg, checkpoint_path):
     if args.max_images:
         paths = paths[:args.max_images]
     if not paths:
-        raise ValueError('no image to evaluate')
+        raise cli.UserError('no image to evaluate%s' % (' in %s' % (args.list or args.dataset_path)
+                                                         if args.list or args.dataset_path else ''))
     return paths
 
 
@@ -170,28 +196,34 @@ def write_outputs(out_dir, summary, rows, grid_rows):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description='Evaluate a colorizer-fcn checkpoint (PSNR, RMSE, AuC, '
+    p = cli.ArgumentParser(description='Evaluate a colorizer-fcn checkpoint (PSNR, RMSE, AuC, '
                                             'colourfulness) against grayscale and target baselines.')
     colorize.add_model_arguments(p)
     p.add_argument('-d', '--dataset_path', default=None,
                    help='photo folder or ImageNet root (default: the checkpoint\'s dataset)')
     p.add_argument('--list', default=None, help='list of image paths under -d ROOT, e.g. lists/ctest10k.txt')
     p.add_argument('-o', '--out', default=DEFAULT_OUT_DIR, help='output folder (default %(default)s)')
-    p.add_argument('--max-images', type=int, default=None, help='score only the first N images')
-    p.add_argument('--grid-images', type=int, default=8, help='images drawn in grid.png (default %(default)s)')
+    p.add_argument('--max-images', type=cli.positive_int, default=None, help='score only the first N images')
+    p.add_argument('--grid-images', type=cli.natural_int, default=8, help='images drawn in grid.png (default %(default)s)')
     return p.parse_args(argv)
 
 
 def main(argv=None):
-    """Returns the exit status (1 when no image could be scored)."""
+    """Returns the exit status: 0 when every image was scored, 1 when some (or all) could not be read.
+
+    Usage errors raise ``cli.USER_ERRORS``: status 2 by ``cli.run_cli``.
+    """
     args = parse_args(argv)
     from tqdm import tqdm
+    colorize.check_out_dir(args.out)
     colorizer = colorize.load_colorizer(args.model, args.device)
-    paths = evaluation_paths(args, colorizer.config, args.model)
+    unlisted = {}
+    paths = evaluation_paths(args, colorizer.config, args.model, unlisted)
     rows, skipped, grid_rows = [], [], []
     bar = tqdm(total=len(paths), unit='image', desc='evaluate')
     for readable, unreadable in colorize.read_batches(paths, args.batch_size, args.max_pixels):
         for index, why in unreadable:
+            why = unlisted.get(paths[index], why)
             skipped.append((paths[index], why))
             tqdm.write('skipped unreadable %s (%s)' % (paths[index], why), file=sys.stderr)
         results = score_batch(colorizer, [rgb for _, rgb in readable], args.decode, args.temperature) \
@@ -207,7 +239,7 @@ def main(argv=None):
     bar.close()
     if not rows:
         print('error: none of the %d images could be read' % len(paths), file=sys.stderr)
-        return 1
+        return cli.STOPPED
     summary = summarise(rows, skipped)
     write_outputs(args.out, summary, rows, grid_rows)
     print('%d images scored (%s decoding%s), %d skipped' % (
@@ -216,8 +248,8 @@ def main(argv=None):
         print('  skipped %s: %s' % (path, why))
     print(format_table(summary))
     print('written: %s' % ', '.join(os.path.join(args.out, n) for n in ('metrics.json', 'per_image.csv', 'grid.png')))
-    return 0
+    return cli.STOPPED if skipped else 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

@@ -8,16 +8,19 @@ ranked), ``files-<method>-<split>-values.txt`` (path and score),
 ``<method>-<split>-sorted.png`` (the sorted scores) and 10x10 montages
 ``montage-<rank>-100.jpg`` starting at ranks 1, 1k, 10k, 100k, ... that exist.
 Without ``--root`` the photos bundled with scikit-image are ranked.
+Exit status: 0 when done, 2 for a usage error (one ``error:`` line).
 """
 import argparse
 import logging
 import os
+import sys
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+import cli
 import config
 import data_loader
 import utils
@@ -118,15 +121,15 @@ def plot_sorted(values, method, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--root', default=None, help='ImageNet root (with --split) or any photo folder; '
                                                  'default: the photos bundled with scikit-image')
     p.add_argument('--split', default=None, help='sub-folder of --root to rank (train, val); '
                                                   'default: all of --root')
     p.add_argument('--method', choices=('rgbvar', 'saturation', 'chroma'), default='rgbvar')
     p.add_argument('--out', default='.', help='folder for the lists, plot and montages')
-    p.add_argument('-j', '--workers', type=int, default=max(0, (os.cpu_count() or 1) - 1))
-    p.add_argument('--max-image-pixels', type=int, default=config.DEFAULTS['max_image_pixels'],
+    p.add_argument('-j', '--workers', type=cli.natural_int, default=max(0, (os.cpu_count() or 1) - 1))
+    p.add_argument('--max-image-pixels', type=cli.positive_int, default=config.DEFAULTS['max_image_pixels'],
                    help='refuse larger images from their header')
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
@@ -134,10 +137,12 @@ def main(argv=None):
     root = args.root or data_loader.materialise_bundled()
     scan = os.path.join(root, args.split) if args.split else root
     if not os.path.isdir(scan):
-        raise SystemExit('error: %s is not a folder' % scan)
+        raise cli.MissingFile('%s is not a folder' % scan)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise cli.UserError('--out %s is a file, not a folder' % args.out)
     files = [os.path.join(args.split, f) if args.split else f for f in data_loader.find_images(scan)]
     if not files:
-        raise SystemExit('error: no image files in %s' % scan)
+        raise cli.UserError('no image files in %s' % scan)
     split = args.split or os.path.basename(os.path.normpath(root))
     os.makedirs(args.out, exist_ok=True)
 
@@ -158,4 +163,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli.run_cli(main))

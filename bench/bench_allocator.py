@@ -27,13 +27,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import cli  # noqa: E402
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('-b', '--batch-size', type=int, default=8, help='images per batch (default 8)')
-    p.add_argument('--size', type=int, default=256, help='size x size images (default 256)')
-    p.add_argument('-k', '--n-class', type=int, default=128, help='bins K (default 128)')
-    p.add_argument('--steps', type=int, default=2, help='timed training steps (default 2)')
+    p = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('-b', '--batch-size', type=cli.positive_int, default=8, help='images per batch (default 8)')
+    p.add_argument('--size', type=cli.positive_int, default=256, help='size x size images (default 256)')
+    p.add_argument('-k', '--n-class', type=cli.positive_int, default=128, help='bins K (default 128)')
+    p.add_argument('--steps', type=cli.positive_int, default=2, help='timed training steps (default 2)')
     p.add_argument('--child', choices=('default', 'keep'), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -97,4 +99,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

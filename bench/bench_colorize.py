@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import colorize  # noqa: E402
 import config  # noqa: E402
 import data_loader  # noqa: E402
@@ -48,9 +49,9 @@ def demo_checkpoint(path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
-    p.add_argument('--repeats', type=int, default=3)
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--threads', type=cli.positive_int, default=2, help='torch CPU threads (default 2)')
+    p.add_argument('--repeats', type=cli.positive_int, default=3)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,4 +87,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(cli.run_cli(lambda argv: main()))

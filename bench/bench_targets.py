@@ -54,6 +54,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cli  # noqa: E402
 import config  # noqa: E402
 import data_loader  # noqa: E402
 import runtime as runtime_lib  # noqa: E402
@@ -65,24 +66,24 @@ TARGET_RATIO = 50.0     # issue 3: project path >= 50x the seed path's images/s 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('-d', '--dataset', help='folder of photos (default: the bundled scikit-image photos)')
-    p.add_argument('-n', '--num-images', type=int, default=96,
+    p.add_argument('-n', '--num-images', type=cli.positive_int, default=96,
                    help='photos per path; the file list is repeated to reach it (default 96)')
-    p.add_argument('-b', '--batch-size', type=int, default=8, help='batch of the project path (default 8)')
-    p.add_argument('-k', '--numbins', type=int, default=128, help='GMM bins K (default 128)')
-    p.add_argument('--lowpass', type=int, default=4, help='img_lowpass factor s (default 4)')
-    p.add_argument('--size', type=int, default=256, help='images are resized to size x size (default 256)')
-    p.add_argument('-j', '--workers', type=int, default=None,
+    p.add_argument('-b', '--batch-size', type=cli.positive_int, default=8, help='batch of the project path (default 8)')
+    p.add_argument('-k', '--numbins', type=cli.positive_int, default=128, help='GMM bins K (default 128)')
+    p.add_argument('--lowpass', type=cli.positive_int, default=4, help='img_lowpass factor s (default 4)')
+    p.add_argument('--size', type=cli.positive_int, default=256, help='images are resized to size x size (default 256)')
+    p.add_argument('-j', '--workers', type=cli.natural_int, default=None,
                    help='DataLoader workers (default: the trainer default, one per core, at most 8)')
-    p.add_argument('--fit-pixels', type=int, default=20000,
+    p.add_argument('--fit-pixels', type=cli.positive_int, default=20000,
                    help='(H, C) pixels sampled to fit the GMM (default 20000)')
-    p.add_argument('--check-images', type=int, default=3,
+    p.add_argument('--check-images', type=cli.positive_int, default=3,
                    help='distinct photos for the accuracy and low-pass checks (default 3)')
-    p.add_argument('--project-passes', type=int, default=5,
+    p.add_argument('--project-passes', type=cli.positive_int, default=5,
                    help='timed passes of the project path over the N photos (after an untimed one); '
                         'the median is reported (default 5)')
-    p.add_argument('--encode-repeats', type=int, default=3,
+    p.add_argument('--encode-repeats', type=cli.positive_int, default=3,
                    help='repeats of the encode-only timing on one preloaded batch (default 3)')
     p.add_argument('--seed-again', action='store_true',
                    help='also time the seed path with the project allocator setting (information)')
@@ -140,7 +141,7 @@ def seed_targets(rgb, gmm, scale, mean_l):
 def image_files(folder, n):
     found = data_loader.find_images(folder)
     if not found:
-        raise SystemExit('no image files in %s' % folder)
+        raise cli.UserError('no image files in %s' % folder)
     return found, [found[i % len(found)] for i in range(n)]
 
 
@@ -450,4 +451,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

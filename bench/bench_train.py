@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import cli  # noqa: E402
 import config  # noqa: E402
 import models  # noqa: E402
 import runtime as runtime_lib  # noqa: E402
@@ -48,20 +49,24 @@ TARGET_RATIO = 2.0   # issue 3: the default padding trains FCN-32s >= 2x faster 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--archs', default=','.join(ARCHS), help='comma-separated (default: all three)')
-    p.add_argument('-b', '--batch-size', type=int, default=8, help='images per step (default 8)')
-    p.add_argument('--size', type=int, default=256, help='input size x size (default 256)')
-    p.add_argument('-k', '--n-class', type=int, default=128, help='output bins K (default 128)')
-    p.add_argument('--fc-channels', type=int, default=config.DEFAULTS['fc_channels'],
+    p.add_argument('-b', '--batch-size', type=cli.positive_int, default=8, help='images per step (default 8)')
+    p.add_argument('--size', type=cli.positive_int, default=256, help='input size x size (default 256)')
+    p.add_argument('-k', '--n-class', type=cli.positive_int, default=128, help='output bins K (default 128)')
+    p.add_argument('--fc-channels', type=cli.positive_int, default=config.DEFAULTS['fc_channels'],
                    help='width of fc6/fc7 (default %d)' % config.DEFAULTS['fc_channels'])
-    p.add_argument('--steps', type=int, default=None, help='timed steps (default: CPU 1, CUDA 10)')
-    p.add_argument('--warmup', type=int, default=None, help='warm-up steps (default: CPU 1, CUDA 3)')
-    p.add_argument('--warmup-batch', type=int, default=None,
+    p.add_argument('--steps', type=cli.positive_int, default=None, help='timed steps (default: CPU 1, CUDA 10)')
+    p.add_argument('--warmup', type=cli.natural_int, default=None, help='warm-up steps (default: CPU 1, CUDA 3)')
+    p.add_argument('--warmup-batch', type=cli.positive_int, default=None,
                    help='images per warm-up step (default: CPU 1, CUDA the batch size)')
-    p.add_argument('--matmul-size', type=int, default=None,
+    p.add_argument('--matmul-size', type=cli.positive_int, default=None,
                    help='n of the n x n matmul ceiling (default: CPU 4096, CUDA 8192)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for arch in args.archs.split(','):
+        if arch.strip() and arch.strip() not in ARCHS:
+            p.error('--archs: unknown architecture %r (choose from %s)' % (arch.strip(), ', '.join(ARCHS)))
+    return args
 
 
 def sync(device):
@@ -141,11 +146,6 @@ def main(argv=None):
     args.warmup_batch = min(args.batch_size, args.warmup_batch or (args.batch_size if cuda else 1))
     args.matmul_size = args.matmul_size or (8192 if cuda else 4096)
     archs = [a.strip() for a in args.archs.split(',') if a.strip()]
-    for arch in archs:
-        if arch not in ARCHS:
-            raise SystemExit('unknown architecture %r (choose from %s)' % (arch, ', '.join(ARCHS)))
-    if args.steps < 1 or args.batch_size < 1:
-        raise SystemExit('--steps and --batch-size must be >= 1')
 
     name = torch.cuda.get_device_name(runtime.device) if cuda else 'CPU, %d torch threads' % torch.get_num_threads()
     amp = str(runtime.amp_dtype).replace('torch.', '') if runtime.amp_dtype else 'off (float32)'
@@ -192,4 +192,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_cli(main))

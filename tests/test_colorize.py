@@ -149,7 +149,7 @@ def test_unreadable_inputs_are_reported_and_the_others_done(best, tmp_path, caps
     Image.fromarray(photo(32, 24)).save(tmp_path / 'good.png')
     (tmp_path / 'broken.jpg').write_bytes(b'\xff\xd8 this is no JPEG')
     assert run_cli(['-m', best, '-o', tmp_path / 'out', tmp_path / 'broken.jpg', tmp_path / 'good.png',
-                    tmp_path / 'missing.png']) == 0
+                    tmp_path / 'missing.png']) == 1   # some unreadable: 1, the others written
     err = capsys.readouterr().err
     assert 'broken.jpg' in err and 'missing.png' in err
     assert sorted(os.listdir(tmp_path / 'out')) == ['good.png']
