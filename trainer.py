@@ -143,7 +143,8 @@ def resolve_config(args, resume_ckpt=None):
     if resume_ckpt is not None:  # keys added to config.py since then: RESUME_DEFAULTS, else DEFAULTS
         saved = {**config_module.DEFAULTS, **config_module.RESUME_DEFAULTS, **resume_ckpt['config']}
         config_module.check_config(saved, '%s (its config)' % args.resume, ignore_unknown=True)
-        cfg = dict(saved)
+        # keys this code does not know (a newer version's) mean nothing here
+        cfg = {k: v for k, v in saved.items() if k in config_module.SCHEMA or k in config_module.RUN_KEYS}
     else:
         cfg = config_module.get_config(args.config)
         cfg['config_number'] = args.config
@@ -814,10 +815,9 @@ def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path):
 def set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir):
     """Logging, data, colour encoder, config.yaml, network: the Trainer, ready to train."""
     setup_logging(run_dir, runtime)
+    train_set, val_set = runtime.on_main(lambda: make_datasets(cfg, run_dir))  # (a failure: one error line)
     log.info('run folder %s on %s (world size %d, batch size %d per process)', run_dir, runtime.device,
              runtime.world_size, cfg['batch_size'])
-
-    train_set, val_set = runtime.on_main(lambda: make_datasets(cfg, run_dir))
     encoder_state = resume_ckpt['encoder'] if resume_ckpt is not None else \
         runtime.on_main(lambda: fit_encoder_state(train_set, cfg, init_ckpt))
     encoder = data_loader.ColorEncoder.from_state(encoder_state)

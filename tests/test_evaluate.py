@@ -133,7 +133,7 @@ def test_scores_outputs_and_skips(best, tmp_path):
             assert summary[method][key] == pytest.approx(np.mean([float(r['%s/%s' % (method, key)]) for r in rows]))
 
     # the model's images are colorize.py's images; grayscale is L in three channels
-    assert colorize.main(['-m', best, '--device', 'cpu', '-o', str(tmp_path / 'col'), str(folder)]) == 0
+    assert colorize.main(['-m', best, '--device', 'cpu', '-o', str(tmp_path / 'col'), str(folder)]) == 1  # broken.png
     for row in rows:
         truth = data_loader.load_rgb(row['path'], 10 ** 8)
         assert (int(row['width']), int(row['height'])) == (80, 60)
