@@ -7,6 +7,10 @@ numbers: ``init_from`` names the config whose newest ``model_best.pth.tar``
 under ``logs/`` initialises this stage, ``color_stats_from`` the config whose
 GMM and mean lightness are reused.  Settings 100-102 are the CPU-sized demo
 (FCN-32s -> FCN-16s -> FCN-8s on the bundled photos or any ``-d`` folder).
+
+``SCHEMA`` declares, beside DEFAULTS, what each key may hold; ``check_value`` /
+``check_config`` raise :class:`ConfigError` whose message is the user's one line
+(``numbins: 0 - must be an integer >= 2``).
 """
 import copy
 import difflib
@@ -160,7 +164,9 @@ DEFAULTS = dict(
     keep_freed_memory=True,    # glibc: reuse freed memory, no fresh page faults per step (CPU and host)
 )
 
-# What each key of DEFAULTS may hold (a test keeps the two in step: a new key is declared in both).
+# What each key of DEFAULTS may hold.  A new key is declared here too, one line (a test keeps the two
+# in step): integer(low[, high]), number(low=, high=, above=, below=), choice(*words), boolean(),
+# size_pair(low), path(), config_number(), optional(spec) (also None), either('word', spec).
 # get_config, every --set and flag of the train scripts, and the config inside a checkpoint go through it.
 SCHEMA = dict(
     max_iteration=integer(0),

@@ -11,7 +11,6 @@ Under ``torchrun`` every process runs this same code (``runtime.Runtime``, one
 place for device, AMP and DDP, reads the environment torchrun sets); rank 0 alone fits the colour statistics, makes the
 file lists and writes the run folder, and shares what it made by broadcast.
 """
-import argparse
 import csv
 import datetime
 import glob
@@ -165,7 +164,7 @@ def newest_run_file(config_number, name=MODEL_BEST, logs_dir=LOGS_DIR):
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
         raise cli.MissingFile('no %s from a run of config %d under %s/: train that config first%s'
-                                % (name, config_number, logs_dir, ' or pass -m' if name == MODEL_BEST else ''))
+                              % (name, config_number, logs_dir, ' or pass -m' if name == MODEL_BEST else ''))
     return found[-1]
 
 
@@ -197,14 +196,14 @@ def check_compatible(ckpt, path, arch, cfg, resuming):
     """Refuse a checkpoint of another architecture (or stage order) or other colour bins than this run's."""
     if resuming and ckpt['arch'] != arch:
         raise models.CheckpointError('%s is a %s checkpoint: resume it with train_color_%s.py, not %s'
-                         % (path, ckpt['arch'], ckpt['arch'], arch))
+                                     % (path, ckpt['arch'], ckpt['arch'], arch))
     if ckpt['arch'] != arch and (ckpt['arch'], arch) not in STAGE_COPIES:
         raise models.CheckpointError('cannot initialise %s from a %s checkpoint (%s): the stages go %s'
-                         % (arch, ckpt['arch'], path, ' -> '.join(['fcn32s', 'fcn16s', 'fcn8s'])))
+                                     % (arch, ckpt['arch'], path, ' -> '.join(['fcn32s', 'fcn16s', 'fcn8s'])))
     if ckpt['binning'] != cfg['binning'] or ckpt['num_bins'] != cfg['numbins']:
-        raise models.CheckpointError('%s was trained with %s binning and K=%d, this run asks for %s binning and K=%d '
-                         '(set -b/-k to match)' % (path, ckpt['binning'], ckpt['num_bins'],
-                                                   cfg['binning'], cfg['numbins']))
+        raise models.CheckpointError('%s was trained with %s binning and K=%d, this run asks for %s binning and '
+                                     'K=%d (set -b/-k to match)' % (path, ckpt['binning'], ckpt['num_bins'],
+                                                                    cfg['binning'], cfg['numbins']))
 
 
 # --------------------------------------------------------------------------
@@ -631,7 +630,7 @@ def make_run_dir(args, cfg, runtime):
         made = not os.path.exists(run_dir)
         if not args.resume and os.path.exists(os.path.join(run_dir, 'log.csv')):
             raise cli.RunFolderTaken('%s already holds a run (log.csv): continue it with --resume %s or '
-                                  'choose another -o' % (run_dir, os.path.join(run_dir, CHECKPOINT)))
+                                     'choose another -o' % (run_dir, os.path.join(run_dir, CHECKPOINT)))
         os.makedirs(run_dir, exist_ok=True)
         remove_stale_temporaries(run_dir, (CHECKPOINT, MODEL_BEST))
         return run_dir, made

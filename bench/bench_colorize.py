@@ -7,7 +7,6 @@ change the cost); the checkpoint is written the way the trainer writes one and
 read back by colorize.load_colorizer, so the whole command-line path is timed:
 read + EXIF, L, network at im_size, decode, full-resolution recombination, PNG.
 """
-import argparse
 import os
 import sys
 import tempfile

@@ -39,7 +39,6 @@ line.  Usage (from the repository root)::
     python bench/bench_targets.py            # bundled photos, N = 96
     python bench/bench_targets.py -d DIR -n 200 -j 4
 """
-import argparse
 import json
 import math
 import os

@@ -25,7 +25,6 @@ of one image (first-call set-up; CPU kernels need no tuning per shape) and one
 timed step of the full batch; on CUDA 3 warm-up and 10 timed steps of the
 full batch (cudnn.benchmark tunes per shape).
 """
-import argparse
 import gc
 import json
 import os

@@ -118,7 +118,8 @@ def test_scores_outputs_and_skips(best, tmp_path):
     write_photos(folder)
     (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
     out = tmp_path / 'eval'
-    assert evaluate.main(['-m', best, '--device', 'cpu', '-d', str(folder), '-o', str(out), '--batch-size', '2']) == 1   # one unreadable
+    argv = ['-m', best, '--device', 'cpu', '-d', str(folder), '-o', str(out), '--batch-size', '2']
+    assert evaluate.main(argv) == 1   # one unreadable: status 1, the others scored
 
     summary = json.loads((out / 'metrics.json').read_text())
     assert summary['n_images'] == 3 and summary['n_skipped'] == 1
