@@ -1,9 +1,12 @@
 """Spatial alignment: FCN-32s/16s/8s in both paddings put the response to an input feature on
 the pixels that feature came from (pytorch-fcn's crop offsets), and a new stage starts as the
 previous one (its extra score layers start at zero)."""
+import os
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import models
 from models import ARCHITECTURES, build_model
@@ -117,3 +120,150 @@ def test_skip_score_layers_start_at_zero_so_a_stage_starts_as_the_previous_one(a
     assert spread > 0.05
     assert (after - before).abs().mean() < 0.2 * spread
     assert (after.argmax(1) == before.argmax(1)).float().mean() > 0.9
+
+
+# --------------------------------------------------------------------------
+# end to end: colorize.py and evaluate.py put each colour on its own pixels
+# --------------------------------------------------------------------------
+
+QUADRANT_HUES = (0.0, 0.25, 0.75, 0.5)   # top-left, top-right, bottom-left, bottom-right: neighbours 90 deg apart
+CHROMA = 0.4
+NET_SIZE = (48, 80)                      # the checkpoint's im_size (h, w): not square either
+
+
+class QuadrantScores(torch.nn.Module):
+    """A stand-in network whose scores are a fixed function of position on the checkpoint's
+    ``im_size``: bin ``2 * (lower half) + (right half)`` scores 20, the others 0.  An input of
+    any other size (e.g. height and width swapped) fails to broadcast."""
+
+    def __init__(self, size):
+        super().__init__()
+        h, w = size
+        lower = (torch.arange(h) >= h / 2).long()[:, None]
+        right = (torch.arange(w) >= w / 2).long()[None, :]
+        self.scores = torch.nn.functional.one_hot(2 * lower + right, 4).permute(2, 0, 1).float() * 20.0
+
+    def forward(self, x):
+        return self.scores + 0.0 * x
+
+
+@pytest.fixture
+def quadrant_checkpoint(tmp_path, monkeypatch):
+    """A colorizer-fcn checkpoint whose bins are the four quadrant hues, loaded as QuadrantScores."""
+    import data_loader
+    means = np.array([[hue, CHROMA] for hue in QUADRANT_HUES])
+    bins = data_loader.GMMBins(np.full(4, 0.25), means, np.tile(np.eye(2) * 0.05 ** 2, (4, 1, 1)))
+    encoder = data_loader.ColorEncoder(bins, mean_l=0.5)
+    kwargs = {'n_class': 4, 'padding': 'same', 'fc_channels': 8}
+    ckpt = {'arch': 'fcn32s', 'model_kwargs': kwargs,
+            'model_state_dict': build_model('fcn32s', **kwargs).state_dict(),
+            'encoder': encoder.state(), 'num_bins': 4, 'im_size': NET_SIZE,
+            'config': {'dataset_path': None, 'val_set': 'small', 'val_fraction': 0.1}}
+    path = tmp_path / 'quadrants.pth.tar'
+    torch.save(ckpt, path)
+    monkeypatch.setattr(models, 'model_from_checkpoint', lambda ckpt: QuadrantScores(ckpt['im_size']))
+    return str(path)
+
+
+def lightness_ramp(height, width):
+    """L ``[H, W]`` in [0.3, 0.7], different along each axis and each direction."""
+    y, x = np.mgrid[:height, :width]
+    return 0.3 + 0.25 * x / width + 0.15 * y / height
+
+
+def quadrant_photo(height, width):
+    """uint8 ``[H, W, 3]``: the quadrant hues at chroma 0.4 over the lightness ramp (scikit-image HSV)."""
+    from skimage.color import hsv2rgb
+    lightness = lightness_ramp(height, width)
+    hue = np.empty((height, width))
+    for i, h in enumerate(QUADRANT_HUES):
+        rows = slice(0, height // 2) if i < 2 else slice(height // 2, None)
+        cols = slice(0, width // 2) if i % 2 == 0 else slice(width // 2, None)
+        hue[rows, cols] = h
+    value = lightness + CHROMA / 2
+    return np.round(hsv2rgb(np.stack([hue, CHROMA / value, value], -1)) * 255).astype(np.uint8)
+
+
+def hue_distance(a, b):
+    return np.abs((a - b + 0.5) % 1.0 - 0.5)
+
+
+def first_of_second_colour(hues, first, second):
+    """Index where a line of hues turns from hue ``first`` to hue ``second`` (nearest of the two),
+    checking that it turns exactly once."""
+    is_second = hue_distance(hues, second) < hue_distance(hues, first)
+    turn = int(np.argmax(is_second))
+    assert not is_second[:turn].any() and is_second[turn:].all()
+    return turn
+
+
+def assert_quadrant_colours(rgb_uint8, lightness):
+    """Every pixel farther than 1.5 network pixels from the middle lines has its quadrant's hue
+    (scikit-image's HSV hue), the colours turn at the middle lines (within 1.5 pixels: the
+    network's half-pixel boundary upsampled), and every pixel keeps ``lightness``."""
+    from skimage.color import rgb2hsv
+    height, width = lightness.shape
+    assert rgb_uint8.shape == (height, width, 3)
+    hsv = rgb2hsv(rgb_uint8)
+    got_lightness = hsv[..., 2] - hsv[..., 1] * hsv[..., 2] / 2
+    assert np.abs(got_lightness - lightness).max() < 1.0 / 255
+    margin_y, margin_x = (int(np.ceil(1.5 * n / s)) for n, s in zip((height, width), NET_SIZE))
+    for i, hue in enumerate(QUADRANT_HUES):
+        rows = slice(0, height // 2 - margin_y) if i < 2 else slice(height // 2 + margin_y, None)
+        cols = slice(0, width // 2 - margin_x) if i % 2 == 0 else slice(width // 2 + margin_x, None)
+        off = hue_distance(hsv[rows, cols, 0], hue)
+        assert off.max() < 0.02, 'quadrant %d: hue off by up to %.3f' % (i, off.max())
+    top_left, top_right, bottom_left, bottom_right = QUADRANT_HUES
+    for row, (left, right) in ((height // 4, (top_left, top_right)), (3 * height // 4, (bottom_left, bottom_right))):
+        assert abs(first_of_second_colour(hsv[row, :, 0], left, right) - width / 2) <= 1.5
+    for col, (top, bottom) in ((width // 4, (top_left, bottom_left)), (3 * width // 4, (top_right, bottom_right))):
+        assert abs(first_of_second_colour(hsv[:, col, 0], top, bottom) - height / 2) <= 1.5
+
+
+def save_rotated_jpeg(path, displayed):
+    """A JPEG stored rotated 90 degrees anticlockwise with EXIF orientation 6 (rotate 90 degrees
+    clockwise to display), so a viewer shows ``displayed``."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(displayed, 1))).save(path, exif=exif, quality=98)
+
+
+@pytest.mark.parametrize('width, height', [(1003, 667), (667, 1003)])
+def test_colorize_puts_each_colour_on_its_own_pixels_at_full_resolution(quadrant_checkpoint, tmp_path,
+                                                                        width, height):
+    import colorize
+    photo = quadrant_photo(height, width)
+    Image.fromarray(photo).save(tmp_path / 'photo.png')
+    rotated_display = quadrant_photo(400, 640)
+    save_rotated_jpeg(tmp_path / 'rotated.jpg', rotated_display)
+    assert colorize.main(['--device', 'cpu', '-m', quadrant_checkpoint, '-o', str(tmp_path / 'out'),
+                          str(tmp_path / 'photo.png'), str(tmp_path / 'rotated.jpg')]) == 0
+    assert_quadrant_colours(np.asarray(Image.open(tmp_path / 'out' / 'photo.png')), lightness_ramp(height, width))
+    rotated = np.asarray(Image.open(tmp_path / 'out' / 'rotated.png'))
+    # the lightness of the JPEG's own pixels (compressed), turned upright here with numpy
+    from skimage.color import rgb2hsv
+    jpeg_hsv = rgb2hsv(np.rot90(np.asarray(Image.open(tmp_path / 'rotated.jpg')), -1))
+    jpeg_lightness = jpeg_hsv[..., 2] * (1 - jpeg_hsv[..., 1] / 2)
+    assert np.abs(jpeg_lightness - lightness_ramp(400, 640)).mean() < 0.01
+    assert_quadrant_colours(rotated, jpeg_lightness)
+
+
+def test_evaluate_scores_the_colours_on_their_own_pixels(quadrant_checkpoint, tmp_path):
+    """Photos that are exactly what the stand-in network predicts: the model's full-resolution
+    output matches them (any swap, flip or shift of the colours would cost tens of dB)."""
+    import csv
+    import evaluate
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    Image.fromarray(quadrant_photo(667, 1003)).save(folder / 'a_wide.png')
+    Image.fromarray(quadrant_photo(1003, 667)).save(folder / 'b_tall.png')
+    save_rotated_jpeg(folder / 'c_rotated.jpg', quadrant_photo(400, 640))
+    out = tmp_path / 'eval'
+    assert evaluate.main(['--device', 'cpu', '-m', quadrant_checkpoint, '-d', str(folder), '-o', str(out)]) == 0
+    with open(out / 'per_image.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(os.path.basename(r['path']), int(r['width']), int(r['height'])) for r in rows] == [
+        ('a_wide.png', 1003, 667), ('b_tall.png', 667, 1003), ('c_rotated.jpg', 640, 400)]
+    for row in rows:
+        assert float(row['model/psnr']) > 30.0, row
+        assert float(row['model/psnr']) > float(row['grayscale/psnr']) + 10.0, row
