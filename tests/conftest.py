@@ -66,3 +66,7 @@ def train():
     def run(arch, *args):
         return trainer.main(arch, SMOKE_ARGS + [str(a) for a in args])
     return run
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'cuda: runs on a CUDA device (skipped without one; `-m cuda` selects them)')
