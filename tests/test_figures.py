@@ -4,12 +4,10 @@ prediction] with a grey grayscale column equal to L, and evaluate.py's grid rows
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import data_loader
 import evaluate
-import trainer
 import utils
 from test_alignment import quadrant_checkpoint  # noqa: F401  (a fixture: the stand-in network)
 
