@@ -731,10 +731,12 @@ class ColorEncoder:
         """uint8 ``[B, 3, H, W]`` (on any device) -> (input ``[B, 1, H, W]``, target).
 
         Target: ``[B, K, H, W]`` posteriors in ``target_dtype`` or ``[B, 2, H, W]`` labels.
+        Computed in float32 also inside an autocast region (only the storage is ``target_dtype``).
         """
-        hue, chroma, lightness = utils.rgb_to_hcl(self.rgb_float(rgb_uint8))
-        hue, chroma = utils.lowpass_hue_chroma(hue, chroma, self.img_lowpass)
-        target = self.bins.encode(hue, chroma)
+        with torch.autocast(rgb_uint8.device.type, enabled=False):   # bf16 low-pass matmuls move bins
+            hue, chroma, lightness = utils.rgb_to_hcl(self.rgb_float(rgb_uint8))
+            hue, chroma = utils.lowpass_hue_chroma(hue, chroma, self.img_lowpass)
+            target = self.bins.encode(hue, chroma)
         if target.is_floating_point():
             target = target.to(target_dtype)
         return self.lightness_input(lightness), target

@@ -433,8 +433,10 @@ class Trainer:
         if not self.rt.all_true(torch.isfinite(loss)):
             self.optim.zero_grad(set_to_none=True)
             if self.cfg['nonfinite_loss'] != 'skip':
-                raise FloatingPointError('non-finite training loss (%s on rank %d) at iteration %d; the last '
-                                         'good state is %s' % (loss.item(), self.rt.rank, self.iteration,
+                where = '%s on rank %d' % (loss.item(), self.rt.rank) if not torch.isfinite(loss) \
+                    else 'on another rank'   # every rank stops; rank 0's message is the one logged
+                raise FloatingPointError('non-finite training loss (%s) at iteration %d; the last '
+                                         'good state is %s' % (where, self.iteration,
                                                                os.path.join(self.run_dir, CHECKPOINT)))
             self.nonfinite_steps += 1
             log.warning('non-finite loss at iteration %d: step skipped (%d so far)',

@@ -1,8 +1,10 @@
 """Shared test fixtures: small photo folders cut from scikit-image's photos, throw-away run folders,
 and a runner for the training entry point (config 199: 64x64 images, K=8, fc_channels=32)."""
 import os
+import socket
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -66,3 +68,35 @@ def train():
     def run(arch, *args):
         return trainer.main(arch, SMOKE_ARGS + [str(a) for a in args])
     return run
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def torchrun_environment(rank, world_size, port):
+    """The environment torchrun gives process ``rank`` of a one-machine job."""
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size))
+
+
+def spawn_ranks(fn, args, nprocs, timeout):
+    """``fn(rank, *args)`` in ``nprocs`` fresh processes; a job still running after ``timeout``
+    seconds (a hang) is killed and fails the test instead of blocking the suite."""
+    import torch.multiprocessing as mp
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method='spawn')
+    deadline = time.monotonic() + timeout
+    try:
+        while not context.join(timeout=max(0.1, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                pytest.fail('%d-process job still running after %d s: a hang' % (nprocs, timeout))
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'cuda: runs on a CUDA device (skipped without one; `-m cuda` selects them)')

@@ -2,17 +2,15 @@
 equals one process trained on the same global batches; only rank 0 writes; the GMM is fitted once."""
 import json
 import os
-import socket
 import sys
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 import data_loader
 import runtime
 import trainer
-from conftest import SMOKE_ARGS, temporary_folder
+from conftest import SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
 
 WORLD = 2
 STEPS = 3
@@ -21,12 +19,6 @@ STEPS = 3
 # gradient is independent of its batch-mates, so 2 x 1 image equals 1 x 2 images exactly.
 COMMON = ['--max-iter', STEPS, '--set', 'bn_dropout_eval=true', '--set', 'val_fraction=0.3',
           '--set', 'interval_validate=2', '--set', 'optim=SGD', '--set', 'lr=0.01']
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def write_calls(run_dir):
@@ -56,8 +48,7 @@ def write_calls(run_dir):
 
 def ddp_process(rank, port, argv, run_dir, report_dir):
     """One torchrun-like process: the environment torchrun sets, then the training script's main."""
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
+    torchrun_environment(rank, WORLD, port)
     torch.set_num_threads(1)
     fits = []
     fit = data_loader.GMMBins.fit.__func__
@@ -81,8 +72,8 @@ def ddp_and_single(photo_folder):
     with temporary_folder() as root:
         ddp_dir, single_dir = os.path.join(root, 'ddp'), os.path.join(root, 'single')
         args = [str(a) for a in SMOKE_ARGS + ['-d', photo_folder] + COMMON]
-        mp.spawn(ddp_process, args=(free_port(), args + ['-o', ddp_dir, '--set', 'batch_size=1'], ddp_dir, root),
-                 nprocs=WORLD, join=True)
+        spawn_ranks(ddp_process, (free_port(), args + ['-o', ddp_dir, '--set', 'batch_size=1'], ddp_dir, root),
+                    WORLD, timeout=600)
         reports = []
         for rank in range(WORLD):
             with open(os.path.join(root, 'rank%d.json' % rank)) as f:
