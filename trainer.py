@@ -1,9 +1,11 @@
 """The training loop, its losses, logging and checkpoints; ``main`` of the three train scripts.
 
 ``main(arch)`` is what ``train_color_fcn{32,16,8}s.py`` call.  A run folder holds:
-``config.yaml``, ``log.csv`` (the seed's columns, then ``valid/psnr``),
-``checkpoint.pth.tar`` (everything to resume), ``model_best.pth.tar`` (everything
-to colorize), ``visualization_viz/iter%012d.png``, ``gmm.npz`` / ``mean_l.npy``
+``config.yaml``, ``log.csv`` (the seed's columns, then ``valid/psnr`` and the step
+timing), TensorBoard's ``events.out.tfevents.*`` (the same values, the learning
+rate, the pictures, the config), ``checkpoint.pth.tar`` (everything to resume),
+``model_best.pth.tar`` (everything to colorize), ``visualization_viz/iter%012d.png``,
+``gmm.npz`` / ``mean_l.npy``
 (colour statistics), ``skipped_files.txt`` / ``skipped_count.txt`` (unreadable
 inputs) and ``train.log``.
 
@@ -12,10 +14,10 @@ place for device, AMP and DDP, reads the environment torchrun sets); rank 0 alon
 file lists and writes the run folder, and shares what it made by broadcast.
 """
 import argparse
+import collections
 import csv
 import datetime
 import difflib
-import collections
 import glob
 import hashlib
 import logging
