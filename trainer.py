@@ -864,8 +864,8 @@ def fetch_vgg16(choice):
     if choice in IMAGENET_VGG16:
         weights, path = imagenet_vgg16_file(choice)
         if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
             try:  # as torch.hub does it: a temporary file, hash-checked, then renamed to `path`
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 torch.hub.download_url_to_file(weights.url, path, torch.hub.HASH_REGEX.search(path).group(1),
                                                progress=sys.stderr.isatty())
             except (urllib.error.URLError, OSError) as e:
