@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test stages clean-venv
+.PHONY: demo test stages gpu-check clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ stages: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# a CUDA machine in one command: CUDA-only tests, both benchmarks on the device, 100 bf16 training
+# steps of FCN-32s at 256x256, float32 CUDA vs CPU on one batch; ends with one JSON line
+# (without CUDA: one line, nothing to check, exit 0)
+gpu-check: $(STAMP)
+	@$(PY) bench/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)

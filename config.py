@@ -144,7 +144,7 @@ DEFAULTS = dict(
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
-    vgg16=None,                # local torchvision vgg16 / vgg16_bn state dict to start from
+    vgg16=None,                # start from VGG16: 'imagenet' | 'imagenet_bn' (torchvision) | a local file | None
     init_from=None,            # config number whose best model initialises this stage
     color_stats_from=None,     # config number whose GMM + mean L are reused
     sync_bn=False,             # SyncBatchNorm under torch.distributed
@@ -155,6 +155,8 @@ DEFAULTS = dict(
     viz_images=9,              # validation images drawn in visualization_viz/*.png
     decode='annealed',         # how predictions become colours: annealed | mean | mode
     temperature=0.38,          # annealed-mean temperature (Zhang et al. 2016)
+    data_wait_warn_share=0.2,  # warn once when waiting for data takes more than this share of the steps' time
+    data_wait_window=100,      # ... over this many last training steps
     # --- speed (amp, channels_last, cudnn, pin_memory: CUDA only; CPU runs float32) ---
     amp=True,                  # torch.autocast: bf16 where supported, else fp16 + GradScaler
     channels_last=True,        # NHWC memory format

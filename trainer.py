@@ -1,9 +1,11 @@
 """The training loop, its losses, logging and checkpoints; ``main`` of the three train scripts.
 
 ``main(arch)`` is what ``train_color_fcn{32,16,8}s.py`` call.  A run folder holds:
-``config.yaml``, ``log.csv`` (the seed's columns, then ``valid/psnr``),
-``checkpoint.pth.tar`` (everything to resume), ``model_best.pth.tar`` (everything
-to colorize), ``visualization_viz/iter%012d.png``, ``gmm.npz`` / ``mean_l.npy``
+``config.yaml``, ``log.csv`` (the seed's columns, then ``valid/psnr`` and the step
+timing), TensorBoard's ``events.out.tfevents.*`` (the same values, the learning
+rate, the pictures, the config), ``checkpoint.pth.tar`` (everything to resume),
+``model_best.pth.tar`` (everything to colorize), ``visualization_viz/iter%012d.png``,
+``gmm.npz`` / ``mean_l.npy``
 (colour statistics), ``skipped_files.txt`` / ``skipped_count.txt`` (unreadable
 inputs) and ``train.log``.
 
@@ -11,15 +13,19 @@ Under ``torchrun`` every process runs this same code (``runtime.Runtime``, one
 place for device, AMP and DDP, reads the environment torchrun sets); rank 0 alone fits the colour statistics, makes the
 file lists and writes the run folder, and shares what it made by broadcast.
 """
+import collections
 import csv
 import datetime
 import glob
+import hashlib
 import logging
 import math
 import os
 import shutil
 import sys
 import time
+import urllib.error
+import urllib.parse
 
 import numpy as np
 import torch
@@ -40,7 +46,8 @@ log = logging.getLogger('colorizer')
 LOGS_DIR = os.path.join(data_loader.REPO_DIR, 'logs')  # beside the code, as pytorch-fcn
 LOG_HEADER = ['epoch', 'iteration', 'train/loss', 'train/acc', 'train/acc_cls', 'train/mean_iu',
               'train/fwavacc', 'valid/loss', 'valid/acc', 'valid/acc_cls', 'valid/mean_iu',
-              'valid/fwavacc', 'elapsed_time', 'valid/psnr']
+              'valid/fwavacc', 'elapsed_time', 'valid/psnr', 'train/data_time', 'train/step_time']
+TIMING_COLUMNS = LOG_HEADER[-2:]   # seconds waiting for the batch / of forward + backward + optimizer
 CHECKPOINT = 'checkpoint.pth.tar'
 MODEL_BEST = 'model_best.pth.tar'
 SKIPPED_FILES = 'skipped_files.txt'
@@ -49,6 +56,8 @@ SKIPPED_COUNT = 'skipped_count.txt'
 ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma')
 # stops of a run that was going (one error line, exit status 1): a non-finite loss names the last checkpoint
 STOPS = (FloatingPointError,)
+PROGRESS_INTERVAL_NOT_TTY = 10   # seconds between progress-bar refreshes when stderr is a file
+IMAGENET_VGG16 = {'imagenet': 'VGG16_Weights', 'imagenet_bn': 'VGG16_BN_Weights'}  # --vgg16 -> torchvision
 STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
                 ('fcn16s', 'fcn8s'): 'copy_params_from_fcn16s'}
 
@@ -85,7 +94,10 @@ def parse_args(arch, argv=None):
                         'with --resume: the checkpoint\'s folder)')
     p.add_argument('--max-iter', type=cli.natural_int, default=None, help='override max_iteration (smoke runs)')
     p.add_argument('-j', '--workers', type=cli.natural_int, default=None, help='DataLoader workers per process')
-    p.add_argument('--vgg16', default=None, help='local torchvision vgg16(_bn) state dict to start from')
+    p.add_argument('--vgg16', default=None, metavar='imagenet|imagenet_bn|none|PATH',
+                   help='start from VGG16: torchvision\'s ImageNet weights (downloaded once into the torch '
+                        'hub cache, $TORCH_HOME), their vgg16_bn variant, random weights (none), or a local '
+                        'torchvision vgg16(_bn) state dict; default: the config\'s vgg16')
     p.add_argument('--save-interval', type=cli.positive_int, default=None,
                    help='also write checkpoint.pth.tar every N iterations (independent of validation)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
@@ -293,8 +305,10 @@ def set_train_mode(model, bn_dropout_eval):
 class Trainer:
     """One readable loop: validate / checkpoint when due, then a training step, every iteration."""
 
-    def __init__(self, arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers):
+    def __init__(self, arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers,
+                 vgg16_record=None):
         self.arch, self.cfg, self.run_dir, self.rt = arch, cfg, run_dir, runtime
+        self.vgg16_record = vgg16_record   # the VGG16 weights the run started from (file, hash), or None
         self.model, self.encoder = model, encoder
         self.train_set, self.val_set = train_set, val_set
         self.train_sampler = ResumableSampler(len(train_set), True, cfg['seed'], runtime.rank, runtime.world_size)
@@ -313,6 +327,13 @@ class Trainer:
         self.unusable_batches = 0     # batches in a row with no readable image on some rank
         self.start_time, self.elapsed_before = time.time(), 0.0
         self.log_path = os.path.join(run_dir, 'log.csv')
+        self.tensorboard = None       # rank 0's SummaryWriter while train() runs
+        self.resumed_at = None
+        self.workers = workers
+        self.timing_window = collections.deque(maxlen=cfg['data_wait_window'])  # (data, step) seconds
+        self.data_time_total = self.step_time_total = 0.0
+        self.images_trained = 0
+        self.data_wait_warned = False
         self.skipped = read_skipped(os.path.join(run_dir, SKIPPED_FILES)) if runtime.is_main else {}
 
     # --- state ------------------------------------------------------------
@@ -331,7 +352,7 @@ class Trainer:
             'encoder': self.encoder.state(), 'num_bins': self.encoder.num_bins,
             'binning': self.encoder.binning, 'im_size': tuple(self.cfg['im_size']),
             'config': self.cfg, 'iteration': self.iteration, 'epoch': self.epoch,
-            'best_loss': self.best_loss,
+            'best_loss': self.best_loss, 'vgg16_weights': self.vgg16_record,
         }
         if rng_states is not None:
             state.update({
@@ -369,6 +390,8 @@ class Trainer:
             seed_everything(self.cfg['seed'] + self.rt.rank + self.iteration)
         if self.rt.is_main:
             truncate_rows(self.log_path, ckpt['log_rows'])
+            add_log_columns(self.log_path)
+        self.resumed_at = self.iteration
         log.info('resumed at iteration %d (epoch %d, sample %d of it)', self.iteration, self.epoch,
                  self.sample_in_epoch)
 
@@ -377,18 +400,51 @@ class Trainer:
 
     # --- logging ------------------------------------------------------------
 
-    def write_row(self, train=None, valid=None):
+    def write_row(self, train=None, valid=None, timing=None):
+        """One log.csv row (rank 0), its train/* and valid/* values also as TensorBoard scalars.
+
+        ``train``: loss, acc, acc_cls, mean_iu, fwavacc; ``valid``: the same and
+        psnr; ``timing``: seconds of data wait and of the step.
+        """
         if not self.rt.is_main:
             return
-        blank = [''] * 5
-        row = [self.epoch, self.iteration] + (train or blank) + (valid[:5] if valid else blank) \
-            + ['%.2f' % self.elapsed(), valid[5] if valid else '']
+        values = dict(zip(LOG_HEADER[2:7], train or []))
+        values.update(zip(LOG_HEADER[7:12] + ['valid/psnr'], valid or []))
+        values.update(zip(TIMING_COLUMNS, timing or []))
+        row = dict(values, epoch=self.epoch, iteration=self.iteration, elapsed_time='%.2f' % self.elapsed())
         new_file = not os.path.exists(self.log_path)
         with open(self.log_path, 'a', newline='') as f:
             writer = csv.writer(f)
             if new_file:
                 writer.writerow(LOG_HEADER)
-            writer.writerow(row)
+            writer.writerow([row.get(column, '') for column in LOG_HEADER])
+        for tag, value in values.items():
+            self.tensorboard.add_scalar(tag, value, self.iteration)
+        if train:
+            self.tensorboard.add_scalar('train/lr', self.optim.param_groups[0]['lr'], self.iteration)
+
+    def open_tensorboard(self):
+        """Rank 0's TensorBoard event files, in the run folder.
+
+        A resume hides the events logged after its checkpoint (``purge_step``)
+        and logs again what log.csv and visualization_viz/ keep from that iteration.
+        """
+        from torch.utils.tensorboard import SummaryWriter
+        self.tensorboard = SummaryWriter(self.run_dir, purge_step=self.resumed_at)
+        if self.resumed_at is not None:
+            logged = utils.read_log_csv(self.log_path)
+            for i in np.flatnonzero(logged.get('iteration', np.zeros(0)) >= self.resumed_at):
+                for tag, values in logged.items():
+                    if tag.startswith(('train/', 'valid/')) and math.isfinite(values[i]):
+                        self.tensorboard.add_scalar(tag, values[i], int(logged['iteration'][i]))
+            if os.path.exists(self.viz_path(self.resumed_at)):
+                self.tensorboard.add_image('valid/visualization', np.asarray(Image.open(self.viz_path(
+                    self.resumed_at)).convert('RGB')), self.resumed_at, dataformats='HWC')
+        config_text = yaml.safe_dump(dict(self.cfg, im_size=list(self.cfg['im_size']), arch=self.arch,
+                                          vgg16_weights=self.vgg16_record), sort_keys=True)
+        self.tensorboard.add_text('config', '```\n%s```' % config_text, self.iteration)
+        for summary in tensorboard_hparams(self.cfg, self.arch):
+            self.tensorboard.file_writer.add_summary(summary)
 
     def note_skipped(self, batch, dataset):
         """Record the unreadable files of a batch (see :meth:`record_skipped`)."""
@@ -514,10 +570,15 @@ class Trainer:
                          utils.to_uint8(rgb_pred[i])])
         return rows
 
+    def viz_path(self, iteration):
+        return os.path.join(self.run_dir, 'visualization_viz', 'iter%012d.png' % iteration)
+
     def save_viz(self, rows):
-        folder = os.path.join(self.run_dir, 'visualization_viz')
-        os.makedirs(folder, exist_ok=True)
-        Image.fromarray(utils.tile_images(rows)).save(os.path.join(folder, 'iter%012d.png' % self.iteration))
+        """visualization_viz/iter%012d.png, also as TensorBoard's image 'valid/visualization'."""
+        os.makedirs(os.path.dirname(self.viz_path(0)), exist_ok=True)
+        tile = utils.tile_images(rows)
+        Image.fromarray(tile).save(self.viz_path(self.iteration))
+        self.tensorboard.add_image('valid/visualization', tile, self.iteration, dataformats='HWC')
 
     # --- the loop -------------------------------------------------------------
 
@@ -529,43 +590,91 @@ class Trainer:
                 and self.saved_at != self.iteration:
             self.save_checkpoint()
 
+    def note_timing(self, data_time, step_time, images):
+        """Add one step's times; warn once when the data wait exceeds its share over the last steps."""
+        self.timing_window.append((data_time, step_time))
+        self.data_time_total += data_time
+        self.step_time_total += step_time
+        self.images_trained += images
+        if self.data_wait_warned or len(self.timing_window) < self.timing_window.maxlen:
+            return
+        share = data_wait_share(self.timing_window)
+        if share > self.cfg['data_wait_warn_share']:
+            self.data_wait_warned = True
+            log.warning('waiting for data took %.0f %% of the last %d steps (more than %.0f %%): the %s is '
+                        'starved; more DataLoader workers (workers, -j; now %d), a larger prefetch_factor '
+                        '(now %d) or jpeg_draft=true (now %s) may help', 100 * share, len(self.timing_window),
+                        100 * self.cfg['data_wait_warn_share'], 'GPU' if self.rt.cuda else 'CPU',
+                        self.workers, self.cfg['prefetch_factor'], self.cfg['jpeg_draft'])
+
+    def log_throughput(self):
+        """The end-of-run line: images/s over the steps and their data waits, and the share of the waits."""
+        seconds = self.data_time_total + self.step_time_total
+        if self.images_trained and seconds > 0:
+            log.info('throughput: %d images in %.1f s of steps and data waits: %.2f images/s, %.1f %% of it '
+                     'waiting for data', self.images_trained, seconds, self.images_trained / seconds,
+                     100 * self.data_time_total / seconds)
+
+    def progress_bar(self, max_iter):
+        """tqdm on rank 0; refreshed at most every PROGRESS_INTERVAL_NOT_TTY s when stderr is a file."""
+        if not self.rt.is_main:
+            return None
+        from tqdm import tqdm
+        tty = sys.stderr.isatty()
+        return tqdm(total=max_iter, initial=self.iteration, desc='train', ncols=110,
+                    mininterval=0.1 if tty else PROGRESS_INTERVAL_NOT_TTY,
+                    disable=not tty and os.environ.get('CI') == 'true')
+
     def train(self):
         max_iter = self.cfg['max_iteration']
-        bar = None
         if self.rt.is_main:
-            from tqdm import tqdm
-            bar = tqdm(total=max_iter, initial=self.iteration, desc='train', ncols=90,
-                       disable=not sys.stderr.isatty() and os.environ.get('CI') == 'true')
-        while self.iteration < max_iter:
-            self.train_sampler.set_position(self.epoch, self.sample_in_epoch)
-            for batch in self.train_loader:
-                self.validate_or_checkpoint()
-                self.sample_in_epoch += self.global_batch
-                self.note_skipped(batch, self.train_set)
-                if not self.rt.all_true(batch['rgb'] is not None):
-                    self.unusable_batches += 1
-                    if self.unusable_batches > self.batches_per_epoch:
-                        raise RuntimeError('a whole epoch of batches without a readable image on some '
-                                           'process: too few readable images in %s' % self.train_set.describe())
-                    continue
-                self.unusable_batches = 0
-                train = self.train_step(batch['rgb'])
-                if train is not None:
-                    self.write_row(train=train)
-                self.iteration += 1
-                if bar is not None:
-                    bar.update(1)
+            self.open_tensorboard()
+        bar = self.progress_bar(max_iter)
+        try:
+            while self.iteration < max_iter:
+                self.train_sampler.set_position(self.epoch, self.sample_in_epoch)
+                waiting_since = time.perf_counter()
+                for batch in self.train_loader:
+                    data_time = time.perf_counter() - waiting_since
+                    self.validate_or_checkpoint()
+                    self.sample_in_epoch += self.global_batch
+                    self.note_skipped(batch, self.train_set)
+                    if not self.rt.all_true(batch['rgb'] is not None):
+                        self.unusable_batches += 1
+                        if self.unusable_batches > self.batches_per_epoch:
+                            raise RuntimeError('a whole epoch of batches without a readable image on some process: '
+                                               'too few readable images in %s' % self.train_set.describe())
+                        waiting_since = time.perf_counter()
+                        continue
+                    self.unusable_batches = 0
+                    step_start = time.perf_counter()
+                    train = self.train_step(batch['rgb'])
+                    if self.rt.cuda:  # the step's .item() calls already wait for the GPU; this makes it explicit
+                        torch.cuda.synchronize(self.rt.device)
+                    step_time = time.perf_counter() - step_start
+                    self.note_timing(data_time, step_time, len(batch['rgb']) * self.rt.world_size)
                     if train is not None:
-                        bar.set_postfix(loss='%.4f' % train[0])
-                if self.iteration >= max_iter:
-                    break
-            else:
-                self.epoch, self.sample_in_epoch = self.epoch + 1, 0
-        self.validate_or_checkpoint(final=True)
-        if bar is not None:
-            bar.close()
+                        self.write_row(train=train, timing=[round(data_time, 6), round(step_time, 6)])
+                    self.iteration += 1
+                    if bar is not None:
+                        if train is not None:
+                            bar.set_postfix(loss='%.4f' % train[0], data='%.3fs' % data_time,
+                                            step='%.3fs' % step_time, refresh=False)
+                        bar.update(1)
+                    if self.iteration >= max_iter:
+                        break
+                    waiting_since = time.perf_counter()
+                else:
+                    self.epoch, self.sample_in_epoch = self.epoch + 1, 0
+            self.validate_or_checkpoint(final=True)
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         if self.rt.is_main:
             self.write_skip_count()
+        self.log_throughput()
 
 
 def make_optimizer(model, cfg):
@@ -591,6 +700,26 @@ def read_skipped(path):
         return dict(line.rstrip('\n').split('\t', 1) for line in f if '\t' in line)
 
 
+def data_wait_share(timings):
+    """Share of the time spent waiting for data, for ``(data_seconds, step_seconds)`` pairs."""
+    data = sum(d for d, _ in timings)
+    total = data + sum(s for _, s in timings)
+    return data / total if total > 0 else 0.0
+
+
+def tensorboard_hparams(cfg, arch):
+    """TensorBoard's hparams summaries (experiment, session start) for this run's config.
+
+    Values TensorBoard cannot show as a number, string or bool (None, tuples) are
+    shown as their text; the metrics are the logged validation scalars.
+    """
+    from torch.utils.tensorboard.summary import hparams
+    shown = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+             for key, value in dict(cfg, arch=arch).items()}
+    experiment, start, _ = hparams(shown, {'valid/loss': float('nan'), 'valid/psnr': float('nan')})
+    return [experiment, start]
+
+
 def count_rows(path):
     """Data rows of a CSV log (0 when it does not exist)."""
     if not os.path.exists(path):
@@ -612,6 +741,22 @@ def truncate_rows(path, keep):
         csv.writer(f).writerows(rows[:keep + 1])
     os.replace(tmp, path)
     log.info('log.csv: dropped %d rows written after the checkpoint', len(rows) - 1 - keep)
+
+
+def add_log_columns(path):
+    """A log.csv from before the timing columns gets them (blank in its rows), rewritten atomically."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline='') as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] == LOG_HEADER or rows[0] != LOG_HEADER[:len(rows[0])]:
+        return
+    missing = len(LOG_HEADER) - len(rows[0])
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+        csv.writer(f).writerows([LOG_HEADER] + [row + [''] * missing for row in rows[1:]])
+    os.replace(tmp, path)
+    log.info('log.csv: added the columns %s', ', '.join(LOG_HEADER[-missing:]))
 
 
 # --------------------------------------------------------------------------
@@ -702,7 +847,62 @@ def fit_encoder_state(train_set, cfg, init_ckpt):
     return encoder.state()
 
 
-def build_network(arch, cfg, encoder, init_ckpt, init_path):
+def file_sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def imagenet_vgg16_file(choice):
+    """(torchvision weights enum, the path torch.hub caches its file at) for 'imagenet' / 'imagenet_bn'."""
+    import torchvision
+    weights = getattr(torchvision.models, IMAGENET_VGG16[choice]).IMAGENET1K_V1
+    name = os.path.basename(urllib.parse.urlparse(weights.url).path)
+    return weights, os.path.join(torch.hub.get_dir(), 'checkpoints', name)
+
+
+def fetch_vgg16(choice):
+    """Where a fresh run's VGG16 weights are, as a record for config.yaml; None to start from random weights.
+
+    ``choice``: 'imagenet' / 'imagenet_bn' (torchvision's IMAGENET1K_V1 weights,
+    downloaded once into the torch hub cache, ``$TORCH_HOME/hub/checkpoints``,
+    and read from there without network afterwards), 'none' / None, or a local
+    file.  Called before the run folder exists: a file that is missing and
+    cannot be downloaded stops the run with one line.
+    """
+    if choice is None or str(choice).lower() == 'none':
+        return None
+    if choice in IMAGENET_VGG16:
+        weights, path = imagenet_vgg16_file(choice)
+        if not os.path.exists(path):
+            try:  # as torch.hub does it: a temporary file, hash-checked, then renamed to `path`
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                torch.hub.download_url_to_file(weights.url, path, torch.hub.HASH_REGEX.search(path).group(1),
+                                               progress=sys.stderr.isatty())
+            except (urllib.error.URLError, OSError) as e:
+                raise cli.MissingFile('--vgg16 %s needs torchvision\'s %s, which is not in %s and cannot be '
+                                 'downloaded (%s): put the file from %s there (the folder is $TORCH_HOME/hub/'
+                                 'checkpoints), or train from random weights with --vgg16 none'
+                                 % (choice, os.path.basename(path), os.path.dirname(path),
+                                    getattr(e, 'reason', e), weights.url))
+    else:
+        path = choice
+        if not os.path.isfile(path):
+            raise cli.MissingFile('--vgg16 %s: no such file (give a torchvision vgg16 / vgg16_bn state '
+                             'dict, or imagenet, imagenet_bn or none)' % path)
+    return {'source': str(choice), 'file': os.path.abspath(path), 'sha256_prefix': file_sha256(path)[:12]}
+
+
+def vgg16_state_dict(record, cfg):
+    """The state dict of a :func:`fetch_vgg16` record (torchvision's weights API for the ImageNet ones)."""
+    if record['source'] in IMAGENET_VGG16:
+        return imagenet_vgg16_file(record['source'])[0].get_state_dict(progress=False)  # the cached file
+    return models.load_vgg16(record['file'], require_fc=vgg16_needs_fc(cfg))
+
+
+def build_network(arch, cfg, encoder, init_ckpt, init_path, vgg16_record=None):
     model = models.build_model(arch, **model_kwargs(cfg, encoder))
     if init_ckpt is not None:
         previous = model_from_checkpoint(init_ckpt)
@@ -711,9 +911,10 @@ def build_network(arch, cfg, encoder, init_ckpt, init_path):
         else:
             getattr(model, STAGE_COPIES[(init_ckpt['arch'], arch)])(previous)
         log.info('initialised %s from %s (%s)', arch, init_path, init_ckpt['arch'])
-    elif cfg['vgg16']:
-        model.copy_params_from_vgg16(models.load_vgg16(cfg['vgg16'], require_fc=vgg16_needs_fc(cfg)))
-        log.info('initialised the VGG16 trunk from %s', cfg['vgg16'])
+    elif vgg16_record is not None:
+        model.copy_params_from_vgg16(vgg16_state_dict(vgg16_record, cfg))
+        log.info('initialised the VGG16 trunk from %s (%s, sha256 %s...)', vgg16_record['file'],
+                 vgg16_record['source'], vgg16_record['sha256_prefix'])
     return model
 
 
@@ -784,21 +985,28 @@ def main(arch, argv=None):
     for ckpt, path in ((resume_ckpt, args.resume), (init_ckpt, init_path)):
         if ckpt is not None:
             check_compatible(ckpt, path, arch, cfg, resuming=ckpt is resume_ckpt)
-    if cfg['vgg16'] and resume_ckpt is None and init_ckpt is None:
-        models.load_vgg16(cfg['vgg16'], require_fc=vgg16_needs_fc(cfg))  # memory-mapped: a cheap check
+    vgg16_record = resume_ckpt.get('vgg16_weights') if resume_ckpt is not None else \
+        None if init_ckpt is not None else fetch_vgg16(cfg['vgg16'])
+    if vgg16_record is not None and resume_ckpt is None:
+        models.load_vgg16(vgg16_record['file'], require_fc=vgg16_needs_fc(cfg))  # memory-mapped: a cheap check
     check_dataset(cfg['dataset_path'], cfg)
     check_machine(args, cfg)
     check_run_folder(args)
     runtime = Runtime(args.gpu, cfg)
     try:
-        return run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path)
+        return run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, vgg16_record)
     finally:
         close_logging()
         runtime.close()
 
 
-def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path):
-    """Everything after the checks: run folder, data, colour encoder, network, then the loop."""
+def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, vgg16_record=None):
+    """Everything after the checks: run folder, data, colour encoder, network, then the loop.
+
+    ``vgg16_record`` (:func:`fetch_vgg16`, made before the run folder exists)
+    names the VGG16 weights a fresh run starts from; it goes to config.yaml and
+    the checkpoints.
+    """
     seed_everything(cfg['seed'] + runtime.rank)  # ranks draw different dropout masks
     run_dir, made = make_run_dir(args, cfg, runtime)
     try:
@@ -825,13 +1033,15 @@ def set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir)
     if runtime.is_main:
         with open(os.path.join(run_dir, 'config.yaml'), 'w') as f:
             yaml.safe_dump(dict(cfg, im_size=list(cfg['im_size']), arch=arch,
-                                init_from_path=init_path, resumed_from=args.resume), f, sort_keys=True)
+                                init_from_path=init_path, resumed_from=args.resume,
+                                vgg16_weights=vgg16_record), f, sort_keys=True)
 
-    model = runtime.wrap(build_network(arch, cfg, encoder, init_ckpt, init_path), cfg['sync_bn'])
+    fresh_vgg16 = vgg16_record if resume_ckpt is None else None
+    model = runtime.wrap(build_network(arch, cfg, encoder, init_ckpt, init_path, fresh_vgg16), cfg['sync_bn'])
     if cfg['compile']:
         model = torch.compile(model)
     workers = cfg['workers'] if cfg['workers'] is not None else default_workers()
-    trainer = Trainer(arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers)
+    trainer = Trainer(arch, cfg, run_dir, runtime, model, encoder, train_set, val_set, workers, vgg16_record)
     if resume_ckpt is not None:
         trainer.resume(resume_ckpt)
     return trainer

@@ -12,6 +12,8 @@ import runtime
 import trainer
 from conftest import SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
 
+EVENTS = 'events.out.tfevents.'
+
 WORLD = 2
 STEPS = 3
 # BatchNorm on per-process statistics is not BatchNorm on the global batch, and SyncBatchNorm
@@ -62,8 +64,11 @@ def ddp_process(rank, port, argv, run_dir, report_dir):
 
 
 def run_files(run_dir):
+    """Checkpoint, log.csv and the names in the run folder (TensorBoard's one event file: its kind,
+    as its name holds the time, host and process id)."""
+    names = [name if not name.startswith(EVENTS) else EVENTS + '*' for name in os.listdir(run_dir)]
     return {'last': trainer.load_checkpoint(os.path.join(run_dir, trainer.CHECKPOINT)),
-            'log': open(os.path.join(run_dir, 'log.csv')).read(), 'files': sorted(os.listdir(run_dir))}
+            'log': open(os.path.join(run_dir, 'log.csv')).read(), 'files': sorted(names)}
 
 
 @pytest.fixture(scope='module')

@@ -61,7 +61,7 @@ def stages(photo_folder, train):
 def test_each_stage_writes_every_artefact(stages, photo_folder, arch, last_iteration):
     run_dir = stages['runs'][arch]
     with open(os.path.join(run_dir, 'log.csv')) as f:
-        assert f.readline().rstrip('\n') == SEED_HEADER + ',valid/psnr'
+        assert f.readline().rstrip('\n') == SEED_HEADER + ',valid/psnr,train/data_time,train/step_time'
     rows = read_rows(run_dir)
     assert iterations(rows, 'train') == list(range(last_iteration))
     valid = iterations(rows, 'valid')
