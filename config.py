@@ -209,6 +209,8 @@ SCHEMA = dict(
     viz_images=integer(0),
     decode=choice('annealed', 'mean', 'mode'),
     temperature=number(above=0),
+    data_wait_warn_share=number(above=0, high=1),
+    data_wait_window=integer(1),
     amp=boolean(),
     channels_last=boolean(),
     cudnn_benchmark=boolean(),

@@ -890,7 +890,7 @@ def fetch_vgg16(choice):
     else:
         path = choice
         if not os.path.isfile(path):
-            raise cli.MissingFile('--vgg16 %s: no such file (give a torchvision vgg16 / vgg16_bn state '
+            raise cli.MissingFile('--vgg16 %s does not exist (give a torchvision vgg16 / vgg16_bn state '
                              'dict, or imagenet, imagenet_bn or none)' % path)
     return {'source': str(choice), 'file': os.path.abspath(path), 'sha256_prefix': file_sha256(path)[:12]}
 
@@ -1010,7 +1010,7 @@ def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, vgg16_recor
     seed_everything(cfg['seed'] + runtime.rank)  # ranks draw different dropout masks
     run_dir, made = make_run_dir(args, cfg, runtime)
     try:
-        trainer = set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir)
+        trainer = set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir, vgg16_record)
     except BaseException:  # no half-made run folder: one this run made goes with it (nothing else's is in it)
         if made and runtime.is_main:
             close_logging()
@@ -1021,7 +1021,7 @@ def run(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, vgg16_recor
     return trainer
 
 
-def set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir):
+def set_up(arch, args, cfg, runtime, resume_ckpt, init_ckpt, init_path, run_dir, vgg16_record):
     """Logging, data, colour encoder, config.yaml, network: the Trainer, ready to train."""
     setup_logging(run_dir, runtime)
     train_set, val_set = runtime.on_main(lambda: make_datasets(cfg, run_dir))  # (a failure: one error line)

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import cli
 import trainer
 from conftest import REPO_DIR, SMOKE_ARGS
 
@@ -133,7 +134,7 @@ def test_none_and_local_files(work_dir):
     with open(path, 'rb') as f:
         assert record == {'source': path, 'file': os.path.abspath(path),
                           'sha256_prefix': hashlib.sha256(f.read()).hexdigest()[:12]}
-    np.testing.assert_array_equal(trainer.load_vgg16(record)['features.0.weight'].numpy(),
+    np.testing.assert_array_equal(trainer.vgg16_state_dict(record, {'fc_channels': 32})['features.0.weight'].numpy(),
                                   fake_vgg16_state_dict()['features.0.weight'].numpy())
-    with pytest.raises(SystemExit, match='error: --vgg16 .*missing.pth: no such file'):
+    with pytest.raises(cli.MissingFile, match='--vgg16 .*missing.pth does not exist'):
         trainer.fetch_vgg16(os.path.join(work_dir, 'missing.pth'))
