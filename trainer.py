@@ -54,8 +54,14 @@ SKIPPED_FILES = 'skipped_files.txt'
 SKIPPED_COUNT = 'skipped_count.txt'
 # config keys that define the colour targets: fixed for the whole of a run, resumes included
 ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma')
-# stops of a run that was going (one error line, exit status 1): a non-finite loss names the last checkpoint
-STOPS = (FloatingPointError,)
+
+
+class TrainingStopped(RuntimeError):
+    """A run that was going cannot go on (its inputs became unreadable); the message names the last checkpoint."""
+
+
+# stops of a run that was going (one error line, exit status 1), each naming the last good checkpoint
+STOPS = (FloatingPointError, TrainingStopped)
 PROGRESS_INTERVAL_NOT_TTY = 10   # seconds between progress-bar refreshes when stderr is a file
 IMAGENET_VGG16 = {'imagenet': 'VGG16_Weights', 'imagenet_bn': 'VGG16_BN_Weights'}  # --vgg16 -> torchvision
 STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
@@ -395,6 +401,13 @@ class Trainer:
         log.info('resumed at iteration %d (epoch %d, sample %d of it)', self.iteration, self.epoch,
                  self.sample_in_epoch)
 
+    def last_good_state(self):
+        """Where a stopped run can be resumed from, as the end of its message."""
+        path = os.path.join(self.run_dir, CHECKPOINT)
+        if self.saved_at is None and not os.path.exists(path):
+            return 'no checkpoint was written yet'
+        return 'the last good state is %s (iteration %s)' % (path, self.saved_at)
+
     def elapsed(self):
         return self.elapsed_before + time.time() - self.start_time
 
@@ -491,9 +504,8 @@ class Trainer:
             if self.cfg['nonfinite_loss'] != 'skip':
                 where = '%s on rank %d' % (loss.item(), self.rt.rank) if not torch.isfinite(loss) \
                     else 'on another rank'   # every rank stops; rank 0's message is the one logged
-                raise FloatingPointError('non-finite training loss (%s) at iteration %d; the last '
-                                         'good state is %s' % (where, self.iteration,
-                                                               os.path.join(self.run_dir, CHECKPOINT)))
+                raise FloatingPointError('non-finite training loss (%s) at iteration %d; %s'
+                                         % (where, self.iteration, self.last_good_state()))
             self.nonfinite_steps += 1
             log.warning('non-finite loss at iteration %d: step skipped (%d so far)',
                         self.iteration, self.nonfinite_steps)
@@ -541,7 +553,8 @@ class Trainer:
                 self.record_skipped(entries)
         loss_sum, pixels, psnr_sum, images = sums.tolist()
         if images == 0:
-            raise RuntimeError('no readable validation image in %s' % self.val_set.describe())
+            raise TrainingStopped('no readable validation image in %s at iteration %d; %s'
+                                  % (self.val_set.describe(), self.iteration, self.last_good_state()))
         valid = [loss_sum / pixels] + scores_of(conf) + [psnr_sum / images]
         self.write_row(valid=valid)
         if self.rt.is_main and viz:
@@ -642,8 +655,9 @@ class Trainer:
                     if not self.rt.all_true(batch['rgb'] is not None):
                         self.unusable_batches += 1
                         if self.unusable_batches > self.batches_per_epoch:
-                            raise RuntimeError('a whole epoch of batches without a readable image on some process: '
-                                               'too few readable images in %s' % self.train_set.describe())
+                            raise TrainingStopped('a whole epoch of batches without a readable image on some '
+                                                  'process: too few readable images in %s; %s'
+                                                  % (self.train_set.describe(), self.last_good_state()))
                         waiting_since = time.perf_counter()
                         continue
                     self.unusable_batches = 0

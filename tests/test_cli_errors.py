@@ -240,6 +240,37 @@ def test_a_stop_is_one_line_with_status_1(capsys):
     assert_one_error_line(capsys.readouterr().err, 'the last good state is run/checkpoint.pth.tar')
 
 
+@pytest.mark.parametrize('unreadable,needle', [
+    ('train', 'a whole epoch of batches without a readable image'),
+    ('val', 'no readable validation image'),
+])
+def test_inputs_that_become_unreadable_mid_run_stop_with_status_1(unreadable, needle, photo_folder, tmp_path,
+                                                                 monkeypatch, capsys):
+    """Files that pass the start-up check but cannot be read later: a stop naming the last checkpoint."""
+    make_loader, made = trainer.make_loader, []
+
+    def make_loader_losing_files(dataset, sampler, batch_size, cfg, runtime, workers):
+        loader = make_loader(dataset, sampler, batch_size, cfg, runtime, workers)
+        made.append(dataset)   # the Trainer makes the training loader first, then the validation one
+        if made.index(dataset) == ('train', 'val').index(unreadable):
+            loader.collate_fn = lambda batch: trainer.data_loader.collate_skip_unreadable(
+                [(None, i, 'gone') for _, i, _ in batch])
+        return loader
+    monkeypatch.setattr(trainer, 'make_loader', make_loader_losing_files)
+    run_dir = str(tmp_path / 'run')
+    status = cli.run_cli(functools.partial(trainer.main, 'fcn32s'), SMOKE + ['-d', photo_folder, '-o', run_dir],
+                         stops=trainer.STOPS)
+    assert status == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert len(lines) == 1 and needle in lines[0] and 'Traceback' not in err, err
+    if unreadable == 'train':   # validated (and checkpointed) at iteration 0 first
+        assert 'the last good state is %s (iteration 0)' % os.path.join(run_dir, trainer.CHECKPOINT) in lines[0]
+        assert trainer.load_checkpoint(os.path.join(run_dir, trainer.CHECKPOINT))['iteration'] == 0
+    else:
+        assert 'no checkpoint was written yet' in lines[0]
+
+
 # --------------------------------------------------------------------------
 # colorize.py and evaluate.py
 # --------------------------------------------------------------------------
