@@ -7,6 +7,10 @@ numbers: ``init_from`` names the config whose newest ``model_best.pth.tar``
 under ``logs/`` initialises this stage, ``color_stats_from`` the config whose
 GMM and mean lightness are reused.  Settings 100-102 are the CPU-sized demo
 (FCN-32s -> FCN-16s -> FCN-8s on the bundled photos or any ``-d`` folder).
+Settings 110-112 are issue 11's generalisation experiment: the same chain on the
+folder of ``experiments/get_photos.py`` (``-d DIR``, its split lists), with random
+resized crops and mirror images so that ~17 training photos give hundreds of views
+per epoch, and the GMM fitted on the chroma plane.
 """
 import copy
 
@@ -29,6 +33,10 @@ DEFAULTS = dict(
     val_fraction=0.1,          # share of a photo folder held out for validation (hash split)
     max_image_pixels=89478485, # larger images are refused from their header (PIL's own limit)
     jpeg_draft=True,           # JPEGs decode at the smallest DCT scale (1/2..1/8) still >= im_size
+    crops_per_photo=1,         # training views per photo per epoch (an epoch = photos x this)
+    aug_crop_area=None,        # random resized crop: [min, max] share of the photo's area; None = whole photo
+    aug_crop_aspect=[3 / 4, 4 / 3],  # range of the crop's aspect (width / height), drawn log-uniform
+    aug_hflip=False,           # mirror half the training views left-right
     workers=None,              # DataLoader workers per process; None = min(8, cores per process)
     prefetch_factor=4,         # batches each worker keeps ready
     # --- colour targets -------------------------------------------------------
@@ -36,6 +44,7 @@ DEFAULTS = dict(
     numbins=None,              # K; None = the -k flag (default 128)
     uniform_sigma='default',   # uniform bins' sigma; 'default' = Voronoi radius spacing/sqrt(2)
     img_lowpass=None,          # low-pass the H/C targets by this factor (None = full resolution)
+    gmm_space='polar',         # soft bins' GMM fitted on (H, C) 'polar' (seed) or the chroma 'plane' (no hue seam)
     stats_num_images=5000,     # images sampled for the GMM and the mean lightness
     stats_pixels_per_image=20, # random pixels taken from each of them
     rebalance_lambda=None,     # class rebalancing (Zhang et al.): None = off, 0.5 = their lambda
@@ -125,6 +134,21 @@ _DEMO = dict(
 configurations[100] = dict(_DEMO, max_iteration=200)                  # FCN-32s
 configurations[101] = dict(_DEMO, max_iteration=100, init_from=100)   # FCN-16s from 100
 configurations[102] = dict(_DEMO, max_iteration=100, init_from=101)   # FCN-8s from 101
+
+
+# Issue 11 (generalisation from few photos, 2 CPU cores): train on `get_photos.py --out DIR`
+# (-d DIR).  An epoch is 17 photos x 16 crops = 272 views (68 steps of 4); validation (2 whole photos
+# resized) every 100 steps.  experiments/quality.py sets max_iteration from a time budget (--max-iter).
+_GENERALISE = dict(
+    optim='Adam', lr=1e-3, momentum=0.9, weight_decay=0.0, loss_reduction='mean',
+    im_size=(128, 128), batch_size=4, binning='soft', numbins=32, img_lowpass=4, gmm_space='plane',
+    rebalance_lambda=0.5, stats_num_images=500, stats_pixels_per_image=2000, fc_channels=512,
+    crops_per_photo=16, aug_crop_area=[0.2, 1.0], aug_crop_aspect=[3 / 4, 4 / 3], aug_hflip=True,
+    interval_validate=100, viz_images=4,
+)
+configurations[110] = dict(_GENERALISE, max_iteration=1500)                  # FCN-32s
+configurations[111] = dict(_GENERALISE, max_iteration=500, init_from=110)    # FCN-16s from 110
+configurations[112] = dict(_GENERALISE, max_iteration=500, init_from=111)    # FCN-8s from 111
 
 
 def get_config(number):

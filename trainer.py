@@ -47,7 +47,8 @@ MODEL_BEST = 'model_best.pth.tar'
 SKIPPED_FILES = 'skipped_files.txt'
 SKIPPED_COUNT = 'skipped_count.txt'
 # config keys that define the colour targets: fixed for the whole of a run, resumes included
-ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma')
+ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma',
+                'gmm_space')
 STAGE_COPIES = {('fcn32s', 'fcn16s'): 'copy_params_from_fcn32s',
                 ('fcn16s', 'fcn8s'): 'copy_params_from_fcn16s'}
 
@@ -290,7 +291,8 @@ class Trainer:
         self.arch, self.cfg, self.run_dir, self.rt = arch, cfg, run_dir, runtime
         self.model, self.encoder = model, encoder
         self.train_set, self.val_set = train_set, val_set
-        self.train_sampler = ResumableSampler(len(train_set), True, cfg['seed'], runtime.rank, runtime.world_size)
+        self.train_sampler = ResumableSampler(len(train_set), True, cfg['seed'], runtime.rank, runtime.world_size,
+                                              numbered_by_epoch=True)   # new augmented views each epoch
         self.val_sampler = ResumableSampler(len(val_set), False, cfg['seed'], runtime.rank, runtime.world_size,
                                             pad=False)
         self.train_loader = make_loader(train_set, self.train_sampler, cfg['batch_size'], cfg, runtime, workers)
