@@ -246,9 +246,9 @@ def main(argv=None):
     parser.add_argument('--out', required=True, help='folder to build (created; re-running is safe)')
     args = parser.parse_args(argv)
     try:
-        os.makedirs(args.out, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix='get-photos-') as work_dir:
             trees = fetch_debian_packages(work_dir)
+            os.makedirs(args.out, exist_ok=True)
             photos = [p for package, (tree, version) in trees.items()
                       for p in debian_photos(tree, package, version)]
             photos += package_photos()
