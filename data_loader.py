@@ -38,9 +38,9 @@ BINNINGS = ('soft', 'uniform', 'one-hot')
 GMM_SPACES = ('polar', 'plane')   # GMM fitted on (H, C), or on the chroma plane (C cos 2piH, C sin 2piH)
 
 ENCODE_BLOCK_PIXELS_CPU = 8192  # pixels per block of GMMBins.encode on a CPU (cache-sized temporaries)
-# Pruned posteriors (CPU): the GMM's square ((H, C) in [0, 1]^2, the plane's [-1, 1]^2) is cut into PRUNE_GRID^2 cells; a component whose
-# log-posterior is provably PRUNE_LOG_MARGIN below the best one everywhere in a cell gets exactly 0
-# there (each such posterior < e^-20 = 2e-9, all of them < K * 2e-9).
+# Pruned posteriors (CPU): the GMM's square ((H, C) in [0, 1]^2, the plane's [-1, 1]^2) is cut into
+# PRUNE_GRID^2 cells; a component whose log-posterior is provably PRUNE_LOG_MARGIN below the best one
+# everywhere in a cell gets exactly 0 there (each such posterior < e^-20 = 2e-9, all of them < K * 2e-9).
 PRUNE_GRID = 64
 PRUNE_LOG_MARGIN = 20.0
 PRUNE_BOX_PAD = 1e-6  # cells reach this far past their edges: float32 low-pass output may be 1 + 2e-7
@@ -72,6 +72,7 @@ class UnreadableImage(Exception):
 
 EXIF_ORIENTATION = 0x0112
 EXIF_TRANSPOSED = (5, 6, 7, 8)   # orientations whose upright image swaps width and height
+CROP_TRIES = 10                  # random crops drawn before falling back to a centred one
 
 
 def upright_size(img):
@@ -84,7 +85,7 @@ def upright_size(img):
     return (height, width) if transposed else (width, height)
 
 
-def random_crop_box(rng, width, height, area, aspect, tries=10):
+def random_crop_box(rng, width, height, area, aspect, tries=CROP_TRIES):
     """(left, top, right, bottom) pixels of a random crop of a ``width x height`` photo.
 
     The crop's share of the area is uniform in ``area`` (min, max), its aspect

@@ -1,6 +1,5 @@
 """Training views (random resized crops, mirror images, crops per photo), the split lists of a
 photo folder, and the resumable sampler's epoch-numbered samples."""
-import math
 import os
 
 import numpy as np

@@ -6,7 +6,6 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import data_loader
-import utils
 
 
 def plane(hc):
