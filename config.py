@@ -169,3 +169,30 @@ configurations[199] = dict(
     stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
     workers=0,
 )
+
+
+# experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.
+# A budget in minutes becomes iterations through the reference throughput below (measured on the
+# project's 2-core CPU by bench/bench_quality.py), so the same command trains the same iterations on
+# any machine; a slower machine takes longer.
+QUALITY_EXPERIMENT = dict(
+    chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
+    budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
+    stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
+    reference_images_per_s=(2.5, 2.5, 2.5),  # training images/s of each stage on the reference CPU
+    seeds=(0, 1),               # seeds of every variant; the default invocation trains the first only
+    decodings=('annealed', 'mean', 'mode'),  # decoding variant: one model, three decodings
+    # variant -> arm -> --set overrides of the chain's first stage (same iterations as its FCN-32s);
+    # an arm equal to the default config reuses the default chain's FCN-32s run.  'stages' (the chain
+    # with every seed) and 'decoding' (evaluations only) are built in.
+    variants=dict(
+        rebalance=dict(off=dict(rebalance_lambda=None), on=dict(rebalance_lambda=0.5)),
+        gmm_space=dict(polar=dict(gmm_space='polar'), plane=dict(gmm_space='plane')),
+        augmentation=dict(off=dict(crops_per_photo=1, aug_crop_area=None, aug_hflip=False), on=dict()),
+        binning=dict(gmm=dict(binning='soft'), uniform=dict(binning='uniform', numbins=36)),  # 6x6 grid
+        numbins=dict(K16=dict(numbins=16), K32=dict(numbins=32), K64=dict(numbins=64)),
+    ),
+    variant_order=('stages', 'rebalance', 'gmm_space', 'augmentation', 'binning', 'numbins', 'decoding'),
+    choose_on='auc_rebal',      # validation metric that picks an arm (higher is better)
+    overrun_warning=2.0,        # warn when a run's wall time exceeds this multiple of its budget
+)
