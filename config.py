@@ -11,6 +11,11 @@ GMM and mean lightness are reused.  Settings 100-102 are the CPU-sized demo
 ``SCHEMA`` declares, beside DEFAULTS, what each key may hold; ``check_value`` /
 ``check_config`` raise :class:`ConfigError` whose message is the user's one line
 (``numbins: 0 - must be an integer >= 2``).
+
+Settings 110-112 are issue 11's generalisation experiment: the same chain on the
+folder of ``experiments/get_photos.py`` (``-d DIR``, its split lists), with random
+resized crops and mirror images so that ~17 training photos give hundreds of views
+per epoch, and the GMM fitted on the chroma plane.
 """
 import copy
 import difflib
@@ -90,6 +95,15 @@ def size_pair(low):
     return Spec('two integers >= %d ([height, width])' % low, accept)
 
 
+def number_range(above, high):
+    """[min, max] with above < min <= max <= high (a list, as YAML writes it)."""
+    def accept(value):
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_number(v) for v in value) \
+            and above < value[0] <= value[1] <= high
+        return [value[0], value[1]] if ok else REFUSED
+    return Spec('[min, max] with %r < min <= max <= %r' % (above, high), accept)
+
+
 def path():
     return Spec('a file path', lambda v: v if isinstance(v, str) and v.strip() else REFUSED)
 
@@ -130,6 +144,10 @@ DEFAULTS = dict(
     val_fraction=0.1,          # share of a photo folder held out for validation (hash split)
     max_image_pixels=89478485, # larger images are refused from their header (PIL's own limit)
     jpeg_draft=True,           # JPEGs decode at the smallest DCT scale (1/2..1/8) still >= im_size
+    crops_per_photo=1,         # training views per photo per epoch (an epoch = photos x this)
+    aug_crop_area=None,        # random resized crop: [min, max] share of the photo's area; None = whole photo
+    aug_crop_aspect=[3 / 4, 4 / 3],  # range of the crop's aspect (width / height), drawn log-uniform
+    aug_hflip=False,           # mirror half the training views left-right
     workers=None,              # DataLoader workers per process; None = min(8, cores per process)
     prefetch_factor=4,         # batches each worker keeps ready
     # --- colour targets -------------------------------------------------------
@@ -137,6 +155,7 @@ DEFAULTS = dict(
     numbins=None,              # K; None = the -k flag (default 128)
     uniform_sigma='default',   # uniform bins' sigma; 'default' = Voronoi radius spacing/sqrt(2)
     img_lowpass=None,          # low-pass the H/C targets by this factor (None = full resolution)
+    gmm_space='polar',         # soft bins' GMM fitted on (H, C) 'polar' (seed) or the chroma 'plane' (no hue seam)
     stats_num_images=5000,     # images sampled for the GMM and the mean lightness
     stats_pixels_per_image=20, # random pixels taken from each of them
     rebalance_lambda=None,     # class rebalancing (Zhang et al.): None = off, 0.5 = their lambda
@@ -187,6 +206,10 @@ SCHEMA = dict(
     val_fraction=number(above=0, below=1),
     max_image_pixels=integer(1),
     jpeg_draft=boolean(),
+    crops_per_photo=integer(1),
+    aug_crop_area=optional(number_range(above=0, high=1)),
+    aug_crop_aspect=number_range(above=0, high=float('inf')),
+    aug_hflip=boolean(),
     workers=optional(integer(0)),
     prefetch_factor=integer(1),
     binning=optional(choice('soft', 'uniform', 'one-hot')),
@@ -197,6 +220,7 @@ SCHEMA = dict(
     stats_pixels_per_image=integer(1),
     rebalance_lambda=optional(number(low=0, high=1)),
     rebalance_sigma=number(above=0),
+    gmm_space=choice('polar', 'plane'),
     padding=choice('same', 'caffe'),
     fc_channels=integer(1),
     vgg16=optional(path()),
@@ -285,6 +309,21 @@ configurations[101] = dict(_DEMO, max_iteration=100, init_from=100)   # FCN-16s 
 configurations[102] = dict(_DEMO, max_iteration=100, init_from=101)   # FCN-8s from 101
 
 
+# Issue 11 (generalisation from few photos, 2 CPU cores): train on `get_photos.py --out DIR`
+# (-d DIR).  An epoch is 17 photos x 16 crops = 272 views (68 steps of 4); validation (2 whole photos
+# resized) every 100 steps.  experiments/quality.py sets max_iteration from a time budget (--max-iter).
+_GENERALISE = dict(
+    optim='Adam', lr=1e-3, momentum=0.9, weight_decay=0.0, loss_reduction='mean',
+    im_size=(128, 128), batch_size=4, binning='soft', numbins=32, img_lowpass=4, gmm_space='plane',
+    rebalance_lambda=0.5, stats_num_images=500, stats_pixels_per_image=2000, fc_channels=512,
+    crops_per_photo=16, aug_crop_area=[0.2, 1.0], aug_crop_aspect=[3 / 4, 4 / 3], aug_hflip=True,
+    interval_validate=100, viz_images=4,
+)
+configurations[110] = dict(_GENERALISE, max_iteration=1500)                  # FCN-32s
+configurations[111] = dict(_GENERALISE, max_iteration=500, init_from=110)    # FCN-16s from 110
+configurations[112] = dict(_GENERALISE, max_iteration=500, init_from=111)    # FCN-8s from 111
+
+
 def get_config(number):
     """DEFAULTS updated with ``configurations[number]`` (a fresh dict), checked against SCHEMA."""
     if number not in configurations:
@@ -313,6 +352,33 @@ configurations[199] = dict(
     _DEMO, max_iteration=4, im_size=(64, 64), batch_size=2, numbins=8, fc_channels=32,
     stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
     workers=0,
+)
+
+
+# experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.
+# A budget in minutes becomes iterations through the reference throughput below (measured on the
+# project's 2-core CPU by bench/bench_quality.py), so the same command trains the same iterations on
+# any machine; a slower machine takes longer.
+QUALITY_EXPERIMENT = dict(
+    chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
+    budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
+    stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
+    reference_images_per_s=(2.5, 2.5, 2.5),  # training images/s of each stage on the reference CPU
+    seeds=(0, 1),               # seeds of every variant; the default invocation trains the first only
+    decodings=('annealed', 'mean', 'mode'),  # decoding variant: one model, three decodings
+    # variant -> arm -> --set overrides of the chain's first stage (same iterations as its FCN-32s);
+    # an arm equal to the default config reuses the default chain's FCN-32s run.  'stages' (the chain
+    # with every seed) and 'decoding' (evaluations only) are built in.
+    variants=dict(
+        rebalance=dict(off=dict(rebalance_lambda=None), on=dict(rebalance_lambda=0.5)),
+        gmm_space=dict(polar=dict(gmm_space='polar'), plane=dict(gmm_space='plane')),
+        augmentation=dict(off=dict(crops_per_photo=1, aug_crop_area=None, aug_hflip=False), on=dict()),
+        binning=dict(gmm=dict(binning='soft'), uniform=dict(binning='uniform', numbins=36)),  # 6x6 grid
+        numbins=dict(K16=dict(numbins=16), K32=dict(numbins=32), K64=dict(numbins=64)),
+    ),
+    variant_order=('stages', 'rebalance', 'gmm_space', 'augmentation', 'binning', 'numbins', 'decoding'),
+    choose_on='auc_rebal',      # validation metric that picks an arm (higher is better)
+    overrun_warning=2.0,        # warn when a run's wall time exceeds this multiple of its budget
 )
 
 

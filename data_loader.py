@@ -35,11 +35,12 @@ LISTS_DIR = os.path.join(REPO_DIR, 'lists')
 BUNDLED_DIR = os.path.join(REPO_DIR, 'data', 'bundled')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 BINNINGS = ('soft', 'uniform', 'one-hot')
+GMM_SPACES = ('polar', 'plane')   # GMM fitted on (H, C), or on the chroma plane (C cos 2piH, C sin 2piH)
 
 ENCODE_BLOCK_PIXELS_CPU = 8192  # pixels per block of GMMBins.encode on a CPU (cache-sized temporaries)
-# Pruned posteriors (CPU): the (H, C) unit square is cut into PRUNE_GRID^2 cells; a component whose
-# log-posterior is provably PRUNE_LOG_MARGIN below the best one everywhere in a cell gets exactly 0
-# there (each such posterior < e^-20 = 2e-9, all of them < K * 2e-9).
+# Pruned posteriors (CPU): the GMM's square ((H, C) in [0, 1]^2, the plane's [-1, 1]^2) is cut into
+# PRUNE_GRID^2 cells; a component whose log-posterior is provably PRUNE_LOG_MARGIN below the best one
+# everywhere in a cell gets exactly 0 there (each such posterior < e^-20 = 2e-9, all of them < K * 2e-9).
 PRUNE_GRID = 64
 PRUNE_LOG_MARGIN = 20.0
 PRUNE_BOX_PAD = 1e-6  # cells reach this far past their edges: float32 low-pass output may be 1 + 2e-7
@@ -66,17 +67,132 @@ class UnreadableImage(Exception):
 
 
 # --------------------------------------------------------------------------
+# training views: random resized crops and mirror images
+# --------------------------------------------------------------------------
+
+EXIF_ORIENTATION = 0x0112
+EXIF_TRANSPOSED = (5, 6, 7, 8)   # orientations whose upright image swaps width and height
+CROP_TRIES = 10                  # random crops drawn before falling back to a centred one
+
+
+def upright_size(img):
+    """(width, height) of ``img`` once its EXIF orientation is applied, from the header."""
+    width, height = img.size
+    try:
+        transposed = img.getexif().get(EXIF_ORIENTATION) in EXIF_TRANSPOSED
+    except Exception:   # a broken EXIF block: exif_transpose will judge the file
+        transposed = False
+    return (height, width) if transposed else (width, height)
+
+
+def random_crop_box(rng, width, height, area, aspect, tries=CROP_TRIES):
+    """(left, top, right, bottom) pixels of a random crop of a ``width x height`` photo.
+
+    The crop's share of the area is uniform in ``area`` (min, max), its aspect
+    (width / height) log-uniform in ``aspect``, its place uniform; after ``tries``
+    draws that do not fit, the largest centred crop whose aspect is in range.
+    """
+    log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
+    for _ in range(tries):
+        target = width * height * rng.uniform(*area)
+        ratio = math.exp(rng.uniform(*log_aspect))
+        w, h = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            return left, top, left + w, top + h
+    w, h = width, height
+    if width / height < aspect[0]:
+        h = max(1, min(height, int(round(width / aspect[0]))))
+    elif width / height > aspect[1]:
+        w = max(1, min(width, int(round(height * aspect[1]))))
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+class PhotoView:
+    """One training view of a photo: a random resized crop and/or a mirror image.
+
+    Drawn from ``rng`` when the photo's size is known (:meth:`box`); the crop is
+    kept as fractions of the photo so that a JPEG decoded at a reduced DCT scale
+    is cut at the same place.
+    """
+
+    def __init__(self, rng, crop_area=None, crop_aspect=(3 / 4, 4 / 3), hflip=False):
+        self.rng, self.crop_area, self.crop_aspect = rng, crop_area, crop_aspect
+        self.flip = bool(hflip and rng.random() < 0.5)
+        self._box = None
+
+    def box(self, width, height):
+        """(left, top, right, bottom) of the crop as fractions of the upright photo (drawn once)."""
+        if self._box is None:
+            if self.crop_area is None:
+                self._box = (0.0, 0.0, 1.0, 1.0)
+            else:
+                left, top, right, bottom = random_crop_box(self.rng, width, height, self.crop_area,
+                                                           self.crop_aspect)
+                self._box = (left / width, top / height, right / width, bottom / height)
+        return self._box
+
+    def apply(self, img, box):
+        """The crop ``box`` (fractions) of PIL ``img``, mirrored if this view flips."""
+        width, height = img.size
+        pixels = (int(round(box[0] * width)), int(round(box[1] * height)),
+                  int(round(box[2] * width)), int(round(box[3] * height)))
+        pixels = (pixels[0], pixels[1], max(pixels[2], pixels[0] + 1), max(pixels[3], pixels[1] + 1))
+        if pixels != (0, 0, width, height):
+            img = img.crop(pixels)
+        return img.transpose(Image.FLIP_LEFT_RIGHT) if self.flip else img
+
+
+class Augmentation:
+    """Training views: ``crops_per_photo`` per photo per epoch, each a :class:`PhotoView`.
+
+    A view depends only on (seed, epoch, sample index in the epoch), so a resumed
+    run and any DataLoader worker draw the same one; each epoch draws new ones.
+    """
+
+    def __init__(self, seed=0, crops_per_photo=1, crop_area=None, crop_aspect=(3 / 4, 4 / 3), hflip=False):
+        if int(crops_per_photo) < 1:
+            raise ValueError('crops_per_photo must be >= 1, got %r' % (crops_per_photo,))
+        if crop_area is not None and not 0 < crop_area[0] <= crop_area[1] <= 1:
+            raise ValueError('aug_crop_area must be (min, max) with 0 < min <= max <= 1, got %r' % (crop_area,))
+        if not 0 < crop_aspect[0] <= crop_aspect[1]:
+            raise ValueError('aug_crop_aspect must be (min, max) with 0 < min <= max, got %r' % (crop_aspect,))
+        self.seed, self.crops_per_photo = int(seed), int(crops_per_photo)
+        self.crop_area = None if crop_area is None else tuple(crop_area)
+        self.crop_aspect, self.hflip = tuple(crop_aspect), bool(hflip)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg['seed'], cfg['crops_per_photo'], cfg['aug_crop_area'], cfg['aug_crop_aspect'],
+                   cfg['aug_hflip'])
+
+    @property
+    def changes_pixels(self):
+        return self.crop_area is not None or self.hflip
+
+    def view(self, epoch, index):
+        """The :class:`PhotoView` of sample ``index`` of ``epoch`` (None when views are whole photos)."""
+        if not self.changes_pixels:
+            return None
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
+        return PhotoView(rng, self.crop_area, self.crop_aspect, self.hflip)
+
+
+# --------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------
 
-def load_rgb(path, max_pixels, draft_size=None, resize_to=None):
+def load_rgb(path, max_pixels, draft_size=None, resize_to=None, view=None):
     """Read any PIL-readable image as uint8 RGB ``[H, W, 3]``, EXIF orientation applied.
 
     ``draft_size`` (an int) lets a JPEG decode at the smallest DCT scale (1/2,
     1/4, 1/8) that keeps both sides >= ``draft_size`` (libjpeg's scaled decoding,
     :meth:`PIL.Image.Image.draft`): several times faster for large photos that
-    are resized down anyway.  ``resize_to`` ``(height, width)``: bilinear resize
-    (as the seed) before the pixels leave PIL.
+    are resized down anyway; with a ``view`` both sides of its crop stay >= ``draft_size``.
+    ``view`` (a :class:`PhotoView`): crop and mirror the photo, in the
+    coordinates of the full-size, upright photo, before the resize.  ``resize_to``
+    ``(height, width)``: bilinear resize (as the seed) before the pixels leave PIL.
 
     Grey, palette, CMYK, RGBA (composited on white) and 16-bit images are
     converted; images of more than ``max_pixels`` pixels are refused from their
@@ -89,8 +205,10 @@ def load_rgb(path, max_pixels, draft_size=None, resize_to=None):
             if img.width * img.height > max_pixels:
                 raise UnreadableImage('%dx%d pixels is over the limit of %d (max_image_pixels)'
                                       % (img.width, img.height, max_pixels))
+            box = view.box(*upright_size(img)) if view is not None else (0.0, 0.0, 1.0, 1.0)
             if draft_size and isinstance(img, JpegImagePlugin.JpegImageFile):   # also MPO (phone photos)
-                img.draft('RGB', (draft_size, draft_size))
+                cover = math.ceil(draft_size / min(box[2] - box[0], box[3] - box[1]))
+                img.draft('RGB', (cover, cover))
             ImageOps.exif_transpose(img, in_place=True)
             if img.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
                 arr = np.asarray(img, dtype=np.float64)
@@ -105,6 +223,8 @@ def load_rgb(path, max_pixels, draft_size=None, resize_to=None):
                 background = Image.new('RGBA', img.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, img.convert('RGBA'))
             img = img.convert('RGB')
+            if view is not None:
+                img = view.apply(img, box)
             if resize_to is not None and img.size != (resize_to[1], resize_to[0]) and min(img.size) >= 1:
                 img = img.resize((resize_to[1], resize_to[0]), Image.BILINEAR)
             rgb = np.asarray(img)
@@ -236,7 +356,7 @@ class ColorizeImageNet(torch.utils.data.Dataset):
     def __init__(self, root, split='train', set='small', bins='soft', num_hc_bins=128,
                  img_lowpass=None, im_size=(256, 256), gmm_path=None, mean_l_path=None,
                  uniform_sigma='default', files=None, max_image_pixels=Image.MAX_IMAGE_PIXELS,
-                 list_dir=None, jpeg_draft=True):
+                 list_dir=None, jpeg_draft=True, gmm_space='polar', augmentation=None):
         if bins not in BINNINGS:
             raise ValueError('unknown binning %r (choose from %s)' % (bins, BINNINGS))
         self.root, self.split, self.set = root, split, set
@@ -244,6 +364,10 @@ class ColorizeImageNet(torch.utils.data.Dataset):
         self.im_size = tuple(im_size)
         self.gmm_path, self.mean_l_path, self.uniform_sigma = gmm_path, mean_l_path, uniform_sigma
         self.max_image_pixels, self.jpeg_draft = max_image_pixels, jpeg_draft
+        if gmm_space not in GMM_SPACES:
+            raise ValueError('unknown gmm_space %r (choose from %s)' % (gmm_space, GMM_SPACES))
+        self.gmm_space = gmm_space
+        self.augmentation = augmentation or Augmentation()
         if files is None:
             self.list_path = resolve_list(root, set, split, list_dir)
             files = read_list(self.list_path)
@@ -254,7 +378,17 @@ class ColorizeImageNet(torch.utils.data.Dataset):
             raise ValueError('no images in %s' % (self.list_path or root))
 
     def __len__(self):
-        return len(self.files)
+        """Samples per epoch: ``crops_per_photo`` views of every photo."""
+        return len(self.files) * self.augmentation.crops_per_photo
+
+    def photo_and_view(self, sample):
+        """Sample number -> (photo index, :class:`PhotoView` or None).
+
+        ``sample`` may count on across epochs (``epoch * len(self) + index``, as
+        ``ResumableSampler(numbered_by_epoch=True)`` yields them): the epoch picks new views.
+        """
+        epoch, index = divmod(int(sample), len(self))
+        return index % len(self.files), self.augmentation.view(epoch, index)
 
     def describe(self):
         return self.list_path or self.root
@@ -262,14 +396,17 @@ class ColorizeImageNet(torch.utils.data.Dataset):
     def path(self, index):
         return os.path.join(self.root, self.files[index])
 
-    def load_resized(self, index):
-        """uint8 ``[H, W, 3]`` at ``im_size`` (bilinear, as the seed); raises UnreadableImage."""
+    def load_resized(self, index, view=None):
+        """Photo ``index`` (its ``view``, else whole) as uint8 ``[H, W, 3]`` at ``im_size`` (bilinear,
+        as the seed); raises UnreadableImage."""
         draft = max(self.im_size) if self.jpeg_draft else None
-        return load_rgb(self.path(index), self.max_image_pixels, draft, resize_to=self.im_size)
+        return load_rgb(self.path(index), self.max_image_pixels, draft, resize_to=self.im_size, view=view)
 
-    def __getitem__(self, index):
+    def __getitem__(self, sample):
+        """-> (uint8 ``[3, H, W]`` or None, photo index, why unreadable)."""
+        index, view = self.photo_and_view(sample)
         try:
-            rgb = self.load_resized(index)
+            rgb = self.load_resized(index, view)
         except UnreadableImage as err:
             return None, index, str(err)
         return torch.from_numpy(np.array(rgb)).permute(2, 0, 1), index, ''
@@ -280,7 +417,8 @@ class ColorizeImageNet(torch.utils.data.Dataset):
         Tries up to ``max_tries`` files spread over the whole list and stops at
         the first readable one.
         """
-        tries = np.unique(np.linspace(0, len(self) - 1, min(len(self), max_tries)).round().astype(int))
+        n = len(self.files)
+        tries = np.unique(np.linspace(0, n - 1, min(n, max_tries)).round().astype(int))
         reasons = []
         for index in tries:
             try:
@@ -292,9 +430,9 @@ class ColorizeImageNet(torch.utils.data.Dataset):
                          % (self.describe(), len(tries), '; '.join(reasons[:3])))
 
     def sample_pixels(self, num_images, pixels_per_image, seed):
-        """Random (H, C, L) pixels ``[N, 3]`` from up to ``num_images`` random images."""
+        """Random (H, C, L) pixels ``[N, 3]`` from up to ``num_images`` random whole images."""
         rng = np.random.RandomState(seed)
-        order = rng.permutation(len(self))[:num_images]
+        order = rng.permutation(len(self.files))[:num_images]
         samples = []
         for index in order:
             try:
@@ -339,11 +477,12 @@ class ColorizeImageNet(torch.utils.data.Dataset):
             if self.bins == 'soft':
                 if self.gmm_path and os.path.isfile(self.gmm_path):
                     bins = GMMBins.load(self.gmm_path)
-                    if bins.num_bins != self.num_hc_bins:
-                        raise ValueError('%s holds %d GMM bins, the run asks for %d'
-                                         % (self.gmm_path, bins.num_bins, self.num_hc_bins))
+                    if bins.num_bins != self.num_hc_bins or bins.space != self.gmm_space:
+                        raise ValueError('%s holds %d GMM bins fitted in %s space, the run asks for %d in %s '
+                                         'space (gmm_space)' % (self.gmm_path, bins.num_bins, bins.space,
+                                                                self.num_hc_bins, self.gmm_space))
                 else:
-                    bins = GMMBins.fit(pixels()[:, :2], self.num_hc_bins, seed)
+                    bins = GMMBins.fit(pixels()[:, :2], self.num_hc_bins, seed, self.gmm_space)
                     if self.gmm_path:
                         bins.save(self.gmm_path)
             elif self.bins == 'uniform':
@@ -365,6 +504,13 @@ class ColorizeImageNet(torch.utils.data.Dataset):
                     save_array(cached, prior)
             class_weights = rebalancing_weights(prior, rebalance_lambda)
         return ColorEncoder(bins, mean_l, self.img_lowpass, class_weights)
+
+
+def hue_chroma_to_plane_np(hc):
+    """(H, C) ``[N, 2]`` -> (C cos 2piH, C sin 2piH) ``[N, 2]`` float64 numpy."""
+    hc = np.asarray(hc, np.float64)
+    angle = 2.0 * math.pi * hc[:, 0]
+    return np.stack([hc[:, 1] * np.cos(angle), hc[:, 1] * np.sin(angle)], 1)
 
 
 def rgb_to_hcl_flat(rgb):
@@ -425,18 +571,25 @@ def quadratic_range_over_boxes(coefficients, h0, h1, c0, c1):
 
 
 class GMMBins:
-    """K Gaussian bins in (H, C) with full 2x2 covariances; posteriors are soft targets.
+    """K Gaussian bins with full 2x2 covariances; posteriors are soft targets.
 
-    ``weights [K]``, ``means [K, 2]``, ``covariances [K, 2, 2]`` (float64 numpy).
+    ``weights [K]``, ``means [K, 2]``, ``covariances [K, 2, 2]`` (float64 numpy), in the
+    coordinates of ``space``: ``'polar'`` (H, C), as the seed, or ``'plane'``
+    (C cos 2piH, C sin 2piH), where reds at H = 0.98 and H = 0.02 are neighbours.
+    Pixels always come in and centres go out as (H, C).
     """
 
     binning = 'soft'
 
-    def __init__(self, weights, means, covariances, binning='soft'):
+    def __init__(self, weights, means, covariances, binning='soft', space='polar'):
         self.weights = np.asarray(weights, np.float64)
         self.means = np.asarray(means, np.float64)
         self.covariances = np.asarray(covariances, np.float64)
         self.binning = binning
+        if space not in GMM_SPACES:
+            raise ValueError('unknown gmm_space %r (choose from %s)' % (space, GMM_SPACES))
+        self.space = space
+        self.square = (0.0, 1.0) if space == 'polar' else (-1.0, 1.0)   # where the pixels' coordinates lie
         k = len(self.weights)
         if self.means.shape != (k, 2) or self.covariances.shape != (k, 2, 2):
             raise ValueError('GMM arrays do not describe K=%d 2-D components' % k)
@@ -457,19 +610,34 @@ class GMMBins:
     @property
     def centres(self):
         """``[K, 2]`` (H, C) of each bin, for decoding."""
-        return torch.from_numpy(self.means).float()
+        if self.space == 'polar':
+            return torch.from_numpy(self.means).float()
+        hue, chroma = utils.plane_to_hue_chroma(torch.from_numpy(self.means.T.copy()))
+        return torch.stack([hue, chroma], 1).float()
+
+    @property
+    def centres_on_plane(self):
+        """``[K, 2]`` float64 numpy: each bin's centre on the chroma plane."""
+        if self.space == 'plane':
+            return self.means
+        return hue_chroma_to_plane_np(self.means)
+
+    def coordinates(self, hc):
+        """(H, C) pixels ``[N, 2]`` (numpy) -> this GMM's coordinates ``[N, 2]``."""
+        return np.asarray(hc, np.float64) if self.space == 'polar' else hue_chroma_to_plane_np(hc)
 
     @classmethod
-    def fit(cls, hc, num_bins, seed):
-        """Fit scikit-learn's GaussianMixture (full covariance, k-means init) on ``[N, 2]`` pixels."""
+    def fit(cls, hc, num_bins, seed, space='polar'):
+        """Fit scikit-learn's GaussianMixture (full covariance, k-means init) on ``[N, 2]`` (H, C)
+        pixels, in the coordinates of ``space``."""
         from sklearn.mixture import GaussianMixture
         if len(hc) < num_bins:
             raise ValueError('%d sampled pixels cannot fit %d GMM bins: sample more pixels '
                              '(stats_pixels_per_image) or use fewer bins (-k)' % (len(hc), num_bins))
         gmm = GaussianMixture(n_components=num_bins, covariance_type='full',
                               init_params='kmeans', random_state=seed)
-        gmm.fit(hc)
-        return cls(gmm.weights_, gmm.means_, gmm.covariances_)
+        gmm.fit(hc if space == 'polar' else hue_chroma_to_plane_np(hc))
+        return cls(gmm.weights_, gmm.means_, gmm.covariances_, space=space)
 
     @classmethod
     def uniform_grid(cls, num_bins, sigma='default'):
@@ -489,17 +657,21 @@ class GMMBins:
 
     @classmethod
     def load(cls, path):
+        """A GMM saved by :meth:`save` (files without ``space`` are from before it: polar)."""
         with np.load(path, allow_pickle=False) as z:
-            return cls(z['weights'], z['means'], z['covariances'])
+            space = str(z['space']) if 'space' in z.files else 'polar'
+            return cls(z['weights'], z['means'], z['covariances'], space=space)
 
     def save(self, path):
         tmp = path + '.tmp%d.npz' % os.getpid()
-        np.savez(tmp, weights=self.weights, means=self.means, covariances=self.covariances)
+        extra = {} if self.space == 'polar' else {'space': np.array(self.space)}   # polar: the seed's files
+        np.savez(tmp, weights=self.weights, means=self.means, covariances=self.covariances, **extra)
         os.replace(tmp, path)
 
     def _coefficients(self):
         """``[6, K]`` float64: mu_h, mu_c, a, b, e, log_norm of each component.
 
+        (h, c) stand for the GMM's two coordinates (H, C, or the plane's two axes).
         With U lower triangular (U U^T = Sigma^-1) and d = (h - mu_h, c - mu_c),
         |U^T d|^2 / 2 = (a d_h + b d_c)^2 + e d_c^2, a = U00/sqrt2, b = U10/sqrt2, e = U11^2/2,
         and log w_k N_k = log_norm_k - that.
@@ -517,15 +689,16 @@ class GMMBins:
         return self._device_cache[key]
 
     def candidates(self, grid=PRUNE_GRID, margin=PRUNE_LOG_MARGIN):
-        """``[grid^2, M]`` component indices per (H, C) cell, and which of them are candidates.
+        """``[grid^2, M]`` component indices per cell, and which of them are candidates.
 
-        Cell ``i * grid + j`` covers H in [i, i+1] / grid, C in [j, j+1] / grid.
+        Cell ``i * grid + j`` covers the first coordinate in [i, i+1] / grid, the second in
+        [j, j+1] / grid of :attr:`square` (the unit square: H, C).
         Component k is a candidate there unless max over the cell of its log
         w_k N_k is below max_j min over the cell of log w_j N_j minus ``margin``
         (then its posterior is < e^-margin at every point of the cell).  Each
         row lists the candidates first, then other components to fill M slots.
         """
-        edges = np.linspace(0.0, 1.0, grid + 1)
+        edges = np.linspace(*self.square, grid + 1)
         pad = PRUNE_BOX_PAD
         h0, c0 = np.meshgrid(edges[:-1] - pad, edges[:-1] - pad, indexing='ij')
         h1, c1 = np.meshgrid(edges[1:] + pad, edges[1:] + pad, indexing='ij')
@@ -547,28 +720,32 @@ class GMMBins:
                                        torch.as_tensor(order, device=device))
         return self._device_cache[key]
 
-    def prunes(self, hue, chroma):
+    def prunes(self, x0, x1):
         """Whether :meth:`encode` computes only the candidates: on a CPU, with every cell at
-        most K/2 candidates and (H, C) ``[B, n]`` inside the cells' boxes."""
-        if hue.device.type != 'cpu' or hue.numel() == 0:
+        most K/2 candidates and the GMM coordinates ``[B, n]`` inside the cells' boxes."""
+        if x0.device.type != 'cpu' or x0.numel() == 0:
             return False
-        if self._pruned_params_on(hue.device)[1].shape[1] > self.num_bins // 2:
+        if self._pruned_params_on(x0.device)[1].shape[1] > self.num_bins // 2:
             return False
-        low, high = -PRUNE_BOX_PAD, 1.0 + PRUNE_BOX_PAD
-        return bool(hue.min() >= low and hue.max() <= high and chroma.min() >= low and chroma.max() <= high)
+        low, high = self.square[0] - PRUNE_BOX_PAD, self.square[1] + PRUNE_BOX_PAD
+        return bool(x0.min() >= low and x0.max() <= high and x1.min() >= low and x1.max() <= high)
 
     def encode(self, hue, chroma, prune=None):
         """(H, C) ``[B, H, W]`` -> posterior over the K bins ``[B, K, H, W]`` (sums to 1).
 
+        The pixels go to the GMM's coordinates (the chroma plane for ``space='plane'``);
         log w_k N_k(x) - in float32 but centred on each mean first (no cancellation;
         equals scikit-learn's ``predict_proba`` within 1e-4) - then a softmax over K.
         ``prune`` (default :meth:`prunes`) computes only each cell's candidates
-        (:meth:`candidates`; H and C must lie in the unit square) and scatters them
+        (:meth:`candidates`; the coordinates must lie in :attr:`square`) and scatters them
         into zeros; otherwise all K, in blocks of pixels whose temporaries stay in
         cache on a CPU.
         """
         batch, image_shape, n_pix = hue.shape[0], hue.shape[1:], hue[0].numel()
         hue, chroma = hue.reshape(batch, -1).float(), chroma.reshape(batch, -1).float()
+        if self.space == 'plane':
+            angle = hue * (2.0 * math.pi)                      # from here on the plane's two axes
+            hue, chroma = chroma * torch.cos(angle), chroma * torch.sin(angle)
         if prune is None:
             prune = self.prunes(hue, chroma)
         fill = self._encode_pruned if prune else self._encode_dense
@@ -590,10 +767,12 @@ class GMMBins:
         torch.softmax(logp, 0, out=out)
 
     def _encode_pruned(self, hue, chroma, out):
-        """``[n]`` H, C in the unit square -> the candidates' posteriors written into zeros ``out [K, n]``."""
+        """``[n]`` coordinates in :attr:`square` -> the candidates' posteriors written into zeros ``out [K, n]``."""
         tables, index = self._pruned_params_on(hue.device)
         grid = PRUNE_GRID
-        cell = (hue * grid).long().clamp_(0, grid - 1).mul_(grid).add_((chroma * grid).long().clamp_(0, grid - 1))
+        low, scale = self.square[0], grid / (self.square[1] - self.square[0])
+        cell = ((hue - low) * scale).long().clamp_(0, grid - 1).mul_(grid).add_(
+            ((chroma - low) * scale).long().clamp_(0, grid - 1))
         mu_h, mu_c, a, b, e, log_norm = (t.index_select(0, cell) for t in tables)   # each [n, M]
         d_c = chroma[:, None] - mu_c
         logp = (hue[:, None] - mu_h).mul_(a).addcmul_(d_c, b).square_()
@@ -614,8 +793,7 @@ class GMMBins:
                            torch.from_numpy(hc[:, 1]).view(1, -1, 1))
         prior = post.double().mean(dim=(0, 2, 3)).numpy()
         if sigma:
-            ab = utils.hue_chroma_to_plane(torch.from_numpy(self.means[:, 0]),
-                                           torch.from_numpy(self.means[:, 1])).numpy().T  # [K, 2]
+            ab = self.centres_on_plane                                                  # [K, 2]
             dist2 = ((ab[:, None, :] - ab[None, :, :]) ** 2).sum(-1)
             kernel = np.exp(-0.5 * dist2 / sigma ** 2)
             prior = kernel @ prior / kernel.sum(1)
@@ -624,7 +802,8 @@ class GMMBins:
     def state(self):
         """Plain tensors for a checkpoint (``torch.load(weights_only=True)`` reads them)."""
         return {'binning': self.binning, 'weights': torch.from_numpy(self.weights),
-                'means': torch.from_numpy(self.means), 'covariances': torch.from_numpy(self.covariances)}
+                'means': torch.from_numpy(self.means), 'covariances': torch.from_numpy(self.covariances),
+                'space': self.space}
 
 
 class OneHotBins:
@@ -693,7 +872,7 @@ def bins_from_state(state):
     if state['binning'] == 'one-hot':
         return OneHotBins(int(state['num_bins']))
     return GMMBins(state['weights'].numpy(), state['means'].numpy(), state['covariances'].numpy(),
-                   binning=state['binning'])
+                   binning=state['binning'], space=state.get('space', 'polar'))   # older checkpoints: polar
 
 
 # --------------------------------------------------------------------------
@@ -770,27 +949,39 @@ class ColorEncoder:
 def make_datasets(dataset_path, cfg, run_dir, binning, num_bins):
     """(train, val) datasets for ``-d`` (ImageNet root, photo folder, or None = bundled set).
 
-    Photo folders are split by :func:`hash_split`; the split is written into
-    ``run_dir`` (``split_train.txt``, ``split_val.txt``) and re-read on resume.
+    A photo folder that holds ``split_train.txt`` and ``split_val.txt`` (as
+    ``experiments/get_photos.py`` writes) is split by them, any other by
+    :func:`hash_split`; the split is written into ``run_dir`` (``split_train.txt``,
+    ``split_val.txt``) and re-read on resume.  Only the training set draws
+    augmented views (``crops_per_photo``, ``aug_*``); validation sees whole photos.
     """
     common = dict(bins=binning, num_hc_bins=num_bins, img_lowpass=cfg.get('img_lowpass'),
                   im_size=cfg['im_size'], uniform_sigma=cfg.get('uniform_sigma', 'default'),
                   gmm_path=os.path.join(run_dir, 'gmm.npz'),
                   mean_l_path=os.path.join(run_dir, 'mean_l.npy'),
-                  max_image_pixels=cfg['max_image_pixels'], jpeg_draft=cfg['jpeg_draft'])
+                  max_image_pixels=cfg['max_image_pixels'], jpeg_draft=cfg['jpeg_draft'],
+                  gmm_space=cfg['gmm_space'])
+    train_views = dict(augmentation=Augmentation.from_config(cfg))
     if dataset_path and is_imagenet_root(dataset_path):
-        return (ColorizeImageNet(dataset_path, 'train', cfg['train_set'], list_dir=run_dir, **common),
+        return (ColorizeImageNet(dataset_path, 'train', cfg['train_set'], list_dir=run_dir, **common, **train_views),
                 ColorizeImageNet(dataset_path, 'val', cfg['val_set'], list_dir=run_dir, **common))
     if dataset_path is None:
         root = materialise_bundled()
         files = find_images(root)
-        return (ColorizeImageNet(root, 'train', files=files, **common),
+        return (ColorizeImageNet(root, 'train', files=files, **common, **train_views),
                 ColorizeImageNet(root, 'val', files=files, **common))
     if not os.path.isdir(dataset_path):
         raise FileNotFoundError('dataset folder %s does not exist' % dataset_path)
     split_files = [os.path.join(run_dir, 'split_%s.txt' % s) for s in ('train', 'val')]
+    given_files = [os.path.join(dataset_path, 'split_%s.txt' % s) for s in ('train', 'val')]
     if all(os.path.isfile(p) for p in split_files):
         train, val = (read_list(p) for p in split_files)
+    elif all(os.path.isfile(p) for p in given_files):
+        train, val = (read_list(p) for p in given_files)
+        for given, copy, split in zip(given_files, split_files, (train, val)):
+            if not split:
+                raise ValueError('%s lists no photo' % given)
+            write_list(copy, split)
     else:
         files = find_images(dataset_path)
         if not files:
@@ -798,7 +989,7 @@ def make_datasets(dataset_path, cfg, run_dir, binning, num_bins):
         train, val = hash_split(files, cfg['val_fraction'])
         for path, split in zip(split_files, (train, val)):
             write_list(path, split)
-    return (ColorizeImageNet(dataset_path, 'train', files=train, **common),
+    return (ColorizeImageNet(dataset_path, 'train', files=train, **common, **train_views),
             ColorizeImageNet(dataset_path, 'val', files=val, **common))
 
 

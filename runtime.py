@@ -197,12 +197,15 @@ class ResumableSampler(torch.utils.data.Sampler):
     round-robin to the ``world_size`` ranks, padded by repeating the first
     ones so that every rank gets as many (as DistributedSampler).  One step of
     all ranks consumes ``batch_size * world_size`` positions, so a checkpoint's
-    position means the same under any number of processes.
+    position means the same under any number of processes.  With
+    ``numbered_by_epoch`` it yields ``epoch * n + i`` for item ``i``, so that a
+    dataset (in any worker process) knows the epoch of each sample.
     """
 
-    def __init__(self, n, shuffle, seed, rank=0, world_size=1, pad=True):
+    def __init__(self, n, shuffle, seed, rank=0, world_size=1, pad=True, numbered_by_epoch=False):
         self.n, self.shuffle, self.seed = n, shuffle, seed
         self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.numbered_by_epoch = numbered_by_epoch
         self.epoch, self.start = 0, 0
 
     def set_position(self, epoch, start=0):
@@ -215,6 +218,8 @@ class ResumableSampler(torch.utils.data.Sampler):
         else:
             order = list(range(self.n))
         order = order[self.start:]
+        if self.numbered_by_epoch:
+            order = [self.epoch * self.n + i for i in order]
         if self.pad and order:
             order += [order[i % len(order)] for i in range(-len(order) % self.world_size)]
         return order[self.rank::self.world_size]

@@ -53,7 +53,8 @@ MODEL_BEST = 'model_best.pth.tar'
 SKIPPED_FILES = 'skipped_files.txt'
 SKIPPED_COUNT = 'skipped_count.txt'
 # config keys that define the colour targets: fixed for the whole of a run, resumes included
-ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma')
+ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma',
+                'gmm_space')
 
 
 class TrainingStopped(RuntimeError):
@@ -317,7 +318,8 @@ class Trainer:
         self.vgg16_record = vgg16_record   # the VGG16 weights the run started from (file, hash), or None
         self.model, self.encoder = model, encoder
         self.train_set, self.val_set = train_set, val_set
-        self.train_sampler = ResumableSampler(len(train_set), True, cfg['seed'], runtime.rank, runtime.world_size)
+        self.train_sampler = ResumableSampler(len(train_set), True, cfg['seed'], runtime.rank, runtime.world_size,
+                                              numbered_by_epoch=True)   # new augmented views each epoch
         self.val_sampler = ResumableSampler(len(val_set), False, cfg['seed'], runtime.rank, runtime.world_size,
                                             pad=False)
         self.train_loader = make_loader(train_set, self.train_sampler, cfg['batch_size'], cfg, runtime, workers)

@@ -62,9 +62,13 @@ def train_rows_written(run_dir):
         return 0
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir):
-    steps = 6
-    args = ['-d', photo_folder, '--max-iter', steps, '--save-interval', 3]
+AUGMENTED = ['--set', 'aug_crop_area=[0.3,0.9]', '--set', 'aug_hflip=true']   # new views each epoch
+
+
+@pytest.mark.parametrize('views', [[], AUGMENTED], ids=['whole-photos', 'augmented'])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir, views):
+    steps = 6                                     # 9 training photos, 2 a step: the run crosses an epoch
+    args = ['-d', photo_folder, '--max-iter', steps, '--save-interval', 3] + views
     reference, killed = os.path.join(work_dir, 'reference'), os.path.join(work_dir, 'killed')
     err = os.path.join(work_dir, 'stderr.txt')
     finish(start_training(reference, '-o', reference, *args, log_to=err), err)
@@ -120,6 +124,28 @@ def test_loader_position_and_workers_leave_the_batches_and_the_global_rng_alone(
     assert all(torch.equal(a['rgb'], b['rgb']) for a, b in zip(whole[2:], tail))
     expected = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(7 + 2)).tolist()
     assert [i for b in whole for i in b['index'].tolist()] == expected
+
+
+def test_augmented_views_do_not_depend_on_the_loader_position_or_workers(photo_folder):
+    """Epoch 3 of a 2-crops-per-photo set, whole or started mid-epoch with 2 workers: the same views;
+    epoch 4 draws other ones."""
+    files = data_loader.find_images(photo_folder)[:4]
+    dataset = data_loader.ColorizeImageNet(photo_folder, files=files, im_size=(16, 16),
+                                           augmentation=data_loader.Augmentation(7, 2, (0.2, 0.8), hflip=True))
+    cfg = {'seed': 7, 'prefetch_factor': 2}
+    process = runtime.Runtime(None, config.get_config(199))
+
+    def epoch(number, start, workers):
+        sampler = runtime.ResumableSampler(len(dataset), True, cfg['seed'], numbered_by_epoch=True)
+        sampler.set_position(number, start)
+        return [b for b in trainer.make_loader(dataset, sampler, 2, cfg, process, workers)]
+
+    whole, tail, next_epoch = epoch(3, 0, 0), epoch(3, 4, 2), epoch(4, 0, 0)
+    assert [b['index'].tolist() for b in whole[2:]] == [b['index'].tolist() for b in tail]
+    assert all(torch.equal(a['rgb'], b['rgb']) for a, b in zip(whole[2:], tail))
+    assert sorted(i for b in whole for i in b['index'].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    views = {tuple(b['rgb'][j].flatten().tolist()) for b in whole + next_epoch for j in range(len(b['rgb']))}
+    assert len(views) == 16
 
 
 # --------------------------------------------------------------------------

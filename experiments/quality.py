@@ -1,0 +1,708 @@
+"""Does it generalise?  Train the default FCN-32s -> 16s -> 8s chain on a photo folder within a
+time budget, score it on the held-out test split, and compare one-change variants.
+
+    python experiments/quality.py --photos DIR --out DIR [--budget-min N] [--variants NAME,...|all]
+                                  [--seeds 0,1] [--val-list FILE] [--test-list FILE]
+                                  [--configs 110,111,112] [--set KEY=VALUE ...]
+
+DIR (``experiments/get_photos.py --out DIR``) holds the photos and ``split_train.txt``,
+``split_val.txt``, ``split_test.txt``.  The default invocation trains the first seed's chain
+(``config.QUALITY_EXPERIMENT``: configs 110 -> 111 -> 112, each stage from the previous one's
+best model), evaluates every stage on the validation and test splits with ``evaluate.py`` and
+writes ``OUT/results.md``, ``OUT/results.json``, ``OUT/default/model_best.pth.tar`` (the final
+stage) and ``OUT/default/test_grid.png`` (original | grayscale | model, every test photo).
+
+``--variants`` adds, for every seed, the one-change variants of the chain's FCN-32s stage, each
+trained for the same iterations as that stage (``all``, or names from
+``QUALITY_EXPERIMENT['variants']``, ``stages`` = the whole chain for every seed, ``decoding`` =
+the FCN-32s model decoded three ways).  An arm is chosen on the validation split; the tables show
+the test split, mean +- spread (half the range) over the seeds.
+
+The budget (minutes on the reference CPU) becomes iteration counts through the reference
+throughput in ``config.QUALITY_EXPERIMENT``, so the same command trains the same iterations on any
+machine (slower ones take longer).  Training runs as ``train_color_fcn*s.py`` child processes (their
+output goes to ``quality.log`` in each run folder); evaluations as ``evaluate.py`` children.
+Everything finished is reused: run it again with more ``--variants`` (or after an interruption)
+and only the missing runs are trained.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_DIR)
+
+import config  # noqa: E402
+import data_loader  # noqa: E402
+
+EXPERIMENT = config.QUALITY_EXPERIMENT
+METHODS = ('model', 'grayscale', 'target')
+METRICS = ('psnr', 'rmse', 'auc', 'auc_rebal', 'colorfulness')
+METRIC_NAMES = ('PSNR dB', 'RMSE (ab)', 'AuC %', 'AuC rebal. %', 'colourfulness')
+HIGHER_IS_BETTER = dict(psnr=True, rmse=False, auc=True, auc_rebal=True, colorfulness=True)
+SPLITS = ('val', 'test')
+DEFAULT_ARM = 'default'
+DONE_MARKER = 'quality_run.json'     # written into a run folder once its training finished
+PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
+GRID_CELL = 160                      # pixels of one thumbnail of the test grid
+
+
+class UserError(Exception):
+    """A mistake in the command line or the photo folder: one ``error:`` line, exit status 2."""
+
+
+# --------------------------------------------------------------------------
+# what to run
+# --------------------------------------------------------------------------
+
+class Run:
+    """One training run: an arm (a set of config overrides), a seed and a stage of the chain."""
+
+    def __init__(self, arm, overrides, seed, stage_index, arch, config_number, iterations, budget_s, out):
+        self.arm, self.overrides, self.seed = arm, overrides, seed
+        self.stage_index, self.arch, self.config_number = stage_index, arch, config_number
+        self.iterations, self.budget_s = iterations, budget_s
+        self.name = '%s/seed%d/%s' % (arm, seed, arch)
+        self.dir = os.path.join(out, arm, 'seed%d' % seed, arch)
+        self.previous = None          # the Run whose model_best initialises this one
+        self.failed = False
+
+    @property
+    def model(self):
+        return os.path.join(self.dir, 'model_best.pth.tar')
+
+    def eval_dir(self, split, decode):
+        return os.path.join(self.dir, 'eval-%s-%s' % (split, decode))
+
+
+def effective_config(config_number, override_pairs):
+    """config N updated by ``--set`` pairs (strings) -> dict; raises UserError on a bad key."""
+    import trainer
+    try:
+        cfg = config.get_config(config_number)
+        cfg.update(trainer.parse_overrides(override_pairs))
+    except (KeyError, ValueError) as e:
+        raise UserError(str(e).strip('"'))
+    return cfg
+
+
+def set_pairs(overrides):
+    """{'rebalance_lambda': None} -> ['rebalance_lambda=null'] (YAML values, as --set reads them)."""
+    import yaml
+    return ['%s=%s' % (k, yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip())
+            for k, v in sorted(overrides.items())]
+
+
+def stage_iterations(budget_min, batch_size, stage_index):
+    """Iterations of one stage: its share of the budget x the reference images/s / batch size."""
+    seconds = budget_min * 60.0 * EXPERIMENT['stage_shares'][stage_index]
+    images = seconds * EXPERIMENT['reference_images_per_s'][stage_index]
+    return max(1, int(round(images / batch_size))), seconds
+
+
+def selected_variants(text):
+    """'all' | 'a,b' | None -> names in the experiment's order; raises UserError on an unknown name."""
+    known = EXPERIMENT['variant_order']
+    if not text:
+        return []
+    names = known if text.strip() == 'all' else [n.strip() for n in text.split(',') if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError('--variants: unknown %s; choose from all, %s' % (', '.join(unknown), ', '.join(known)))
+    return [n for n in known if n in names]
+
+
+def plan(args, chain, variants, seeds):
+    """(runs in the order they train, {variant: {arm: [runs by seed]}}, per-stage iterations).
+
+    The default chain comes first (first seed; every seed when 'stages' is asked for), then
+    each variant's arms; an arm whose config equals the default reuses the default's FCN-32s.
+    """
+    base_pairs = list(args.overrides)
+    runs, by_key = [], {}
+
+    def run_of(arm, overrides, seed, stage_index):
+        key = (arm, seed, stage_index)
+        if key not in by_key:
+            arch, number = chain[stage_index]
+            cfg = effective_config(number, base_pairs + set_pairs(overrides))
+            iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
+            run = Run(arm, overrides, seed, stage_index, arch, number, iterations, budget_s, args.out)
+            if stage_index > 0:
+                run.previous = run_of(arm, overrides, seed, stage_index - 1)
+            runs.append(run)
+            by_key[key] = run
+        return by_key[key]
+
+    chain_seeds = seeds if 'stages' in variants else seeds[:1]
+    for seed in chain_seeds:
+        for stage_index in range(len(chain)):
+            run_of(DEFAULT_ARM, {}, seed, stage_index)
+    base_cfg = effective_config(chain[0][1], base_pairs)
+    arms = {}
+    if 'stages' in variants:
+        arms['stages'] = {arch: [by_key[(DEFAULT_ARM, s, i)] for s in seeds] for i, (arch, _) in enumerate(chain)}
+    for name in variants:
+        if name in ('stages', 'decoding'):
+            continue
+        arms[name] = {}
+        for arm, overrides in EXPERIMENT['variants'][name].items():
+            cfg = effective_config(chain[0][1], base_pairs + set_pairs(overrides))
+            label = DEFAULT_ARM if cfg == base_cfg else '%s-%s' % (name, arm)
+            arms[name][arm] = [run_of(label, {} if label == DEFAULT_ARM else overrides, s, 0) for s in seeds]
+    if 'decoding' in variants:
+        arms['decoding'] = {d: [run_of(DEFAULT_ARM, {}, s, 0) for s in seeds] for d in EXPERIMENT['decodings']}
+    return runs, arms
+
+
+def evaluations(run, arms):
+    """The (split, decode) pairs a run is scored with: annealed always, the other decodings for
+    the runs of the decoding variant."""
+    decodes = ['annealed']
+    if 'decoding' in arms and any(run in runs for runs in arms['decoding'].values()):
+        decodes = list(EXPERIMENT['decodings'])
+    return [(split, d) for d in decodes for split in SPLITS]
+
+
+# --------------------------------------------------------------------------
+# checking the photo folder
+# --------------------------------------------------------------------------
+
+def check_photos(args):
+    """Fill args.val_list / args.test_list; raise UserError for a folder that cannot be used."""
+    photos = args.photos
+    if not os.path.isdir(photos):
+        raise UserError('--photos %s is not a folder (make one with experiments/get_photos.py --out %s)'
+                        % (photos, photos))
+    if not os.access(photos, os.R_OK | os.X_OK):
+        raise UserError('--photos %s cannot be read (permissions)' % photos)
+    imagenet = data_loader.is_imagenet_root(photos)
+    if not imagenet and not data_loader.find_images(photos):
+        raise UserError('--photos %s holds no photo (%s): make one with experiments/get_photos.py --out %s'
+                        % (photos, ', '.join(data_loader.IMAGE_EXTENSIONS), photos))
+    needed = [] if imagenet else ['split_train.txt']
+    for attr, name in (('val_list', 'split_val.txt'), ('test_list', 'split_test.txt')):
+        if getattr(args, attr) is None:
+            setattr(args, attr, os.path.join(photos, name))
+            needed.append(name)
+    missing = [n for n in needed if not os.path.isfile(os.path.join(photos, n))]
+    for attr in ('val_list', 'test_list'):
+        path = getattr(args, attr)
+        if not os.path.isfile(path) and os.path.basename(path) not in missing:
+            missing.append(path)
+    if missing:
+        raise UserError('--photos %s has no %s: split it with experiments/get_photos.py, or pass '
+                        '--val-list / --test-list' % (photos, ', '.join(missing)))
+    for attr in ('val_list', 'test_list'):
+        if not data_loader.read_list(getattr(args, attr)):
+            raise UserError('%s lists no photo' % getattr(args, attr))
+
+
+def split_sizes(args):
+    sizes = {}
+    for split, path in (('train', os.path.join(args.photos, 'split_train.txt')),
+                        ('val', args.val_list), ('test', args.test_list)):
+        sizes[split] = len(data_loader.read_list(path)) if os.path.isfile(path) else None
+    return sizes
+
+
+# --------------------------------------------------------------------------
+# running children
+# --------------------------------------------------------------------------
+
+def stamp():
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S')
+
+
+def duration(seconds):
+    seconds = int(round(seconds))
+    return '%dm %02ds' % (seconds // 60, seconds % 60) if seconds >= 60 else '%ds' % seconds
+
+
+def say(text):
+    print('[%s] %s' % (stamp(), text), flush=True)
+
+
+def count_iterations(run_dir):
+    """Training rows in log.csv so far (one per iteration), for progress lines."""
+    try:
+        with open(os.path.join(run_dir, 'log.csv')) as f:
+            return sum(1 for line in f if line.split(',')[2:3] not in ([''], []))
+    except OSError:
+        return 0
+
+
+def run_child(command, log_path, label, run_dir=None, total=None):
+    """Run ``command`` with its output appended to ``log_path``; progress lines while it runs.
+    Returns (exit status, wall seconds)."""
+    start = time.time()
+    with open(log_path, 'a') as log:
+        log.write('\n$ %s\n' % ' '.join(command))
+        log.flush()
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
+        last = start
+        while True:
+            try:
+                status = child.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                if time.time() - last >= PROGRESS_EVERY_S:
+                    last = time.time()
+                    progress = ' iteration %d/%d,' % (count_iterations(run_dir), total) if run_dir else ''
+                    say('  ... %s:%s %s' % (label, progress, duration(last - start)))
+            except KeyboardInterrupt:
+                child.terminate()
+                child.wait()
+                raise
+    return status, time.time() - start
+
+
+def tail(path, lines=8):
+    try:
+        with open(path) as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def set_aside(run_dir):
+    """An interrupted run folder without a checkpoint is kept beside, never deleted."""
+    n = 1
+    while os.path.exists('%s.interrupted-%d' % (run_dir, n)):
+        n += 1
+    os.replace(run_dir, '%s.interrupted-%d' % (run_dir, n))
+    return '%s.interrupted-%d' % (run_dir, n)
+
+
+def train(run, args):
+    """Train ``run`` unless its folder already holds the finished run; True when it is usable."""
+    marker = read_json(os.path.join(run.dir, DONE_MARKER))
+    if marker is not None and os.path.isfile(run.model):
+        if marker['iterations'] != run.iterations:
+            raise UserError('%s was trained for %d iterations, this budget asks for %d: use another --out'
+                            % (run.dir, marker['iterations'], run.iterations))
+        return True
+    if run.previous is not None and (run.previous.failed or not os.path.isfile(run.previous.model)):
+        say('skip   %s: its previous stage did not finish' % run.name)
+        run.failed = True
+        return False
+    script = os.path.join(REPO_DIR, 'train_color_%s.py' % run.arch)
+    checkpoint = os.path.join(run.dir, 'checkpoint.pth.tar')
+    if os.path.isfile(checkpoint):
+        command = [sys.executable, script, '--resume', checkpoint]
+        how = 'resume'
+    else:
+        if os.path.exists(os.path.join(run.dir, 'log.csv')):
+            say('note   %s: interrupted before its first checkpoint, kept as %s' % (run.name, set_aside(run.dir)))
+        command = [sys.executable, script, '-c', str(run.config_number), '-d', args.photos, '-o', run.dir]
+        for pair in list(args.overrides) + set_pairs(dict(run.overrides, seed=run.seed)):
+            command += ['--set', pair]
+        if run.previous is not None:
+            command += ['-m', run.previous.model]
+        how = 'train'
+    command += ['--max-iter', str(run.iterations)]
+    os.makedirs(run.dir, exist_ok=True)
+    log_path = os.path.join(run.dir, 'quality.log')
+    say('%-6s %s: %d iterations (budget %s)' % (how, run.name, run.iterations, duration(run.budget_s)))
+    status, wall = run_child(command, log_path, run.name, run.dir, run.iterations)
+    if status != 0 or not os.path.isfile(run.model):
+        say('FAILED %s (exit status %d) after %s; see %s:\n%s' % (run.name, status, duration(wall), log_path,
+                                                                tail(log_path)))
+        run.failed = True
+        return False
+    previous = marker['wall_s'] if marker else 0.0
+    write_json(os.path.join(run.dir, DONE_MARKER), {
+        'iterations': run.iterations, 'budget_s': run.budget_s, 'wall_s': wall + previous,
+        'seed': run.seed, 'config': run.config_number, 'overrides': run.overrides, 'command': command})
+    say('done   %s in %s' % (run.name, duration(wall)))
+    if wall > EXPERIMENT['overrun_warning'] * run.budget_s + 60:
+        say('warning: %s took %s for a budget of %s: this machine (or its load) is slower than the '
+            'reference; the results are the same, only later' % (run.name, duration(wall), duration(run.budget_s)))
+    return True
+
+
+def evaluate(run, split, decode, args):
+    """metrics.json of ``run`` on ``split`` decoded by ``decode`` (reused when present), or None."""
+    out = run.eval_dir(split, decode)
+    metrics_path = os.path.join(out, 'metrics.json')
+    if os.path.isfile(metrics_path):
+        return read_json(metrics_path)
+    tmp = out + '.tmp'
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)  # a half-written evaluation of our own
+    command = [sys.executable, os.path.join(REPO_DIR, 'evaluate.py'), '-m', run.model, '-d', args.photos,
+               '--list', args.val_list if split == 'val' else args.test_list, '--decode', decode, '-o', tmp]
+    label = '%s on %s (%s)' % (run.name, split, decode)
+    status, wall = run_child(command, os.path.join(run.dir, 'quality.log'), label)
+    if status != 0 or not os.path.isfile(os.path.join(tmp, 'metrics.json')):
+        say('FAILED evaluating %s (exit status %d); see %s' % (label, status, os.path.join(run.dir, 'quality.log')))
+        return None
+    metrics = read_json(os.path.join(tmp, 'metrics.json'))
+    metrics['wall_s'] = wall
+    write_json(os.path.join(tmp, 'metrics.json'), metrics)
+    os.replace(tmp, out)
+    say('scored %s in %s: model AuC rebal. %.2f %% (grayscale %.2f %%)'
+        % (label, duration(wall), metrics['model']['auc_rebal'], metrics['grayscale']['auc_rebal']))
+    return metrics
+
+
+# --------------------------------------------------------------------------
+# aggregating
+# --------------------------------------------------------------------------
+
+def mean_spread(values):
+    """{'mean', 'spread' (half the range), 'values'} of the seeds' values."""
+    values = [float(v) for v in values]
+    return {'mean': sum(values) / len(values), 'spread': (max(values) - min(values)) / 2.0, 'values': values}
+
+
+def summary_of(scores):
+    """List of metrics.json dicts (one per seed) -> {method: {metric: mean_spread}} (+ seeds' n_images)."""
+    out = {m: {k: mean_spread([s[m][k] for s in scores]) for k in METRICS} for m in METHODS}
+    out['ground_truth'] = {'colorfulness': mean_spread([s['ground_truth']['colorfulness'] for s in scores])}
+    out['n_images'] = scores[0]['n_images']
+    return out
+
+
+def within_spread(a, b):
+    """Two mean_spread dicts whose intervals mean +- spread overlap."""
+    return abs(a['mean'] - b['mean']) <= a['spread'] + b['spread']
+
+
+def collect(runs, scores, decode='annealed'):
+    """{'seeds', 'val', 'test'} over the runs whose scores exist (None when none)."""
+    done = [(r, scores.get((r.name, 'val', decode)), scores.get((r.name, 'test', decode))) for r in runs]
+    done = [(r, v, t) for r, v, t in done if v and t]
+    if not done:
+        return None
+    return {'seeds': [r.seed for r, _, _ in done], 'runs': [r.name for r, _, _ in done], 'decode': decode,
+            'val': summary_of([v for _, v, _ in done]), 'test': summary_of([t for _, _, t in done])}
+
+
+def choose(arms_result, baseline, n_seeds):
+    """The arm with the best validation score; kept only when it beats the baseline beyond the spread."""
+    key = EXPERIMENT['choose_on']
+    scored = {arm: r for arm, r in arms_result.items() if r}
+    if not scored:
+        return None
+    best = max(scored, key=lambda a: scored[a]['val']['model'][key]['mean'])
+    decision = {'metric': key, 'best_on_val': best, 'baseline': baseline, 'chosen': baseline or best}
+    if baseline in scored and best != baseline:
+        b, d = scored[best]['val']['model'][key], scored[baseline]['val']['model'][key]
+        decision['within_spread'] = within_spread(b, d)
+        decision['chosen'] = baseline if decision['within_spread'] else best
+    decision['complete'] = len(scored) == len(arms_result) and all(
+        len(r['seeds']) == n_seeds for r in scored.values())
+    return decision
+
+
+def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
+    """The results.json dict."""
+    result = {
+        'command': ' '.join([os.path.relpath(sys.argv[0], REPO_DIR)] + sys.argv[1:]),
+        'date_utc': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M'),
+        'machine': machine(), 'photos': os.path.abspath(args.photos), 'split_sizes': split_sizes(args),
+        'val_list': args.val_list, 'test_list': args.test_list, 'budget_min': args.budget_min,
+        'seeds': seeds, 'overrides': list(args.overrides),
+        'stages': [{'arch': arch, 'config': number} for arch, number in chain],
+        'reference_images_per_s': list(EXPERIMENT['reference_images_per_s']),
+        'elapsed_s': time.time() - started,
+        'runs': [{'name': r.name, 'arm': r.arm, 'seed': r.seed, 'arch': r.arch, 'config': r.config_number,
+                  'overrides': r.overrides, 'iterations': r.iterations, 'budget_s': r.budget_s,
+                  'train_wall_s': walls.get(r.name), 'finished': os.path.isfile(os.path.join(r.dir, DONE_MARKER)),
+                  'metrics': {'%s/%s' % (s, d): scores.get((r.name, s, d)) for s, d in evaluations(r, arms)
+                              if scores.get((r.name, s, d))}}
+                 for r in runs],
+        'default': {}, 'variants': {},
+    }
+    for i, (arch, _) in enumerate(chain):
+        stage_runs = [r for r in runs if r.arm == DEFAULT_ARM and r.stage_index == i]
+        result['default'][arch] = collect(stage_runs, scores)
+    for variant, arm_runs in arms.items():
+        if variant == 'decoding':
+            arms_result = {d: collect(rs, scores, d) for d, rs in arm_runs.items()}
+            baseline = 'annealed'
+        else:
+            arms_result = {a: collect(rs, scores) for a, rs in arm_runs.items()}
+            baseline = next((a for a, rs in arm_runs.items() if rs[0].arm == DEFAULT_ARM), None)
+            if variant == 'stages':
+                baseline = chain[-1][0]
+        result['variants'][variant] = {'arms': arms_result, 'decision': choose(arms_result, baseline, len(seeds))}
+    return result
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return '%s, %d cores, %s, Python %s' % (cpu, cores, platform.machine(), platform.python_version())
+
+
+def cell(ms, digits=2):
+    if ms is None:
+        return ''
+    if len(ms['values']) < 2:
+        return '%.*f' % (digits, ms['mean'])
+    return '%.*f ± %.*f' % (digits, ms['mean'], digits, ms['spread'])
+
+
+def metric_cells(summary, method):
+    return [cell(summary[method][k], 1 if k == 'colorfulness' else 2) for k in METRICS]
+
+
+def markdown(result):
+    """results.md: the default chain's test table, the variants table, the decisions, the runs."""
+    lines = ['# Quality experiment', '',
+             '`%s`' % result['command'], '',
+             '- date (UTC): %s; machine: %s' % (result['date_utc'], result['machine']),
+             '- photos: %s (train %s / val %s / test %s photos); test list %s'
+             % (result['photos'], *[result['split_sizes'][s] for s in ('train', 'val', 'test')], result['test_list']),
+             '- budget: %.3g min for the chain on the reference CPU (%s); reference images/s %s'
+             % (result['budget_min'], ', '.join('%s %d iterations' % (r['arch'], r['iterations'])
+                                                for r in result['runs'] if r['arm'] == DEFAULT_ARM
+                                                and r['seed'] == result['seeds'][0]),
+                ' / '.join('%g' % v for v in result['reference_images_per_s'])),
+             '- scores: test split, annealed mean (T = 0.38) unless said; mean ± spread (half the range) '
+             'over the seeds listed; variants chosen on the validation split', '']
+    if result['overrides']:
+        lines[-1:-1] = ['- every run with --set %s' % ' '.join(result['overrides'])]
+    lines += ['## Default chain, test split', '',
+              '| stage | seeds | | %s |' % ' | '.join(METRIC_NAMES), '|---|---|---|%s' % ('---|' * len(METRICS))]
+    for arch, r in result['default'].items():
+        if r is None:
+            lines.append('| %s | not finished | | %s|' % (arch, ' | ' * len(METRICS)))
+            continue
+        seeds = ', '.join(str(s) for s in r['seeds'])
+        lines.append('| %s | %s | model | %s |' % (arch, seeds, ' | '.join(metric_cells(r['test'], 'model'))))
+        lines.append('| | | target (ceiling) | %s |' % ' | '.join(metric_cells(r['test'], 'target')))
+    last = next((r for r in reversed(list(result['default'].values())) if r), None)
+    if last:
+        lines.append('| grayscale | | | %s |' % ' | '.join(metric_cells(last['test'], 'grayscale')))
+        lines.append('| ground truth | | | %s%s |' % (' | ' * (len(METRICS) - 1),
+                                                  cell(last['test']['ground_truth']['colorfulness'], 1)))
+        verdict = []
+        for k in ('auc_rebal', 'colorfulness', 'psnr'):
+            values = zip(last['test']['model'][k]['values'], last['test']['grayscale'][k]['values'])
+            beats = all((m > g) == HIGHER_IS_BETTER[k] for m, g in values)
+            verdict.append('%s %s' % (k, 'beats grayscale with every seed' if beats else 'does NOT beat grayscale'))
+        lines += ['', 'Final stage vs grayscale: %s.' % '; '.join(verdict)]
+    lines += ['']
+    if result['variants']:
+        lines += ['## Variants, test split (chosen on validation: %s)' % EXPERIMENT['choose_on'], '',
+                  '| variant | arm | seeds | %s | val AuC rebal. %% | vs baseline on val |'
+                  % ' | '.join(METRIC_NAMES), '|---|---|---|%s---|---|' % ('---|' * len(METRICS))]
+        for variant, v in result['variants'].items():
+            d = v['decision'] or {}
+            for arm, r in v['arms'].items():
+                if r is None:
+                    lines.append('| %s | %s | not finished |%s | | |' % (variant, arm, ' |' * len(METRICS)))
+                    continue
+                base = v['arms'].get(d.get('baseline'))
+                if arm == d.get('baseline'):
+                    note = 'baseline'
+                elif base:
+                    a, b = r['val']['model']['auc_rebal'], base['val']['model']['auc_rebal']
+                    if len(a['values']) < 2 or len(b['values']) < 2:
+                        verdict = 'one seed: no spread'
+                    else:
+                        verdict = 'within spread' if within_spread(a, b) else 'beyond spread'
+                    note = '%+.2f, %s' % (a['mean'] - b['mean'], verdict)
+                else:
+                    note = ''
+                if arm == d.get('chosen'):
+                    note += ' **chosen**'
+                lines.append('| %s | %s | %s | %s | %s | %s |' % (
+                    variant, arm, ', '.join(str(s) for s in r['seeds']), ' | '.join(metric_cells(r['test'], 'model')),
+                    cell(r['val']['model']['auc_rebal']), note))
+        lines += ['', '## Decisions', '']
+        for variant, v in result['variants'].items():
+            d = v['decision']
+            if not d:
+                lines.append('- %s: not finished' % variant)
+                continue
+            text = '- %s: best on validation %s; ' % (variant, d['best_on_val'])
+            if d['best_on_val'] == d['baseline']:
+                text += 'the default (%s) stays' % d['baseline']
+            elif d.get('within_spread'):
+                text += 'within the spread of the default (%s), which stays' % d['baseline']
+            else:
+                text += 'beyond the spread of the default (%s): choose %s' % (d['baseline'], d['chosen'])
+            if not d['complete']:
+                text += ' (incomplete: not every arm has every seed, so no decision)'
+            lines.append(text)
+        lines.append('')
+    lines += ['## Runs', '', '| run | iterations | budget | train wall time | evaluation wall time |',
+              '|---|---|---|---|---|']
+    for r in result['runs']:
+        evals = sum(m.get('wall_s', 0.0) for m in r['metrics'].values())
+        lines.append('| %s | %d | %s | %s | %s |' % (
+            r['name'], r['iterations'], duration(r['budget_s']),
+            duration(r['train_wall_s']) if r['train_wall_s'] is not None else 'not finished',
+            duration(evals) if evals else ''))
+    lines += ['', 'Whole invocation: %s.' % duration(result['elapsed_s']), '']
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------
+# the default model and its figure
+# --------------------------------------------------------------------------
+
+def copy_atomic(source, target):
+    tmp = target + '.tmp'
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def test_grid(model_path, args, out_path):
+    """original | grayscale | model for every test photo, one row each."""
+    import numpy as np
+    from PIL import Image
+    import colorize
+    import evaluate as evaluate_module
+    import utils
+    colorizer = colorize.load_colorizer(model_path, 'cpu')
+    paths = [evaluate_module.locate(args.photos, p) for p in data_loader.read_list(args.test_list)]
+    rows = []
+    for readable, _ in colorize.read_batches(paths, 4, config.DEFAULTS['max_image_pixels']):
+        outputs = colorizer.colorize([rgb for _, rgb in readable])
+        for (_, rgb), out in zip(readable, outputs):
+            rows.append([evaluate_module.thumbnail(x, GRID_CELL) for x in (rgb, evaluate_module.grayscale(rgb), out)])
+    if rows:
+        tmp = out_path + '.tmp.png'
+        Image.fromarray(utils.tile_images(rows)).save(tmp)
+        os.replace(tmp, out_path)
+    return len(rows)
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+
+def write_results(args, chain, runs, arms, seeds, scores, walls, started):
+    """OUT/results.json and OUT/results.md from everything scored so far (each replaced atomically)."""
+    result = aggregate(args, chain, runs, arms, seeds, scores, walls, started)
+    write_json(os.path.join(args.out, 'results.json'), result)
+    tmp = os.path.join(args.out, 'results.md.tmp')
+    with open(tmp, 'w') as f:
+        f.write(markdown(result))
+    os.replace(tmp, os.path.join(args.out, 'results.md'))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    p.add_argument('--photos', required=True, help='photo folder with split_*.txt (get_photos.py), or an '
+                                                   'ImageNet root with --val-list / --test-list')
+    p.add_argument('--out', required=True, help='experiment folder (runs, results.md, results.json)')
+    p.add_argument('--budget-min', type=float, default=EXPERIMENT['budget_min'],
+                   help='training minutes of the whole chain on the reference CPU (default %(default)g); '
+                        'each variant run gets the FCN-32s share')
+    p.add_argument('--variants', default=None,
+                   help='all, or comma-separated: %s (default: none, the chain only)'
+                        % ', '.join(EXPERIMENT['variant_order']))
+    p.add_argument('--seeds', default=','.join(str(s) for s in EXPERIMENT['seeds']),
+                   help='seeds of the variants; the default chain alone uses the first (default %(default)s)')
+    p.add_argument('--val-list', default=None, help='validation list (default PHOTOS/split_val.txt)')
+    p.add_argument('--test-list', default=None, help='test list (default PHOTOS/split_test.txt; ImageNet: '
+                                                     'lists/ctest10k.txt)')
+    p.add_argument('--configs', default=','.join(str(n) for _, n in EXPERIMENT['chain']),
+                   help='config numbers of the FCN-32s, 16s and 8s stages (default %(default)s)')
+    p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
+                   help='config override for every run (as the train scripts\' --set); repeatable')
+    return p.parse_args(argv)
+
+
+def parse_numbers(text, what, count=None):
+    try:
+        numbers = [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise UserError('%s: expected comma-separated integers, got %r' % (what, text))
+    if not numbers or (count is not None and len(numbers) != count):
+        raise UserError('%s: expected %s integers, got %r' % (what, count or 'one or more', text))
+    return numbers
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.time()
+    try:
+        if not args.budget_min > 0:
+            raise UserError('--budget-min must be positive')
+        seeds = parse_numbers(args.seeds, '--seeds')
+        numbers = parse_numbers(args.configs, '--configs', len(EXPERIMENT['chain']))
+        chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['chain'], numbers)]
+        variants = selected_variants(args.variants)
+        check_photos(args)
+        runs, arms = plan(args, chain, variants, seeds)
+        os.makedirs(args.out, exist_ok=True)
+        # a finished run trained for another budget is refused before anything trains
+        for run in runs:
+            marker = read_json(os.path.join(run.dir, DONE_MARKER))
+            if marker is not None and marker['iterations'] != run.iterations:
+                raise UserError('%s was trained for %d iterations, this budget asks for %d: use another --out'
+                                % (run.dir, marker['iterations'], run.iterations))
+    except UserError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    n_eval = sum(len(evaluations(r, arms)) for r in runs)
+    budget = sum(r.budget_s for r in runs)
+    say('%d training runs (%s of training on the reference CPU) and %d evaluations into %s'
+        % (len(runs), duration(budget), n_eval, args.out))
+    scores, walls = {}, {}
+    for run in runs:
+        if not train(run, args):
+            continue
+        walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
+        for split, decode in evaluations(run, arms):
+            metrics = evaluate(run, split, decode, args)
+            if metrics is not None:
+                scores[(run.name, split, decode)] = metrics
+        write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0]
+                  and r.stage_index == len(chain) - 1), None)
+    failed = [r.name for r in runs if r.failed]
+    if final is not None and not final.failed and os.path.isfile(final.model):
+        default_dir = os.path.join(args.out, DEFAULT_ARM)
+        copy_atomic(final.model, os.path.join(default_dir, 'model_best.pth.tar'))
+        grid = os.path.join(default_dir, 'test_grid.png')
+        n = test_grid(final.model, args, grid)
+        say('default model: %s; test grid (%d photos): %s'
+            % (os.path.join(default_dir, 'model_best.pth.tar'), n, grid))
+    say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),
+                                         os.path.join(args.out, 'results.json'), duration(time.time() - started)))
+    if failed:
+        print('error: %d run(s) failed: %s (see quality.log in their folders)' % (len(failed), ', '.join(failed)),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

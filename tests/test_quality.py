@@ -1,0 +1,133 @@
+"""experiments/quality.py: end to end on 3 tiny photos (config 199 for every stage, a 1-minute
+budget of big batches: a few iterations per run), its plan of runs, its statistics and its errors."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import colorize
+import config
+from conftest import REPO_DIR, write_photos
+
+sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
+import quality  # noqa: E402
+
+SPLITS = {'train': 'astronaut', 'val': 'chelsea', 'test': 'coffee'}
+TINY = ['--budget-min', '1', '--configs', '199,199,199', '--set', 'batch_size=32', '--set', 'workers=0',
+        '--set', 'interval_validate=1000']
+
+
+def split_folder(folder, lists=True):
+    write_photos(folder, tuple(SPLITS.values()))
+    if lists:
+        for split, name in SPLITS.items():
+            with open(os.path.join(folder, 'split_%s.txt' % split), 'w') as f:
+                f.write(name + '.png\n')
+    return folder
+
+
+def run_quality(capsys, *argv):
+    status = quality.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys):
+    photos, out = split_folder(str(tmp_path / 'photos')), tmp_path / 'out'
+    argv = ['--photos', photos, '--out', out, '--variants', 'rebalance', '--seeds', '0'] + TINY
+    status, stdout, err = run_quality(capsys, *argv)
+    assert status == 0, stdout + err
+    for name in ('results.md', 'results.json', 'default/model_best.pth.tar', 'default/test_grid.png'):
+        assert (out / name).is_file(), name
+    colorizer = colorize.load_colorizer(str(out / 'default' / 'model_best.pth.tar'))
+    assert colorizer.model.__class__.__name__ == 'FCN8sColor'
+
+    result = json.loads((out / 'results.json').read_text())
+    methods = {'model', 'grayscale', 'target'}
+    for arch in ('fcn32s', 'fcn16s', 'fcn8s'):
+        stage = result['default'][arch]
+        assert stage['seeds'] == [0] and methods <= set(stage['test']) and methods <= set(stage['val'])
+        # the aggregate is the evaluation of that stage's own run on the test list
+        scored = json.loads((out / 'default' / 'seed0' / arch / 'eval-test-annealed' / 'metrics.json').read_text())
+        assert stage['test']['model']['auc_rebal']['mean'] == scored['model']['auc_rebal']
+        assert scored['n_images'] == 1
+    arms = result['variants']['rebalance']['arms']
+    assert set(arms) == {'off', 'on'}
+    for arm in arms.values():
+        assert methods <= set(arm['test']) and methods <= set(arm['val'])
+    # config 199 has no rebalancing: 'off' is the default chain's FCN-32s, 'on' a run of its own
+    assert arms['off']['runs'] == ['default/seed0/fcn32s'] and arms['on']['runs'] == ['rebalance-on/seed0/fcn32s']
+    assert (out / 'rebalance-on' / 'seed0' / 'fcn32s' / 'bin_prior.npy').is_file()
+    assert not (out / 'rebalance-on' / 'seed0' / 'fcn16s').exists()
+    md = (out / 'results.md').read_text()
+    assert '| fcn8s | 0 | model |' in md and '| rebalance | on | 0 |' in md
+    grid = np.asarray(Image.open(out / 'default' / 'test_grid.png'))
+    assert grid.shape[:2] == (quality.GRID_CELL + 4, 3 * (quality.GRID_CELL + 2) + 2)  # one photo, 3 columns
+
+    marker = out / 'default' / 'seed0' / 'fcn8s' / quality.DONE_MARKER
+    before = marker.stat().st_mtime_ns
+    status, stdout, err = run_quality(capsys, *argv)
+    assert status == 0, stdout + err
+    assert ' train ' not in stdout and 'scored' not in stdout  # nothing trained or scored again
+    assert marker.stat().st_mtime_ns == before
+
+
+def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
+    args = quality.parse_args(['--photos', str(tmp_path), '--out', str(tmp_path / 'out')])
+    chain = list(config.QUALITY_EXPERIMENT['chain'])
+    runs, arms = quality.plan(args, chain, quality.selected_variants('all'), [0, 1])
+    base = config.get_config(chain[0][1])
+    by_name = {r.name: r for r in runs}
+    assert len(by_name) == len(runs)                       # every run once
+    for variant, overrides_by_arm in config.QUALITY_EXPERIMENT['variants'].items():
+        for arm, overrides in overrides_by_arm.items():
+            is_default = all(base[k] == v for k, v in overrides.items())
+            for seed, run in zip((0, 1), arms[variant][arm]):
+                assert run.seed == seed and run.arch == 'fcn32s'
+                assert run.arm == ('default' if is_default else '%s-%s' % (variant, arm))
+                assert run.iterations == by_name['default/seed%d/fcn32s' % seed].iterations
+    assert [r.arch for r in arms['stages']['fcn8s']] == ['fcn8s', 'fcn8s']
+    assert {(r.seed, r.arch) for r in runs if r.arm == 'default'} == {
+        (s, a) for s in (0, 1) for a, _ in chain}
+    # the first stage's iterations: its share of the budget x reference images/s / batch size
+    e = config.QUALITY_EXPERIMENT
+    expected = e['budget_min'] * 60 * e['stage_shares'][0] * e['reference_images_per_s'][0] / base['batch_size']
+    assert by_name['default/seed0/fcn32s'].iterations == round(expected)
+    # the default invocation: one seed's chain, nothing else
+    runs, arms = quality.plan(args, chain, [], [0, 1])
+    assert [r.name for r in runs] == ['default/seed0/%s' % a for a, _ in chain] and arms == {}
+
+
+def test_mean_and_spread_over_seeds():
+    values = [71.25, 68.5]
+    ms = quality.mean_spread(values)
+    assert ms['mean'] == pytest.approx(np.mean(values)) and ms['spread'] == pytest.approx(np.ptp(values) / 2)
+    other = quality.mean_spread([66.0, 67.0])               # 66.5 +- 0.5 against 69.875 +- 1.375
+    assert not quality.within_spread(ms, other)
+    assert quality.within_spread(ms, quality.mean_spread([67.5, 68.5]))   # 68 +- 0.5 touches 68.5
+
+
+@pytest.mark.parametrize('case, fragment', [
+    ('empty', 'holds no photo'),
+    ('no lists', 'split_train.txt'),
+    ('missing', 'is not a folder'),
+    ('bad variant', 'unknown'),
+])
+def test_user_mistakes_get_one_error_line(tmp_path, capsys, case, fragment):
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    argv = ['--photos', photos, '--out', tmp_path / 'out'] + TINY
+    if case == 'no lists':
+        split_folder(str(photos), lists=False)
+    elif case == 'missing':
+        argv[1] = tmp_path / 'nowhere'
+    elif case == 'bad variant':
+        split_folder(str(photos))
+        argv += ['--variants', 'rebalance,colour']
+    status, out, err = run_quality(capsys, *argv)
+    assert status == 2
+    assert err.count('\n') == 1 and err.startswith('error: ') and fragment in err, err
+    assert not (tmp_path / 'out').exists()
