@@ -694,16 +694,24 @@ def main(argv=None):
     budget = sum(r.budget_s for r in runs)
     say('%d training runs (%s of training on the reference CPU) and %d evaluations into %s'
         % (len(runs), duration(budget), n_eval, args.out))
-    scores, walls = {}, {}
+    scores, walls, deferred = {}, {}, []
     for run in runs:
         if not train(run, args):
             continue
         walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
         for split, decode in evaluations(run, arms):
+            if decode != 'annealed' and not os.path.isfile(os.path.join(run.eval_dir(split, decode), 'metrics.json')):
+                deferred.append((run, split, decode))  # the other decodings after every training
+                continue
             metrics = evaluate(run, split, decode, args)
             if metrics is not None:
                 scores[(run.name, split, decode)] = metrics
         write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    for run, split, decode in deferred:
+        metrics = evaluate(run, split, decode, args)
+        if metrics is not None:
+            scores[(run.name, split, decode)] = metrics
+            write_results(args, chain, runs, arms, seeds, scores, walls, started)
     write_results(args, chain, runs, arms, seeds, scores, walls, started)
     final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0]
                   and r.stage_index == len(chain) - 1), None)
