@@ -356,14 +356,14 @@ configurations[199] = dict(
 
 
 # experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.
-# A budget in minutes becomes iterations through the reference throughput below (measured on the
-# project's 2-core CPU by bench/bench_quality.py), so the same command trains the same iterations on
-# any machine; a slower machine takes longer.
+# A budget in minutes becomes iterations through the reference throughput below, so the same command
+# trains the same iterations on any machine (a slower machine takes longer; bench/bench_quality.py
+# prints this machine's rate against it).  The README's tables were made with these numbers.
 QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
-    reference_images_per_s=(2.5, 2.5, 2.5),  # training images/s of each stage on the reference CPU
+    reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage: 2-core CPU estimate while shared (idle: ~7)
     seeds=(0, 1),               # seeds of every variant; the default invocation trains the first only
     decodings=('annealed', 'mean', 'mode'),  # decoding variant: one model, three decodings
     # variant -> arm -> --set overrides of the chain's first stage (same iterations as its FCN-32s);

@@ -12,6 +12,10 @@ best model), evaluates every stage on the validation and test splits with ``eval
 writes ``OUT/results.md``, ``OUT/results.json``, ``OUT/default/model_best.pth.tar`` (the final
 stage) and ``OUT/default/test_grid.png`` (original | grayscale | model, every test photo).
 
+Every run is a fixed budget and its model is the last iterate (``checkpoint.pth.tar``), which
+also starts the next stage: a validation split of a few photos is too small to select
+checkpoints on (the lowest validation loss was often the untrained start of a stage).
+
 ``--variants`` adds, for every seed, the one-change variants of the chain's FCN-32s stage, each
 trained for the same iterations as that stage (``all``, or names from
 ``QUALITY_EXPERIMENT['variants']``, ``stages`` = the whole chain for every seed, ``decoding`` =
@@ -49,6 +53,10 @@ HIGHER_IS_BETTER = dict(psnr=True, rmse=False, auc=True, auc_rebal=True, colorfu
 SPLITS = ('val', 'test')
 DEFAULT_ARM = 'default'
 DONE_MARKER = 'quality_run.json'     # written into a run folder once its training finished
+FINAL_MODEL = 'checkpoint.pth.tar'   # the trainer's checkpoint at the last iteration
+MODEL_SELECTION = 'final'            # recorded in DONE_MARKER: later stages start from the final model
+RESUME_ONLY_KEYS = ('optim_state_dict', 'scaler_state_dict', 'sample_in_epoch', 'validated_at', 'log_rows',
+                    'rng', 'world_size', 'elapsed_time', 'nonfinite_steps')  # not needed to colorize
 PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
 GRID_CELL = 160                      # pixels of one thumbnail of the test grid
 
@@ -70,15 +78,16 @@ class Run:
         self.iterations, self.budget_s = iterations, budget_s
         self.name = '%s/seed%d/%s' % (arm, seed, arch)
         self.dir = os.path.join(out, arm, 'seed%d' % seed, arch)
-        self.previous = None          # the Run whose model_best initialises this one
+        self.previous = None          # the Run whose final model initialises this one
         self.failed = False
 
     @property
     def model(self):
-        return os.path.join(self.dir, 'model_best.pth.tar')
+        """The run's model: its last iterate (the checkpoint written at its final iteration)."""
+        return os.path.join(self.dir, FINAL_MODEL)
 
     def eval_dir(self, split, decode):
-        return os.path.join(self.dir, 'eval-%s-%s' % (split, decode))
+        return os.path.join(self.dir, 'eval-final-%s-%s' % (split, decode))
 
 
 def effective_config(config_number, override_pairs):
@@ -286,24 +295,30 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
-def set_aside(run_dir):
-    """An interrupted run folder without a checkpoint is kept beside, never deleted."""
+def set_aside(run_dir, why):
+    """A run folder that cannot be continued is renamed RUN.<why>-N beside, never deleted."""
     n = 1
-    while os.path.exists('%s.interrupted-%d' % (run_dir, n)):
+    while os.path.exists('%s.%s-%d' % (run_dir, why, n)):
         n += 1
-    os.replace(run_dir, '%s.interrupted-%d' % (run_dir, n))
-    return '%s.interrupted-%d' % (run_dir, n)
+    os.replace(run_dir, '%s.%s-%d' % (run_dir, why, n))
+    return '%s.%s-%d' % (run_dir, why, n)
 
 
 def train(run, args):
     """Train ``run`` unless its folder already holds the finished run; True when it is usable."""
     marker = read_json(os.path.join(run.dir, DONE_MARKER))
+    if marker is not None and run.previous is not None and marker.get('selection') != MODEL_SELECTION:
+        # started from the previous stage's lowest-validation-loss model by an earlier version: kept aside
+        say('note   %s: started from another model of its previous stage, kept as %s'
+            % (run.name, set_aside(run.dir, 'superseded')))
+        marker = None
     if marker is not None and os.path.isfile(run.model):
         if marker['iterations'] != run.iterations:
             raise UserError('%s was trained for %d iterations, this budget asks for %d: use another --out'
                             % (run.dir, marker['iterations'], run.iterations))
         return True
-    if run.previous is not None and (run.previous.failed or not os.path.isfile(run.previous.model)):
+    if run.previous is not None and (run.previous.failed or not os.path.isfile(os.path.join(run.previous.dir,
+                                                                                            DONE_MARKER))):
         say('skip   %s: its previous stage did not finish' % run.name)
         run.failed = True
         return False
@@ -314,7 +329,8 @@ def train(run, args):
         how = 'resume'
     else:
         if os.path.exists(os.path.join(run.dir, 'log.csv')):
-            say('note   %s: interrupted before its first checkpoint, kept as %s' % (run.name, set_aside(run.dir)))
+            say('note   %s: interrupted before its first checkpoint, kept as %s'
+                % (run.name, set_aside(run.dir, 'interrupted')))
         command = [sys.executable, script, '-c', str(run.config_number), '-d', args.photos, '-o', run.dir]
         for pair in list(args.overrides) + set_pairs(dict(run.overrides, seed=run.seed)):
             command += ['--set', pair]
@@ -334,7 +350,8 @@ def train(run, args):
     previous = marker['wall_s'] if marker else 0.0
     write_json(os.path.join(run.dir, DONE_MARKER), {
         'iterations': run.iterations, 'budget_s': run.budget_s, 'wall_s': wall + previous,
-        'seed': run.seed, 'config': run.config_number, 'overrides': run.overrides, 'command': command})
+        'seed': run.seed, 'config': run.config_number, 'overrides': run.overrides, 'command': command,
+        'selection': MODEL_SELECTION})
     say('done   %s in %s' % (run.name, duration(wall)))
     if wall > EXPERIMENT['overrun_warning'] * run.budget_s + 60:
         say('warning: %s took %s for a budget of %s: this machine (or its load) is slower than the '
@@ -572,15 +589,18 @@ def markdown(result):
 # the default model and its figure
 # --------------------------------------------------------------------------
 
-def copy_atomic(source, target):
+def save_colorizer_checkpoint(source, target):
+    """``source`` checkpoint without what only resuming needs (optimizer, RNG states), atomically."""
+    import torch
+    import models
+    ckpt = models.load_checkpoint(source)
     tmp = target + '.tmp'
-    shutil.copyfile(source, tmp)
+    torch.save({k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, tmp)
     os.replace(tmp, target)
 
 
 def test_grid(model_path, args, out_path):
     """original | grayscale | model for every test photo, one row each."""
-    import numpy as np
     from PIL import Image
     import colorize
     import evaluate as evaluate_module
@@ -674,23 +694,31 @@ def main(argv=None):
     budget = sum(r.budget_s for r in runs)
     say('%d training runs (%s of training on the reference CPU) and %d evaluations into %s'
         % (len(runs), duration(budget), n_eval, args.out))
-    scores, walls = {}, {}
+    scores, walls, deferred = {}, {}, []
     for run in runs:
         if not train(run, args):
             continue
         walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
         for split, decode in evaluations(run, arms):
+            if decode != 'annealed' and not os.path.isfile(os.path.join(run.eval_dir(split, decode), 'metrics.json')):
+                deferred.append((run, split, decode))  # the other decodings after every training
+                continue
             metrics = evaluate(run, split, decode, args)
             if metrics is not None:
                 scores[(run.name, split, decode)] = metrics
         write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    for run, split, decode in deferred:
+        metrics = evaluate(run, split, decode, args)
+        if metrics is not None:
+            scores[(run.name, split, decode)] = metrics
+            write_results(args, chain, runs, arms, seeds, scores, walls, started)
     write_results(args, chain, runs, arms, seeds, scores, walls, started)
     final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0]
                   and r.stage_index == len(chain) - 1), None)
     failed = [r.name for r in runs if r.failed]
     if final is not None and not final.failed and os.path.isfile(final.model):
         default_dir = os.path.join(args.out, DEFAULT_ARM)
-        copy_atomic(final.model, os.path.join(default_dir, 'model_best.pth.tar'))
+        save_colorizer_checkpoint(final.model, os.path.join(default_dir, 'model_best.pth.tar'))
         grid = os.path.join(default_dir, 'test_grid.png')
         n = test_grid(final.model, args, grid)
         say('default model: %s; test grid (%d photos): %s'

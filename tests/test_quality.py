@@ -51,7 +51,8 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
         stage = result['default'][arch]
         assert stage['seeds'] == [0] and methods <= set(stage['test']) and methods <= set(stage['val'])
         # the aggregate is the evaluation of that stage's own run on the test list
-        scored = json.loads((out / 'default' / 'seed0' / arch / 'eval-test-annealed' / 'metrics.json').read_text())
+        scored = json.loads((out / 'default' / 'seed0' / arch / 'eval-final-test-annealed' / 'metrics.json')
+                            .read_text())
         assert stage['test']['model']['auc_rebal']['mean'] == scored['model']['auc_rebal']
         assert scored['n_images'] == 1
     arms = result['variants']['rebalance']['arms']
