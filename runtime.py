@@ -7,6 +7,7 @@ environment torchrun sets (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
 """
 import ctypes
 import ctypes.util
+import datetime
 import glob
 import logging
 import os
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 
 log = logging.getLogger('colorizer')
+
+CLOSE_WAIT_S = 30   # how long a process waits for the others when a distributed run ends
 
 # --------------------------------------------------------------------------
 # devices and processes
@@ -133,8 +136,17 @@ class Runtime:
         return out
 
     def close(self):
-        if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the process group together: a gloo rank tearing its connections down while its peer
+        still uses them aborts the peer (std::terminate); a rank that does not come within
+        CLOSE_WAIT_S (one that failed alone) is not waited for longer."""
+        if not (self.distributed and dist.is_initialized()):
+            return
+        if not self.cuda:
+            try:
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=CLOSE_WAIT_S))
+            except RuntimeError:
+                pass
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------
