@@ -312,10 +312,12 @@ configurations[102] = dict(_DEMO, max_iteration=100, init_from=101)   # FCN-8s f
 # Issue 11 (generalisation from few photos, 2 CPU cores): train on `get_photos.py --out DIR`
 # (-d DIR).  An epoch is 17 photos x 16 crops = 272 views (68 steps of 4); validation (2 whole photos
 # resized) every 100 steps.  experiments/quality.py sets max_iteration from a time budget (--max-iter).
+# Bins and rebalancing follow the validation split of the README's variants table (uniform 6 x 6 bins,
+# rebalancing off; the GMM, when asked for, in polar (H, C)).
 _GENERALISE = dict(
     optim='Adam', lr=1e-3, momentum=0.9, weight_decay=0.0, loss_reduction='mean',
-    im_size=(128, 128), batch_size=4, binning='soft', numbins=32, img_lowpass=4, gmm_space='plane',
-    rebalance_lambda=0.5, stats_num_images=500, stats_pixels_per_image=2000, fc_channels=512,
+    im_size=(128, 128), batch_size=4, binning='uniform', numbins=36, img_lowpass=4, gmm_space='polar',
+    rebalance_lambda=None, stats_num_images=500, stats_pixels_per_image=2000, fc_channels=512,
     crops_per_photo=16, aug_crop_area=[0.2, 1.0], aug_crop_aspect=[3 / 4, 4 / 3], aug_hflip=True,
     interval_validate=100, viz_images=4,
 )
@@ -363,18 +365,19 @@ QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
-    reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage: 2-core CPU estimate while shared (idle: ~7)
+    reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage on 2 CPU cores (measured idle: 1.9 to 7.2)
     seeds=(0, 1),               # seeds of every variant; the default invocation trains the first only
     decodings=('annealed', 'mean', 'mode'),  # decoding variant: one model, three decodings
     # variant -> arm -> --set overrides of the chain's first stage (same iterations as its FCN-32s);
-    # an arm equal to the default config reuses the default chain's FCN-32s run.  'stages' (the chain
-    # with every seed) and 'decoding' (evaluations only) are built in.
+    # arms of equal configs share one run (an arm equal to the default reuses the default chain's
+    # FCN-32s).  'stages' (the chain with every seed) and 'decoding' (evaluations only) are built in.
     variants=dict(
         rebalance=dict(off=dict(rebalance_lambda=None), on=dict(rebalance_lambda=0.5)),
-        gmm_space=dict(polar=dict(gmm_space='polar'), plane=dict(gmm_space='plane')),
+        gmm_space=dict(polar=dict(binning='soft', numbins=32, gmm_space='polar'),
+                       plane=dict(binning='soft', numbins=32, gmm_space='plane')),
         augmentation=dict(off=dict(crops_per_photo=1, aug_crop_area=None, aug_hflip=False), on=dict()),
-        binning=dict(gmm=dict(binning='soft'), uniform=dict(binning='uniform', numbins=36)),  # 6x6 grid
-        numbins=dict(K16=dict(numbins=16), K32=dict(numbins=32), K64=dict(numbins=64)),
+        binning=dict(gmm=dict(binning='soft', numbins=32), uniform=dict(binning='uniform', numbins=36)),
+        numbins=dict(K16=dict(numbins=16), K36=dict(numbins=36), K64=dict(numbins=64)),  # uniform: 4x4, 6x6, 8x8
     ),
     variant_order=('stages', 'rebalance', 'gmm_space', 'augmentation', 'binning', 'numbins', 'decoding'),
     choose_on='auc_rebal',      # validation metric that picks an arm (higher is better)

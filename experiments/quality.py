@@ -131,7 +131,8 @@ def plan(args, chain, variants, seeds):
     """(runs in the order they train, {variant: {arm: [runs by seed]}}, per-stage iterations).
 
     The default chain comes first (first seed; every seed when 'stages' is asked for), then
-    each variant's arms; an arm whose config equals the default reuses the default's FCN-32s.
+    each variant's arms; arms of equal configs share one run, so an arm equal to the default
+    reuses the default's FCN-32s.
     """
     base_pairs = list(args.overrides)
     runs, by_key = [], {}
@@ -153,7 +154,7 @@ def plan(args, chain, variants, seeds):
     for seed in chain_seeds:
         for stage_index in range(len(chain)):
             run_of(DEFAULT_ARM, {}, seed, stage_index)
-    base_cfg = effective_config(chain[0][1], base_pairs)
+    configs = [(effective_config(chain[0][1], base_pairs), DEFAULT_ARM, {})]   # (config, label, overrides)
     arms = {}
     if 'stages' in variants:
         arms['stages'] = {arch: [by_key[(DEFAULT_ARM, s, i)] for s in seeds] for i, (arch, _) in enumerate(chain)}
@@ -163,8 +164,11 @@ def plan(args, chain, variants, seeds):
         arms[name] = {}
         for arm, overrides in EXPERIMENT['variants'][name].items():
             cfg = effective_config(chain[0][1], base_pairs + set_pairs(overrides))
-            label = DEFAULT_ARM if cfg == base_cfg else '%s-%s' % (name, arm)
-            arms[name][arm] = [run_of(label, {} if label == DEFAULT_ARM else overrides, s, 0) for s in seeds]
+            same = next(((label, o) for c, label, o in configs if c == cfg), None)
+            if same is None:
+                same = ('%s-%s' % (name, arm), overrides)
+                configs.append((cfg,) + same)
+            arms[name][arm] = [run_of(same[0], same[1], s, 0) for s in seeds]
     if 'decoding' in variants:
         arms['decoding'] = {d: [run_of(DEFAULT_ARM, {}, s, 0) for s in seeds] for d in EXPERIMENT['decodings']}
     return runs, arms
@@ -462,7 +466,8 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
             baseline = 'annealed'
         else:
             arms_result = {a: collect(rs, scores) for a, rs in arm_runs.items()}
-            baseline = next((a for a, rs in arm_runs.items() if rs[0].arm == DEFAULT_ARM), None)
+            # the default's arm; in a variant without one (the GMM's space under uniform bins) the first arm
+            baseline = next((a for a, rs in arm_runs.items() if rs[0].arm == DEFAULT_ARM), next(iter(arm_runs)))
             if variant == 'stages':
                 baseline = chain[-1][0]
         result['variants'][variant] = {'arms': arms_result, 'decision': choose(arms_result, baseline, len(seeds))}
@@ -564,11 +569,11 @@ def markdown(result):
                 continue
             text = '- %s: best on validation %s; ' % (variant, d['best_on_val'])
             if d['best_on_val'] == d['baseline']:
-                text += 'the default (%s) stays' % d['baseline']
+                text += 'the baseline (%s) stays' % d['baseline']
             elif d.get('within_spread'):
-                text += 'within the spread of the default (%s), which stays' % d['baseline']
+                text += 'within the spread of the baseline (%s), which stays' % d['baseline']
             else:
-                text += 'beyond the spread of the default (%s): choose %s' % (d['baseline'], d['chosen'])
+                text += 'beyond the spread of the baseline (%s): choose %s' % (d['baseline'], d['chosen'])
             if not d['complete']:
                 text += ' (incomplete: not every arm has every seed, so no decision)'
             lines.append(text)

@@ -83,13 +83,19 @@ def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
     base = config.get_config(chain[0][1])
     by_name = {r.name: r for r in runs}
     assert len(by_name) == len(runs)                       # every run once
+    first_label = {}                                       # config of an arm -> the label of its run
     for variant, overrides_by_arm in config.QUALITY_EXPERIMENT['variants'].items():
         for arm, overrides in overrides_by_arm.items():
-            is_default = all(base[k] == v for k, v in overrides.items())
+            cfg = dict(base, **overrides)
+            is_default = cfg == base
+            label = first_label.setdefault(repr(sorted(cfg.items())), '%s-%s' % (variant, arm))
             for seed, run in zip((0, 1), arms[variant][arm]):
                 assert run.seed == seed and run.arch == 'fcn32s'
-                assert run.arm == ('default' if is_default else '%s-%s' % (variant, arm))
+                assert run.arm == ('default' if is_default else label)
                 assert run.iterations == by_name['default/seed%d/fcn32s' % seed].iterations
+    # arms of equal configs share a run: the binning variant's GMM arm is the gmm_space variant's polar arm
+    assert arms['binning']['gmm'] == arms['gmm_space']['polar']
+    assert len({r.arm for r in runs}) == len(first_label)
     assert [r.arch for r in arms['stages']['fcn8s']] == ['fcn8s', 'fcn8s']
     assert {(r.seed, r.arch) for r in runs if r.arm == 'default'} == {
         (s, a) for s in (0, 1) for a, _ in chain}
