@@ -9,8 +9,9 @@ DIR (``experiments/get_photos.py --out DIR``) holds the photos and ``split_train
 ``split_val.txt``, ``split_test.txt``.  The default invocation trains the first seed's chain
 (``config.QUALITY_EXPERIMENT``: configs 110 -> 111 -> 112, each stage from the previous one's
 best model), evaluates every stage on the validation and test splits with ``evaluate.py`` and
-writes ``OUT/results.md``, ``OUT/results.json``, ``OUT/default/model_best.pth.tar`` (the final
-stage) and ``OUT/default/test_grid.png`` (original | grayscale | model, every test photo).
+writes ``OUT/results.md``, ``OUT/results.json``, ``OUT/default/model_best.pth.tar`` (the first
+seed's model of the chain's stage with the best validation score, as a training run's model_best)
+and ``OUT/default/test_grid.png`` (original | grayscale | model, every test photo).
 
 Every run is a fixed budget and its model is the last iterate (``checkpoint.pth.tar``), which
 also starts the next stage: a validation split of a few photos is too small to select
@@ -438,6 +439,14 @@ def choose(arms_result, baseline, n_seeds):
     return decision
 
 
+def default_stage(stages):
+    """The default model's stage: the chain's stage with the best mean validation score (a later stage
+    on a tie), as a training run's model_best.pth.tar is its best validation; None before any is scored."""
+    key = EXPERIMENT['choose_on']
+    scored = [(r['val']['model'][key]['mean'], i, arch) for i, (arch, r) in enumerate(stages.items()) if r]
+    return max(scored)[2] if scored else None
+
+
 def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
     """The results.json dict."""
     result = {
@@ -460,6 +469,7 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
     for i, (arch, _) in enumerate(chain):
         stage_runs = [r for r in runs if r.arm == DEFAULT_ARM and r.stage_index == i]
         result['default'][arch] = collect(stage_runs, scores)
+    result['default_model'] = default_stage(result['default'])
     for variant, arm_runs in arms.items():
         if variant == 'decoding':
             arms_result = {d: collect(rs, scores, d) for d, rs in arm_runs.items()}
@@ -522,7 +532,8 @@ def markdown(result):
         seeds = ', '.join(str(s) for s in r['seeds'])
         lines.append('| %s | %s | model | %s |' % (arch, seeds, ' | '.join(metric_cells(r['test'], 'model'))))
         lines.append('| | | target (ceiling) | %s |' % ' | '.join(metric_cells(r['test'], 'target')))
-    last = next((r for r in reversed(list(result['default'].values())) if r), None)
+    chosen = result['default_model']
+    last = result['default'][chosen] if chosen else None
     if last:
         lines.append('| grayscale | | | %s |' % ' | '.join(metric_cells(last['test'], 'grayscale')))
         lines.append('| ground truth | | | %s%s |' % (' | ' * (len(METRICS) - 1),
@@ -532,7 +543,8 @@ def markdown(result):
             values = zip(last['test']['model'][k]['values'], last['test']['grayscale'][k]['values'])
             beats = all((m > g) == HIGHER_IS_BETTER[k] for m, g in values)
             verdict.append('%s %s' % (k, 'beats grayscale with every seed' if beats else 'does NOT beat grayscale'))
-        lines += ['', 'Final stage vs grayscale: %s.' % '; '.join(verdict)]
+        lines += ['', 'Default model: %s, the stage with the best validation %s; against grayscale on the '
+                  'test split: %s.' % (chosen, EXPERIMENT['choose_on'], '; '.join(verdict))]
     lines += ['']
     if result['variants']:
         lines += ['## Variants, test split (chosen on validation: %s)' % EXPERIMENT['choose_on'], '',
@@ -636,6 +648,7 @@ def write_results(args, chain, runs, arms, seeds, scores, walls, started):
     with open(tmp, 'w') as f:
         f.write(markdown(result))
     os.replace(tmp, os.path.join(args.out, 'results.md'))
+    return result
 
 
 def parse_args(argv=None):
@@ -717,17 +730,16 @@ def main(argv=None):
         if metrics is not None:
             scores[(run.name, split, decode)] = metrics
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
-    write_results(args, chain, runs, arms, seeds, scores, walls, started)
-    final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0]
-                  and r.stage_index == len(chain) - 1), None)
+    chosen = write_results(args, chain, runs, arms, seeds, scores, walls, started)['default_model']
+    final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]
     if final is not None and not final.failed and os.path.isfile(final.model):
         default_dir = os.path.join(args.out, DEFAULT_ARM)
         save_colorizer_checkpoint(final.model, os.path.join(default_dir, 'model_best.pth.tar'))
         grid = os.path.join(default_dir, 'test_grid.png')
         n = test_grid(final.model, args, grid)
-        say('default model: %s; test grid (%d photos): %s'
-            % (os.path.join(default_dir, 'model_best.pth.tar'), n, grid))
+        say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
+            % (os.path.join(default_dir, 'model_best.pth.tar'), chosen, n, grid))
     say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),
                                          os.path.join(args.out, 'results.json'), duration(time.time() - started)))
     if failed:

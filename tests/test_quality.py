@@ -42,10 +42,13 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     assert status == 0, stdout + err
     for name in ('results.md', 'results.json', 'default/model_best.pth.tar', 'default/test_grid.png'):
         assert (out / name).is_file(), name
-    colorizer = colorize.load_colorizer(str(out / 'default' / 'model_best.pth.tar'))
-    assert colorizer.model.__class__.__name__ == 'FCN8sColor'
-
     result = json.loads((out / 'results.json').read_text())
+    # the default model is the stage with the best validation score, as model_best of a training run
+    val = {arch: result['default'][arch]['val']['model']['auc_rebal']['mean'] for arch in ('fcn32s', 'fcn16s', 'fcn8s')}
+    assert result['default_model'] == max(reversed(list(val)), key=val.get)
+    colorizer = colorize.load_colorizer(str(out / 'default' / 'model_best.pth.tar'))
+    assert colorizer.model.__class__.__name__ == {'fcn32s': 'FCN32sColor', 'fcn16s': 'FCN16sColor',
+                                                  'fcn8s': 'FCN8sColor'}[result['default_model']]
     methods = {'model', 'grayscale', 'target'}
     for arch in ('fcn32s', 'fcn16s', 'fcn8s'):
         stage = result['default'][arch]
@@ -106,6 +109,18 @@ def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
     # the default invocation: one seed's chain, nothing else
     runs, arms = quality.plan(args, chain, [], [0, 1])
     assert [r.name for r in runs] == ['default/seed0/%s' % a for a, _ in chain] and arms == {}
+
+
+def test_default_model_is_the_stage_best_on_validation():
+    def stage(val, test):
+        return {'val': {'model': {'auc_rebal': {'mean': val}}}, 'test': {'model': {'auc_rebal': {'mean': test}}}}
+    stages = {'fcn32s': stage(86.0, 74.0), 'fcn16s': stage(82.0, 75.0), 'fcn8s': stage(79.0, 76.0)}
+    assert quality.default_stage(stages) == 'fcn32s'                 # validation chooses, not test
+    stages['fcn8s'] = stage(86.0, 76.0)
+    assert quality.default_stage(stages) == 'fcn8s'                  # a tie goes to the later stage
+    stages['fcn8s'] = None                                           # not finished
+    assert quality.default_stage(dict(stages, fcn32s=None)) == 'fcn16s'
+    assert quality.default_stage({'fcn32s': None}) is None
 
 
 def test_mean_and_spread_over_seeds():
