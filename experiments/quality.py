@@ -478,8 +478,8 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
             arms_result = {a: collect(rs, scores) for a, rs in arm_runs.items()}
             # the default's arm; in a variant without one (the GMM's space under uniform bins) the first arm
             baseline = next((a for a, rs in arm_runs.items() if rs[0].arm == DEFAULT_ARM), next(iter(arm_runs)))
-            if variant == 'stages':
-                baseline = chain[-1][0]
+            if variant == 'stages':                     # the default model's stage, best on validation
+                baseline = result['default_model'] or chain[-1][0]
         result['variants'][variant] = {'arms': arms_result, 'decision': choose(arms_result, baseline, len(seeds))}
     return result
 
@@ -530,7 +530,8 @@ def markdown(result):
             lines.append('| %s | not finished | | %s|' % (arch, ' | ' * len(METRICS)))
             continue
         seeds = ', '.join(str(s) for s in r['seeds'])
-        lines.append('| %s | %s | model | %s |' % (arch, seeds, ' | '.join(metric_cells(r['test'], 'model'))))
+        name = '**%s: default model**' % arch if arch == result['default_model'] else arch
+        lines.append('| %s | %s | model | %s |' % (name, seeds, ' | '.join(metric_cells(r['test'], 'model'))))
         lines.append('| | | target (ceiling) | %s |' % ' | '.join(metric_cells(r['test'], 'target')))
     chosen = result['default_model']
     last = result['default'][chosen] if chosen else None

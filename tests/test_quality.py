@@ -67,7 +67,10 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     assert (out / 'rebalance-on' / 'seed0' / 'fcn32s' / 'bin_prior.npy').is_file()
     assert not (out / 'rebalance-on' / 'seed0' / 'fcn16s').exists()
     md = (out / 'results.md').read_text()
-    assert '| fcn8s | 0 | model |' in md and '| rebalance | on | 0 |' in md
+    for arch in ('fcn32s', 'fcn16s', 'fcn8s'):
+        name = '**%s: default model**' % arch if arch == result['default_model'] else arch
+        assert '| %s | 0 | model |' % name in md
+    assert '| rebalance | on | 0 |' in md
     grid = np.asarray(Image.open(out / 'default' / 'test_grid.png'))
     assert grid.shape[:2] == (quality.GRID_CELL + 4, 3 * (quality.GRID_CELL + 2) + 2)  # one photo, 3 columns
 
