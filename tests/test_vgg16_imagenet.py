@@ -116,7 +116,7 @@ def test_offline_and_not_cached_stops_before_the_run_folder_in_one_line(choice, 
     env = dict(os.environ, TORCH_HOME=torch_home)
     proc = subprocess.run([sys.executable, '-c', OFFLINE, os.path.join(REPO_DIR, 'train_color_fcn32s.py')]
                           + SMOKE_ARGS + ['-d', photo_folder, '-o', run_dir, '--vgg16', choice],
-                          capture_output=True, text=True, cwd=REPO_DIR, env=env, timeout=120)
+                          capture_output=True, text=True, cwd=REPO_DIR, env=env, timeout=600)
     assert proc.returncode != 0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: '), proc.stdout + proc.stderr
