@@ -11,6 +11,12 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
 
+# the web page (app.py) and its browser tests: a separate file keeps training installs lean
+APP_STAMP := $(VENV)/.requirements-app-installed
+$(APP_STAMP): requirements-app.txt requirements.txt $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-app.txt
+	touch $(APP_STAMP)
+
 # FCN-32s (config 100) on the photos bundled with scikit-image, its log plot,
 # then colorize those photos with the best model and evaluate it.
 demo: $(STAMP)
@@ -27,7 +33,7 @@ stages: $(STAMP)
 	$(PY) train_color_fcn16s.py -c 101
 	$(PY) train_color_fcn8s.py -c 102
 
-test: $(STAMP)
+test: $(STAMP) $(APP_STAMP)
 	$(PY) -m pytest -q tests
 
 # a CUDA machine in one command: CUDA-only tests, both benchmarks on the device, 100 bf16 training

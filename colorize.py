@@ -1,7 +1,9 @@
 """Colorize any photo with a trained checkpoint.
 
     python colorize.py -m logs/RUN/model_best.pth.tar [--decode annealed|mean|mode] [-T 0.38]
-                       [-o OUTDIR] [--side-by-side] INPUT...
+                       [-o OUTDIR] [--side-by-side] [--edge-aware] INPUT...
+    python colorize.py -m HINT_MODEL --hints FILE [-o OUTDIR] PHOTO
+
 
 INPUT: image files or folders (searched recursively).  Every input, colour or
 grey, of any size and any format PIL reads (EXIF orientation applied), gives
@@ -11,6 +13,15 @@ upsampled on the chroma plane and recombined with the full-resolution lightness.
 An unreadable input is reported and skipped.  Exit status: 0 when every input
 was colorized, 1 when some could not be read (the others are still written; the
 summary line counts them), 2 for a usage error (one ``error:`` line).
+
+``--hints FILE`` (a model trained with ``hints: true``, one photo): a JSON file
+``{"points": [{"x": 412, "y": 96, "color": "#3b7dd8", "size": 9}, ...]}`` (x, y
+in the photo's pixels from its top-left corner, after EXIF rotation; ``size``
+the side of the hint square, optional) or a PNG of the photo's size,
+transparent where there is no hint.  The hints' hue and chroma are applied on
+their squares, the photo's own lightness kept.  A point outside the photo, a
+colour that is none, a malformed file, a hint image of another size, or hints
+given to a model without hint input: one ``error:`` line, exit 2, nothing written.
 
 ``load_colorizer`` / :class:`Colorizer` are the library side (``evaluate.py`` uses them).
 """
@@ -26,11 +37,15 @@ from PIL import Image
 import cli
 import config
 import data_loader
+import hints as hint_input
+import levin
 import models
+import targets
 import utils
 
 DEFAULT_OUT_DIR = os.path.join('out', 'colorized')
 RECOMBINE_BLOCK_PIXELS = 1 << 19  # full-resolution colour maths in blocks of ~0.5 MP
+SUGGESTED_LIGHTNESS = (0.3, 0.7)  # palette swatches: the pixel's L, kept where most chroma survives
 
 
 class Colorizer:
@@ -49,23 +64,53 @@ class Colorizer:
         self.device = torch.device(device)
         self.config = dict(checkpoint_config or {})
 
+    @property
+    def takes_hints(self):
+        """Whether the network was trained with colour-hint input (L + a, b, mask)."""
+        return getattr(self.model, 'in_channels', 1) > 1
+
+    def full_hint_maps(self, hints, height, width):
+        """Points / a hint image (see ``hints``) -> torch maps on the device: (a, b) ``[2, H, W]``, mask ``[H, W]``.
+
+        Raises ``hints.HintError`` for hints given to a model that takes none.
+        """
+        if hints is not None and len(hints) and not self.takes_hints:
+            raise hint_input.HintError('this model takes no hints (it was trained without hint input): train '
+                                       'one with `hints: true`, e.g. config 113, or leave the hints out')
+        plane, mask = hint_input.hint_maps(hints, width, height)
+        return torch.from_numpy(plane).to(self.device), torch.from_numpy(mask).to(self.device)
+
     def lightness(self, rgb_uint8):
         """uint8 ``[H, W, 3]`` -> L = V - C/2 = (max + min) / 2 ``[H, W]`` in [0, 1]."""
         rgb = torch.from_numpy(np.array(rgb_uint8, dtype=np.uint8)).to(self.device)  # a writable copy
         return (rgb.amax(-1).float() + rgb.amin(-1).float()).div_(510.0)
 
     @torch.no_grad()
-    def predicted_planes(self, lightnesses, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
-        """Full-resolution L maps ``[H_i, W_i]`` -> predicted chroma plane ``[B, 2, h, w]`` at im_size.
+    def probabilities(self, lightnesses, hint_maps=None):
+        """Full-resolution L maps ``[H_i, W_i]`` (+ a hint model's full-resolution hint maps, one
+        pair per image) -> bin probabilities ``[B, K, h, w]`` at im_size.
 
-        Only L reaches the network (resized with an antialiased bilinear filter),
-        so a colour photo and its grey version get the same colours.
+        Only L (and the hints) reach the network, resized with an antialiased
+        bilinear filter (hints: area averages), so a colour photo and its grey
+        version get the same colours.
         """
         small = torch.stack([F.interpolate(l[None, None], size=self.im_size, mode='bilinear',
                                            align_corners=False, antialias=True)[0, 0]
                              for l in lightnesses])
-        scores = self.model(self.encoder.lightness_input(small))
-        hue, chroma = self.encoder.bins.decode(self.encoder.probabilities(scores), method, temperature)
+        net_input = self.encoder.lightness_input(small)
+        if self.takes_hints:
+            if hint_maps is None:
+                hint_maps = [(l.new_zeros((2,) + l.shape), l.new_zeros(l.shape)) for l in lightnesses]
+            planes, masks = zip(*[hint_input.reduce_hint_maps(plane[None], mask[None, None], self.im_size)
+                                  for plane, mask in hint_maps])
+            net_input = hint_input.network_input(net_input, torch.cat(planes), torch.cat(masks))
+        return self.encoder.probabilities(self.model(net_input))
+
+    @torch.no_grad()
+    def predicted_planes(self, lightnesses, method='annealed', temperature=utils.DEFAULT_TEMPERATURE,
+                         hint_maps=None):
+        """Full-resolution L maps ``[H_i, W_i]`` -> predicted chroma plane ``[B, 2, h, w]`` at im_size."""
+        hue, chroma = self.encoder.bins.decode(self.probabilities(lightnesses, hint_maps), method, temperature)
         return utils.hue_chroma_to_plane(hue, chroma)
 
     @torch.no_grad()
@@ -83,14 +128,26 @@ class Colorizer:
         return utils.hue_chroma_to_plane(hue, chroma)
 
     @torch.no_grad()
-    def recombine(self, plane, lightness):
+    def recombine(self, plane, lightness, hint_maps=None, edge_aware=False):
         """Chroma plane ``[2, h, w]`` + full-resolution L ``[H, W]`` -> uint8 RGB ``[H, W, 3]``.
 
-        The plane is upsampled bilinearly (no hue-seam artefacts); hcl_to_rgb
-        limits chroma to what L allows, so the output keeps L.
+        The plane is upsampled bilinearly (no hue-seam artefacts), or with
+        ``edge_aware`` by the guided filter's linear model fitted at the coarse
+        size (levin.coarse_fit_guided_upsample), so colour edges follow the
+        lightness edges.  Full-resolution hint maps ``(plane [2, H, W], mask [H, W])``
+        are then applied on their squares.  hcl_to_rgb limits chroma to what L
+        allows, so the output keeps L.
         """
         height, width = lightness.shape
-        ab = F.interpolate(plane[None].float(), size=(height, width), mode='bilinear', align_corners=False)[0]
+        if edge_aware:
+            radius, eps = config.EDGE_AWARE['radius'], config.EDGE_AWARE['eps']
+            ab = torch.from_numpy(levin.coarse_fit_guided_upsample(
+                lightness.cpu().numpy(), plane.float().cpu().numpy(), radius, eps)).float().to(lightness.device)
+        else:
+            ab = F.interpolate(plane[None].float(), size=(height, width), mode='bilinear', align_corners=False)[0]
+        if hint_maps is not None:
+            hint_plane, hint_mask = hint_maps
+            ab = torch.where(hint_mask > 0, hint_plane, ab)
         out = torch.empty(height, width, 3, dtype=torch.uint8, device=lightness.device)
         rows = max(1, RECOMBINE_BLOCK_PIXELS // width)
         for top in range(0, height, rows):  # blocks that stay in cache: 3-5x faster on a CPU
@@ -99,11 +156,50 @@ class Colorizer:
             out[top:top + rows] = utils.hcl_to_rgb(hue, chroma, l).mul_(255.0).round_().permute(1, 2, 0)
         return out.cpu().numpy()
 
-    def colorize(self, rgbs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
-        """List of uint8 ``[H_i, W_i, 3]`` (any colours) -> list of colorized uint8, same sizes."""
+    def colorize(self, rgbs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE, hints=None,
+                 edge_aware=False):
+        """List of uint8 ``[H_i, W_i, 3]`` (any colours) -> list of colorized uint8, same sizes.
+
+        One image ``[H, W, 3]`` gives one image.  ``hints``: for one image its
+        points (dicts as in the hint JSON) or RGBA hint image; for a list, one
+        such entry (or None) per image.
+        """
+        if isinstance(rgbs, np.ndarray) and rgbs.ndim == 3:
+            return self.colorize([rgbs], method, temperature, None if hints is None else [hints], edge_aware)[0]
+        hints = [None] * len(rgbs) if hints is None else list(hints)
         lightnesses = [self.lightness(rgb) for rgb in rgbs]
-        planes = self.predicted_planes(lightnesses, method, temperature)
-        return [self.recombine(plane, l) for plane, l in zip(planes, lightnesses)]
+        maps = [self.full_hint_maps(h, *l.shape) for h, l in zip(hints, lightnesses)]
+        planes = self.predicted_planes(lightnesses, method, temperature, maps)
+        return [self.recombine(plane, l, m if h is not None else None, edge_aware)
+                for plane, l, m, h in zip(planes, lightnesses, maps, hints)]
+
+    @torch.no_grad()
+    def suggest_colors(self, rgb, x, y, hints=None, count=8):
+        """The ``count`` most likely colours at pixel (x, y) under the model (with ``hints``), as
+        '#rrggbb', most likely first: the bins' centres at the pixel's lightness (Zhang et al.'s palette)."""
+        lightness = self.lightness(rgb)
+        height, width = lightness.shape
+        maps = self.full_hint_maps(hints, height, width)
+        probs = self.probabilities([lightness], [maps])[0]
+        h, w = probs.shape[-2:]
+        p = probs[:, min(h - 1, int(y * h / height)), min(w - 1, int(x * w / width))].float().cpu()
+        if self.encoder.binning == 'one-hot':
+            k, centres = self.encoder.num_bins, self.encoder.bins.bin_centres
+            joint = (p[:k, None] * p[None, k:]).reshape(-1)
+            order = torch.argsort(joint, descending=True)
+            hc = torch.stack([centres[order // k], centres[order % k]], 1)
+        else:
+            hc = self.encoder.bins.centres[torch.argsort(p, descending=True)]
+        low, high = SUGGESTED_LIGHTNESS
+        l = torch.full((len(hc),), float(lightness[int(y), int(x)].clamp(low, high)))
+        rgbs = utils.to_uint8(utils.hue_chroma_to_rgb(hc[:, 0].reshape(-1, 1), hc[:, 1].reshape(-1, 1),
+                                                      l.reshape(-1, 1)).reshape(3, -1).T)
+        colours = []
+        for r, g, b in rgbs.tolist():
+            hexed = '#%02x%02x%02x' % (r, g, b)
+            if hexed not in colours:
+                colours.append(hexed)
+        return colours[:count]
 
 
 def load_colorizer(path, device='cpu'):
@@ -117,7 +213,7 @@ def load_colorizer(path, device='cpu'):
     if ckpt.get('config') is not None:  # keys added since it was written: as a resume sees them
         config.check_config({**config.DEFAULTS, **config.RESUME_DEFAULTS, **ckpt['config']},
                             '%s (its config)' % path, ignore_unknown=True)
-    encoder = data_loader.ColorEncoder.from_state(ckpt['encoder'])
+    encoder = targets.ColorEncoder.from_state(ckpt['encoder'])
     n_class = ckpt['model_kwargs'].get('n_class')
     if n_class != encoder.num_outputs or ckpt.get('num_bins', encoder.num_bins) != encoder.num_bins:
         raise models.CheckpointError('%s: the network has %d outputs, its %s binning with K=%d needs %d'
@@ -219,10 +315,37 @@ def parse_args(argv=None):
     add_model_arguments(p)
     p.add_argument('-o', '--out', default=DEFAULT_OUT_DIR, help='output folder (default %(default)s)')
     p.add_argument('--side-by-side', action='store_true', help='also write OUTDIR/<name>_side_by_side.png')
+    p.add_argument('--hints', metavar='FILE', help='colour hints for the one PHOTO (a hint model only): a JSON '
+                   'file {"points": [{"x": .., "y": .., "color": "#rrggbb", "size": ..}]} or a PNG of the '
+                   "photo's size, transparent where there is no hint")
+    p.add_argument('--edge-aware', action='store_true', help='upsample the colours along the lightness edges '
+                   '(guided by the full-resolution lightness) instead of bilinearly')
     p.add_argument('--png-compression', type=int, default=1, choices=range(10), metavar='0-9',
                    help='zlib level of the PNGs (default %(default)s: fast, 12 MP in about a second)')
     p.add_argument('inputs', nargs='+', metavar='INPUT', help='image files or folders')
     return p.parse_args(argv)
+
+
+def colorize_with_hints(colorizer, entries, args):
+    """``--hints FILE``: one photo, its hints checked before anything is written."""
+    if len(entries) != 1:
+        raise cli.UserError('--hints FILE colours one photo; %d were given' % len(entries))
+    if not colorizer.takes_hints:
+        raise hint_input.HintError('%s takes no hints (trained without hint input): give --hints to a model '
+                                   'trained with `hints: true` (e.g. config 113)' % args.model)
+    path, name = entries[0]
+    try:
+        rgb = data_loader.load_rgb(path, args.max_pixels)
+    except data_loader.UnreadableImage as err:
+        raise cli.UserError('cannot read %s (%s)' % (path, err)) from None
+    given = hint_input.read_hints_file(args.hints, rgb.shape[1], rgb.shape[0])
+    out = colorizer.colorize(rgb, args.decode, args.temperature, hints=given, edge_aware=args.edge_aware)
+    save_png(os.path.join(args.out, name + '.png'), out, args.png_compression)
+    if args.side_by_side:
+        save_png(os.path.join(args.out, name + '_side_by_side.png'), np.concatenate([rgb, out], 1),
+                 args.png_compression)
+    print('colorized 1 image with %s into %s' % (args.hints, args.out))
+    return 0
 
 
 def main(argv=None):
@@ -237,13 +360,15 @@ def main(argv=None):
     entries = expand_inputs(args.inputs)
     if not entries:
         raise cli.UserError('no image found in %s' % ' '.join(args.inputs))
+    if args.hints is not None:
+        return colorize_with_hints(colorizer, entries, args)
     done, failed = 0, 0
     bar = tqdm(total=len(entries), unit='image', disable=not any(os.path.isdir(i) for i in args.inputs))
     for readable, unreadable in read_batches([path for path, _ in entries], args.batch_size, args.max_pixels):
         for index, why in unreadable:
             tqdm.write('error: cannot read %s (%s): skipped' % (entries[index][0], why), file=sys.stderr)
-        outputs = colorizer.colorize([rgb for _, rgb in readable], args.decode, args.temperature) \
-            if readable else []
+        outputs = colorizer.colorize([rgb for _, rgb in readable], args.decode, args.temperature,
+                                     edge_aware=args.edge_aware) if readable else []
         for (index, rgb), out in zip(readable, outputs):
             name = entries[index][1]
             save_png(os.path.join(args.out, name + '.png'), out, args.png_compression)

@@ -95,6 +95,15 @@ def size_pair(low):
     return Spec('two integers >= %d ([height, width])' % low, accept)
 
 
+def integer_range(low):
+    """[min, max] integers with low <= min <= max (a list, as YAML writes it)."""
+    def accept(value):
+        ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_integer(v) for v in value) \
+            and low <= value[0] <= value[1]
+        return [int(value[0]), int(value[1])] if ok else REFUSED
+    return Spec('[min, max] integers with %d <= min <= max' % low, accept)
+
+
 def number_range(above, high):
     """[min, max] with above < min <= max <= high (a list, as YAML writes it)."""
     def accept(value):
@@ -160,6 +169,13 @@ DEFAULTS = dict(
     stats_pixels_per_image=20, # random pixels taken from each of them
     rebalance_lambda=None,     # class rebalancing (Zhang et al.): None = off, 0.5 = their lambda
     rebalance_sigma=0.05,      # smoothing of the bin prior on the chroma plane
+    # --- colour hints (Zhang et al. 2017: user points as extra input channels) ---
+    hints=False,               # input = L + the hints' chroma plane (a, b) + their mask (4 channels)
+    hint_none_share=1 / 8,     # p of the geometric number of points per image: P(no points) = p
+    hint_max_points=50,        # the geometric draw is capped here (P(N > 50) = (1-p)^51 ~ 0.1 %)
+    hint_patch=[1, 9],         # hint square's side in network pixels, uniform over [min, max]
+    hint_positions='gaussian', # 'gaussian' around the centre or 'uniform' over the image
+    hint_position_sigma=0.25,  # gaussian positions: std as a share of height / width (Zhang et al.: 1/4)
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
@@ -187,7 +203,7 @@ DEFAULTS = dict(
 
 # What each key of DEFAULTS may hold.  A new key is declared here too, one line (a test keeps the two
 # in step): integer(low[, high]), number(low=, high=, above=, below=), choice(*words), boolean(),
-# size_pair(low), path(), config_number(), optional(spec) (also None), either('word', spec).
+# size_pair(low), integer_range(low), path(), config_number(), optional(spec) (also None), either('word', spec).
 # get_config, every --set and flag of the train scripts, and the config inside a checkpoint go through it.
 SCHEMA = dict(
     max_iteration=integer(0),
@@ -221,6 +237,12 @@ SCHEMA = dict(
     rebalance_lambda=optional(number(low=0, high=1)),
     rebalance_sigma=number(above=0),
     gmm_space=choice('polar', 'plane'),
+    hints=boolean(),
+    hint_none_share=number(above=0, below=1),
+    hint_max_points=integer(1),
+    hint_patch=integer_range(1),
+    hint_positions=choice('gaussian', 'uniform'),
+    hint_position_sigma=number(above=0),
     padding=choice('same', 'caffe'),
     fc_channels=integer(1),
     vgg16=optional(path()),
@@ -349,12 +371,26 @@ def number_ranges(numbers):
     return ', '.join(str(a) if a == b else '%d-%d' % (a, b) for a, b in spans)
 
 
+# Zhang et al. 2017's test sweep (evaluate.py --hint-points): N points per photo, squares of `patch`
+# pixels at `side` pixels on the short side (scaled to the photo), uniform positions, each the mean colour
+# of its square; a hint point given without a size (hint JSON, web page) is such a square too.  Levin et
+# al. 2004's baseline solves at `side` pixels on the short side.
+HINT_SWEEP = dict(points=[0, 1, 2, 5, 10, 20, 50], patch=6, side=256)
+
+# colorize.py --edge-aware: the predicted colours upsampled by the guided filter's linear model fitted at
+# the network's size (levin.coarse_fit_guided_upsample), guided by the full-resolution lightness:
+# windows of 2 * radius + 1 network pixels, eps in lightness units squared.
+EDGE_AWARE = dict(radius=1, eps=1e-3)
+
+
 # the test suite's smoke setting: seconds per run on a CPU (tests override the data folder)
 configurations[199] = dict(
     _DEMO, max_iteration=4, im_size=(64, 64), batch_size=2, numbins=8, fc_channels=32,
     stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
     workers=0,
 )
+# ... with colour-hint input (tests of the hint paths and the web page)
+configurations[198] = dict(configurations[199], hints=True)
 
 
 # experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.

@@ -23,7 +23,8 @@ per image (see utils ``colorization_metrics``): PSNR on 8-bit RGB (capped at
 distribution over thresholds 0..150 (Zhang et al. 2016) plain and rebalanced by
 the inverse frequency of the original's ab colours, Hasler & Suesstrunk
 colourfulness.  Writes OUTDIR/metrics.json, OUTDIR/per_image.csv, OUTDIR/grid.png
-(original | grayscale | target | model) and prints a table.
+(original | grayscale | target | model, each GRID_CELL pixels wide, a row as tall as
+its photo) and prints a table.
 
 Exit status: 0 when every image was scored, 1 when some could not be read (the
 others are scored and written; the summary counts them; a ``--list`` line that
@@ -41,11 +42,12 @@ from PIL import Image
 import cli
 import colorize
 import data_loader
+import hint_sweep
 import utils
 
 DEFAULT_OUT_DIR = os.path.join('out', 'evaluate')
 METHODS = ('model', 'grayscale', 'target')
-GRID_CELL = 160  # pixels of one thumbnail of the grid
+GRID_CELL = 160  # width in pixels of each image of grid.png (its height: the photo's aspect)
 
 
 # --------------------------------------------------------------------------
@@ -152,13 +154,14 @@ def score_batch(colorizer, rgbs, method, temperature):
     return results
 
 
-def thumbnail(rgb, cell=GRID_CELL):
-    """Fit an image into a white ``cell`` x ``cell`` square (aspect kept)."""
+def thumbnail(rgb, width=GRID_CELL):
+    """An image scaled to ``width`` pixels wide, aspect kept: a grid row is as tall as its photo
+    (no white bands above and below a wide one)."""
     img = Image.fromarray(rgb)
-    img.thumbnail((cell, cell), Image.BILINEAR)
-    canvas = Image.new('RGB', (cell, cell), (255, 255, 255))
-    canvas.paste(img, ((cell - img.width) // 2, (cell - img.height) // 2))
-    return np.asarray(canvas)
+    height = max(1, round(width * img.height / img.width))
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.BILINEAR, reducing_gap=2.0)   # as Image.thumbnail
+    return np.asarray(img)
 
 
 def summarise(rows, skipped):
@@ -195,6 +198,14 @@ def write_outputs(out_dir, summary, rows, grid_rows):
         Image.fromarray(utils.tile_images(grid_rows)).save(os.path.join(out_dir, 'grid.png'))
 
 
+def hint_counts(text):
+    """argparse type: '0,2,10' -> [0, 2, 10] (sorted, unique)."""
+    counts = set()
+    for part in text.split(','):
+        counts.add(cli.natural_int(part.strip()))
+    return sorted(counts)
+
+
 def parse_args(argv=None):
     p = cli.ArgumentParser(description='Evaluate a colorizer-fcn checkpoint (PSNR, RMSE, AuC, '
                                             'colourfulness) against grayscale and target baselines.')
@@ -205,6 +216,10 @@ def parse_args(argv=None):
     p.add_argument('-o', '--out', default=DEFAULT_OUT_DIR, help='output folder (default %(default)s)')
     p.add_argument('--max-images', type=cli.positive_int, default=None, help='score only the first N images')
     p.add_argument('--grid-images', type=cli.natural_int, default=8, help='images drawn in grid.png (default %(default)s)')
+    p.add_argument('--hint-points', type=hint_counts, default=None, metavar='N,N,...',
+                   help='a hint model: also score N hint points per photo drawn from the original (Zhang et '
+                   'al. 2017\'s test, e.g. 0,1,2,5,10,20,50) for the model, Levin et al. 2004 and grayscale: '
+                   'OUT/hints.json, hints_table.txt, hints_psnr.png, hints_grid.png')
     return p.parse_args(argv)
 
 
@@ -217,7 +232,11 @@ def main(argv=None):
     from tqdm import tqdm
     colorize.check_out_dir(args.out)
     colorizer = colorize.load_colorizer(args.model, args.device)
+    if args.hint_points and not colorizer.takes_hints:
+        raise cli.UserError('--hint-points: %s takes no hints (trained without hint input); give a model '
+                            'trained with `hints: true`' % args.model)
     unlisted = {}
+    sweep_scores, sweep_grid = [], []
     paths = evaluation_paths(args, colorizer.config, args.model, unlisted)
     rows, skipped, grid_rows = [], [], []
     bar = tqdm(total=len(paths), unit='image', desc='evaluate')
@@ -235,6 +254,12 @@ def main(argv=None):
             rows.append(row)
             if len(grid_rows) < args.grid_images:
                 grid_rows.append([thumbnail(rgb)] + [thumbnail(outputs[m]) for m in ('grayscale', 'target', 'model')])
+            if args.hint_points:
+                scores, images, drawn = hint_sweep.score_photo(colorizer, rgb, paths[index], args.hint_points,
+                                                               args.decode, args.temperature)
+                sweep_scores.append(scores)
+                if len(sweep_grid) < args.grid_images:
+                    sweep_grid.append(hint_sweep.grid_row(rgb, images, drawn))
         bar.update(len(readable) + len(unreadable))
     bar.close()
     if not rows:
@@ -248,6 +273,12 @@ def main(argv=None):
         print('  skipped %s: %s' % (path, why))
     print(format_table(summary))
     print('written: %s' % ', '.join(os.path.join(args.out, n) for n in ('metrics.json', 'per_image.csv', 'grid.png')))
+    if args.hint_points:
+        sweep = hint_sweep.summarise(sweep_scores, args.hint_points)
+        hint_sweep.write(args.out, sweep, args.hint_points, sweep_grid)
+        print('hint sweep over %d photos:' % len(sweep_scores))
+        print(hint_sweep.format_table(sweep, args.hint_points))
+        print('written: %s' % ', '.join(os.path.join(args.out, n) for n in hint_sweep.OUTPUTS))
     return cli.STOPPED if skipped else 0
 
 

@@ -25,7 +25,7 @@ __all__ = [
 # Output widths of conv1_1..conv5_3, one tuple per VGG16 block.
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256),
                 (512, 512, 512), (512, 512, 512))
-IN_CHANNELS = 1          # lightness only
+IN_CHANNELS = 1          # lightness only (hint models: + the hints' a, b and mask = 4)
 CONV_KERNEL = 3          # every trunk convolution is 3x3
 POOL_SIZE = 2            # pool1..pool5: 2x2 windows, stride 2, ceil mode
 FC6_KERNEL = 7           # fc6 is VGG's first fully connected layer as a 7x7 conv
@@ -88,7 +88,9 @@ def _crop(t, offset, size):
 class FCN32sColor(nn.Module):
     """FCN-32s colouriser: VGG16 trunk + score_fr + one 32x bilinear upsampler.
 
-    forward: x [B, 1, H, W] (lightness) -> scores [B, n_class, H, W].
+    forward: x [B, in_channels, H, W] -> scores [B, n_class, H, W]; channel 0
+    is the lightness, a hint model's channels 1-3 the hints' chroma plane (a, b)
+    and their mask (Zhang et al. 2017: hints enter at the first convolution only).
 
     padding='same' (default): conv1_1 pads 1 and fc6 pads 3, so no compute is
     spent on padding; the ceil-mode pools give pool5 size ceil(H/32).
@@ -112,15 +114,16 @@ class FCN32sColor(nn.Module):
     SAME_OFFSETS = {'final': 16}
     SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
 
-    def __init__(self, n_class=32, padding='same', fc_channels=4096):
+    def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS):
         super().__init__()
         if padding not in PADDING_SCHEMES:
             raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
                              f'got {padding!r}')
-        if int(n_class) < 1 or int(fc_channels) < 1:
-            raise ValueError('n_class and fc_channels must be positive, got '
-                             f'{n_class} and {fc_channels}')
+        if int(n_class) < 1 or int(fc_channels) < 1 or int(in_channels) < 1:
+            raise ValueError('n_class, fc_channels and in_channels must be positive, got '
+                             f'{n_class}, {fc_channels} and {in_channels}')
         self.n_class = int(n_class)
+        self.in_channels = int(in_channels)
         self.padding = padding
         self.fc_channels = int(fc_channels)
         caffe = padding == 'caffe'
@@ -128,7 +131,7 @@ class FCN32sColor(nn.Module):
 
         # VGG16 trunk: conv{b}_{i} -> bn{b}_{i} -> ReLU, pool{b} after block b.
         self._trunk = []  # [(conv name, bn name), ...] per block, in order
-        in_ch = IN_CHANNELS
+        in_ch = self.in_channels
         for b, widths in enumerate(VGG16_BLOCKS, start=1):
             names = []
             for i, out_ch in enumerate(widths, start=1):
@@ -190,7 +193,7 @@ class FCN32sColor(nn.Module):
         return _crop(up, off, skip.shape[-2:]) + skip
 
     def forward(self, x):
-        """x: [B, 1, H, W] -> [B, n_class, H, W] (dense, same memory format
+        """x: [B, in_channels, H, W] -> [B, n_class, H, W] (dense, same memory format
         as the network's activations)."""
         feats = {}
         h = x
@@ -215,7 +218,8 @@ class FCN32sColor(nn.Module):
         """Initialise the trunk (and fc6/fc7) from a torchvision VGG16.
 
         state_dict: a ``vgg16`` or ``vgg16_bn`` state dict (already loaded by
-        the caller). conv1_1's RGB weights are averaged to one input channel;
+        the caller). conv1_1's RGB weights are averaged to one input channel
+        (a hint model's other input channels start at zero);
         BN parameters/statistics are copied for vgg16_bn; classifier.0/.3
         become fc6 [4096, 512, 7, 7] / fc7 [4096, 4096, 1, 1] only when
         fc_channels == 4096. Returns the list of state_dict keys written.
@@ -233,7 +237,7 @@ class FCN32sColor(nn.Module):
         for idx, (name, src) in enumerate(zip(self._trunk_convs(), convs)):
             w = state_dict[f'features.{src}.weight']
             if idx == 0:  # RGB -> lightness: average over input channels
-                w = w.float().mean(dim=1, keepdim=True)
+                w = widen_input_weight(w.float().mean(dim=1, keepdim=True), self.in_channels)
             put(f'{name}.weight', w)
             put(f'{name}.bias', state_dict[f'features.{src}.bias'])
         bn_names = [bn for names in self._trunk for _, bn in names]
@@ -252,6 +256,11 @@ class FCN32sColor(nn.Module):
                           f'{VGG_FC_CHANNELS}: fc6/fc7 not copied from VGG16')
         return copied
 
+    def copy_params_from(self, other):
+        """Every tensor of a trained network of this architecture (``--init``); a
+        lightness-only one's conv1_1 is widened with zeros for a hint model."""
+        return self._copy_shared_state(other, type(self))
+
     def _copy_shared_state(self, other, expected_type):
         """Copy every state_dict entry (params and buffers) that ``other``
         shares with ``self`` by key. Returns the list of keys copied."""
@@ -262,7 +271,11 @@ class FCN32sColor(nn.Module):
             if getattr(self, attr) != getattr(other, attr):
                 raise ValueError(f'{attr} differs: {getattr(self, attr)!r} '
                                  f'(self) vs {getattr(other, attr)!r} (source)')
+        if other.in_channels > self.in_channels:
+            raise ValueError(f'in_channels: a {self.in_channels}-channel network cannot start '
+                             f'from a {other.in_channels}-channel one')
         dst, src = self.state_dict(), other.state_dict()
+        src['conv1_1.weight'] = widen_input_weight(src['conv1_1.weight'], self.in_channels)
         shared = [k for k in src if k in dst]
         for k in shared:
             if dst[k].shape != src[k].shape:
@@ -387,13 +400,25 @@ ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
                  'fcn8s': FCN8sColor}
 
 
-def build_model(arch, n_class, padding='same', fc_channels=4096):
+def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS):
     """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
     if arch not in ARCHITECTURES:
         raise ValueError(f'unknown arch {arch!r}; choose from '
                          f'{sorted(ARCHITECTURES)}')
     return ARCHITECTURES[arch](n_class=n_class, padding=padding,
-                               fc_channels=fc_channels)
+                               fc_channels=fc_channels, in_channels=in_channels)
+
+
+def widen_input_weight(weight, in_channels):
+    """conv1_1 weights [64, c, 3, 3] -> [64, in_channels, 3, 3], the new input channels zero.
+
+    A hint model started from a lightness-only one therefore computes exactly
+    what that model computed while no hints are given.
+    """
+    extra = in_channels - weight.shape[1]
+    if extra <= 0:
+        return weight
+    return torch.cat([weight, weight.new_zeros((weight.shape[0], extra) + tuple(weight.shape[2:]))], dim=1)
 
 
 # --------------------------------------------------------------------------

@@ -284,14 +284,20 @@ def psnr(image_true, image_test, data_range=255.0):
 # --------------------------------------------------------------------------
 
 def tile_images(rows, pad=2):
-    """List of rows, each a list of uint8 ``[H, W, 3]`` images of equal size -> one mosaic."""
-    h, w = rows[0][0].shape[:2]
+    """List of rows, each a list of uint8 ``[H, W, 3]`` images -> one mosaic on white, ``pad`` between.
+
+    Each row is as tall as its tallest image and each column as wide as its widest,
+    images at the top left of their cell: images of one size tile with no gaps but the padding.
+    """
     n_cols = max(len(r) for r in rows)
-    canvas = np.full((len(rows) * (h + pad) + pad, n_cols * (w + pad) + pad, 3), 255, np.uint8)
+    heights = [max(img.shape[0] for img in row) for row in rows]
+    widths = [max(row[j].shape[1] for row in rows if j < len(row)) for j in range(n_cols)]
+    tops = np.cumsum([pad] + [h + pad for h in heights])
+    lefts = np.cumsum([pad] + [w + pad for w in widths])
+    canvas = np.full((tops[-1], lefts[-1], 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[y:y + h, x:x + w] = img
+            canvas[tops[i]:tops[i] + img.shape[0], lefts[j]:lefts[j] + img.shape[1]] = img
     return canvas
 
 

@@ -22,6 +22,7 @@ import colorize  # noqa: E402
 import config  # noqa: E402
 import data_loader  # noqa: E402
 import models  # noqa: E402
+import targets  # noqa: E402
 
 
 def photo_12mp(path):
@@ -37,9 +38,9 @@ def demo_checkpoint(path):
     cfg = config.get_config(100)
     k = cfg['numbins']
     rng = np.random.RandomState(0)
-    bins = data_loader.GMMBins(np.full(k, 1.0 / k), np.stack([rng.rand(k), 0.6 * rng.rand(k)], 1),
+    bins = targets.GMMBins(np.full(k, 1.0 / k), np.stack([rng.rand(k), 0.6 * rng.rand(k)], 1),
                                np.tile(np.eye(2) * 0.01, (k, 1, 1)))
-    encoder = data_loader.ColorEncoder(bins, 0.45, cfg['img_lowpass'])
+    encoder = targets.ColorEncoder(bins, 0.45, cfg['img_lowpass'])
     kwargs = {'n_class': k, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
     model = models.build_model('fcn32s', **kwargs)
     torch.save({'arch': 'fcn32s', 'model_kwargs': kwargs, 'model_state_dict': model.state_dict(),

@@ -57,6 +57,7 @@ import cli  # noqa: E402
 import config  # noqa: E402
 import data_loader  # noqa: E402
 import runtime as runtime_lib  # noqa: E402
+import targets  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
 
@@ -380,8 +381,8 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     gmm, mean_l = fit_gmm(root, distinct, args)
-    bins = data_loader.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_)
-    encoder = data_loader.ColorEncoder(bins, mean_l, args.lowpass)
+    bins = targets.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_)
+    encoder = targets.ColorEncoder(bins, mean_l, args.lowpass)
     print('gmm: K=%d fitted on %d pixels in %.1f s (%d EM iterations, converged %s)'
           % (args.numbins, args.fit_pixels, time.perf_counter() - t0, gmm.n_iter_, gmm.converged_))
 

@@ -38,9 +38,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402
 import config  # noqa: E402
+import losses  # noqa: E402
 import models  # noqa: E402
+import run_setup  # noqa: E402
 import runtime as runtime_lib  # noqa: E402
-import trainer  # noqa: E402
 
 ARCHS = ('fcn32s', 'fcn16s', 'fcn8s')
 DEFAULT_PADDING = config.DEFAULTS['padding']
@@ -104,7 +105,7 @@ def train_step(model, optim, runtime, cfg, x, target):
     with runtime.autocast():
         scores = model(x)
     scores = scores.float()
-    loss = trainer.reduce_loss(trainer.soft_target_loss(scores, target), cfg['loss_reduction'])
+    loss = losses.reduce_loss(losses.soft_target_loss(scores, target), cfg['loss_reduction'])
     optim.zero_grad(set_to_none=True)
     runtime.scaler.scale(loss).backward()
     runtime.scaler.step(optim)
@@ -117,7 +118,7 @@ def time_training(arch, padding, args, runtime, cfg, x, target):
     torch.manual_seed(0)
     model = runtime.wrap(models.build_model(arch, args.n_class, padding, args.fc_channels), sync_bn=False)
     model.train()
-    optim = trainer.make_optimizer(model, cfg)
+    optim = run_setup.make_optimizer(model, cfg)
     warm = args.warmup_batch
     for _ in range(args.warmup):
         train_step(model, optim, runtime, cfg, x[:warm], target[:warm])

@@ -31,8 +31,9 @@ import torch
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_DIR)
 
-import data_loader  # noqa: E402
+import losses  # noqa: E402
 import models  # noqa: E402
+import targets  # noqa: E402
 import trainer  # noqa: E402
 
 CUDA_TESTS = ('tests/test_cuda_device.py', 'tests/test_cuda_paths.py')
@@ -71,7 +72,7 @@ def loss_and_gradients(model, net_input, target, device, loss_reduction='mean'):
             module.eval()
     model.zero_grad(set_to_none=True)
     scores = model(net_input.to(device)).float()
-    loss = trainer.reduce_loss(trainer.soft_target_loss(scores, target.to(device)), loss_reduction)
+    loss = losses.reduce_loss(losses.soft_target_loss(scores, target.to(device)), loss_reduction)
     loss.backward()
     return loss.item(), {name: p.grad.detach().double().cpu().numpy() for name, p in model.named_parameters()
                          if p.grad is not None}
@@ -113,8 +114,8 @@ def fixed_batch():
     import utils
     hue, chroma, lightness = utils.rgb_to_hcl(rgb.float() / 255)
     hc = torch.stack([hue.flatten(), chroma.flatten()], 1)[::7].double().numpy()
-    bins = data_loader.GMMBins.fit(hc, COMPARE_BINS, 0)
-    return rgb, data_loader.ColorEncoder(bins, float(lightness.mean()), img_lowpass=4)
+    bins = targets.GMMBins.fit(hc, COMPARE_BINS, 0)
+    return rgb, targets.ColorEncoder(bins, float(lightness.mean()), img_lowpass=4)
 
 
 def compare_cpu_cuda(device):

@@ -59,7 +59,7 @@ MODEL_SELECTION = 'final'            # recorded in DONE_MARKER: later stages sta
 RESUME_ONLY_KEYS = ('optim_state_dict', 'scaler_state_dict', 'sample_in_epoch', 'validated_at', 'log_rows',
                     'rng', 'world_size', 'elapsed_time', 'nonfinite_steps')  # not needed to colorize
 PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
-GRID_CELL = 160                      # pixels of one thumbnail of the test grid
+GRID_CELL = 160                      # width in pixels of each image of the test grid
 
 
 class UserError(Exception):
@@ -93,10 +93,10 @@ class Run:
 
 def effective_config(config_number, override_pairs):
     """config N updated by ``--set`` pairs (strings) -> dict; raises UserError on a bad key."""
-    import trainer
+    import cli
     try:
         cfg = config.get_config(config_number)
-        cfg.update(trainer.parse_overrides(override_pairs))
+        cfg.update(cli.parse_overrides(override_pairs))
     except (KeyError, ValueError) as e:
         raise UserError(str(e).strip('"'))
     return cfg

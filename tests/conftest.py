@@ -100,3 +100,26 @@ def spawn_ranks(fn, args, nprocs, timeout):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'cuda: runs on a CUDA device (skipped without one; `-m cuda` selects them)')
+    config.addinivalue_line('markers', 'browser: drives the web page (app.py) in headless Chromium (`-m browser`)')
+
+
+HINT_MODEL_ITERATIONS = 150   # config 198 (64x64, batch 2): ~40 s on 2 cores, enough to use hints
+
+
+@pytest.fixture(scope='session')
+def hint_model(tmp_path_factory):
+    """model_best.pth.tar of a tiny hint model (config 198) trained once for the session."""
+    import trainer
+    run = tmp_path_factory.mktemp('hint-model') / 'run'
+    trainer.main('fcn32s', SMOKE_ARGS[2:] + ['-c', '198', '-o', str(run), '--max-iter', str(HINT_MODEL_ITERATIONS),
+                                             '--set', 'interval_validate=50'])
+    return str(run / trainer.MODEL_BEST)
+
+
+@pytest.fixture(scope='session')
+def plain_model(tmp_path_factory):
+    """model_best.pth.tar of a tiny lightness-only model (config 199, 2 iterations)."""
+    import trainer
+    run = tmp_path_factory.mktemp('plain-model') / 'run'
+    trainer.main('fcn32s', SMOKE_ARGS + ['-o', str(run), '--max-iter', '2'])
+    return str(run / trainer.MODEL_BEST)

@@ -150,10 +150,10 @@ class QuadrantScores(torch.nn.Module):
 @pytest.fixture
 def quadrant_checkpoint(tmp_path, monkeypatch):
     """A colorizer-fcn checkpoint whose bins are the four quadrant hues, loaded as QuadrantScores."""
-    import data_loader
+    import targets
     means = np.array([[hue, CHROMA] for hue in QUADRANT_HUES])
-    bins = data_loader.GMMBins(np.full(4, 0.25), means, np.tile(np.eye(2) * 0.05 ** 2, (4, 1, 1)))
-    encoder = data_loader.ColorEncoder(bins, mean_l=0.5)
+    bins = targets.GMMBins(np.full(4, 0.25), means, np.tile(np.eye(2) * 0.05 ** 2, (4, 1, 1)))
+    encoder = targets.ColorEncoder(bins, mean_l=0.5)
     kwargs = {'n_class': 4, 'padding': 'same', 'fc_channels': 8}
     ckpt = {'arch': 'fcn32s', 'model_kwargs': kwargs,
             'model_state_dict': build_model('fcn32s', **kwargs).state_dict(),

@@ -12,6 +12,7 @@ from sklearn.mixture import GaussianMixture
 import config
 import data_loader
 import runtime
+import targets
 
 BLOCK = 24                      # side of each flat colour block of the test photo, pixels
 BLOCKS = (5, 7)                 # (rows, columns) of blocks
@@ -50,7 +51,7 @@ def test_augmented_views_keep_lightness_and_target_aligned_pixel_for_pixel(tmp_p
     hue, chroma, light = hcl_reference(colours)
     hc = np.repeat(np.stack([hue, chroma], 1), 40, 0) + np.random.RandomState(0).normal(0, 0.01, (40 * len(hue), 2))
     gmm = GaussianMixture(6, covariance_type='full', random_state=0).fit(hc)
-    encoder = data_loader.ColorEncoder(data_loader.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_), 0.5)
+    encoder = targets.ColorEncoder(targets.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_), 0.5)
     expected_target = gmm.predict_proba(np.stack([hue, chroma], 1)).reshape(BLOCKS + (6,))
     expected_light = light.reshape(BLOCKS)
 

@@ -21,8 +21,10 @@ from conftest import REPO_DIR, write_photos
 
 import cli
 import colorize
+import data_loader
 import evaluate
 import run_imagenet_bright_images
+import run_setup
 import trainer
 
 SMOKE = ['-c', '199', '-j', '0']
@@ -89,7 +91,7 @@ def expand(args, f):
 
 
 def logs_listing():
-    return set(os.listdir(trainer.LOGS_DIR)) if os.path.isdir(trainer.LOGS_DIR) else set()
+    return set(os.listdir(run_setup.LOGS_DIR)) if os.path.isdir(run_setup.LOGS_DIR) else set()
 
 
 def tree_state(folder):
@@ -126,7 +128,7 @@ def no_new_run_folder(files):
     yield
     new = logs_listing() - before
     for name in new:   # a check that let a run through: do not leave its folder behind
-        shutil.rmtree(os.path.join(trainer.LOGS_DIR, name), ignore_errors=True)
+        shutil.rmtree(os.path.join(run_setup.LOGS_DIR, name), ignore_errors=True)
     assert not new, new
     assert not os.path.exists(files['new_out'])
     assert tree_state(files['run32']) == run32
@@ -253,7 +255,7 @@ def test_inputs_that_become_unreadable_mid_run_stop_with_status_1(unreadable, ne
         loader = make_loader(dataset, sampler, batch_size, cfg, runtime, workers)
         made.append(dataset)   # the Trainer makes the training loader first, then the validation one
         if made.index(dataset) == ('train', 'val').index(unreadable):
-            loader.collate_fn = lambda batch: trainer.data_loader.collate_skip_unreadable(
+            loader.collate_fn = lambda batch: data_loader.collate_skip_unreadable(
                 [(None, i, 'gone') for _, i, _ in batch])
         return loader
     monkeypatch.setattr(trainer, 'make_loader', make_loader_losing_files)

@@ -11,7 +11,7 @@ from skimage.color import hsv2rgb, rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 
 import colorize
-import data_loader
+import targets
 import trainer
 import utils
 
@@ -173,15 +173,15 @@ def test_folders_side_by_side_and_unique_names(best, tmp_path):
     np.testing.assert_array_equal(pair[:, 30:], read(out / 'a.png'))
 
 
-@pytest.mark.parametrize('bins', [data_loader.OneHotBins(32), data_loader.GMMBins.uniform_grid(64)])
+@pytest.mark.parametrize('bins', [targets.OneHotBins(32), targets.GMMBins.uniform_grid(64)])
 def test_target_planes_encode_and_decode_the_original_for_every_binning(bins):
     """A flat colour through the bins and back lands within half a bin of itself (mode decoding)."""
-    colorizer = colorize.Colorizer(None, data_loader.ColorEncoder(bins, 0.5, img_lowpass=4), (16, 16), 'cpu')
+    colorizer = colorize.Colorizer(None, targets.ColorEncoder(bins, 0.5, img_lowpass=4), (16, 16), 'cpu')
     hue, chroma = 0.3, 0.45
     rgb = utils.hcl_to_rgb(torch.full((20, 30), hue), torch.full((20, 30), chroma), torch.full((20, 30), 0.5))
     rgb_uint8 = utils.to_uint8(rgb)
     plane = colorizer.target_planes([rgb_uint8], 'mode')
     assert plane.shape == (1, 2, 16, 16)
     got_hue, got_chroma = utils.plane_to_hue_chroma(plane)
-    half_bin = 0.5 / (31 if isinstance(bins, data_loader.OneHotBins) else 7)
+    half_bin = 0.5 / (31 if isinstance(bins, targets.OneHotBins) else 7)
     assert (got_hue - hue).abs().max() <= half_bin + 0.01 and (got_chroma - chroma).abs().max() <= half_bin + 0.01

@@ -93,10 +93,11 @@ def test_defaults_and_every_configuration_pass_the_check():
 
 def test_declared_choices_are_the_ones_the_code_knows():
     import data_loader
+    import targets
     import utils
     assert config.SCHEMA['train_set'].choices == tuple(data_loader.SET_LISTS)
     assert config.SCHEMA['val_set'].choices == tuple(data_loader.SET_LISTS)
-    assert config.SCHEMA['binning'].choices == data_loader.BINNINGS
+    assert config.SCHEMA['binning'].choices == targets.BINNINGS
     assert config.SCHEMA['decode'].choices == tuple(utils.DECODE_METHODS)
 
 

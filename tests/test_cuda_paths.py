@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import config
 import runtime
 import trainer
 from conftest import REPO_DIR
@@ -22,7 +23,7 @@ def read_losses(run_dir):
 
 
 def test_cpu_runtime_is_plain_float32():
-    cfg = dict(trainer.config_module.DEFAULTS)
+    cfg = dict(config.DEFAULTS)
     rt = runtime.Runtime(None, cfg)
     assert rt.device.type == 'cpu' and rt.amp_dtype is None and rt.target_dtype == torch.float32
     assert not rt.channels_last and not rt.pin_memory and not rt.scaler.is_enabled()

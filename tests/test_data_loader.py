@@ -1,4 +1,4 @@
-"""Lists, splits, bins and the batch encoder of data_loader.py."""
+"""Lists, splits, image files and the bundled photos of data_loader.py."""
 import os
 import sys
 
@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.mixture import GaussianMixture
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import config  # noqa: E402
 import data_loader  # noqa: E402
-import utils  # noqa: E402
 
 SHARED_LISTS = os.path.join(os.path.dirname(data_loader.REPO_DIR), 'shared', 'seed-lists')
 
@@ -97,92 +95,6 @@ def test_photo_folder_split_is_written_and_reused(tmp_path):
     write_photo(str(photos / 'new.png'), 99)  # a later file does not reshuffle a resumed run
     train2, val2 = data_loader.make_datasets(str(photos), cfg, str(run), 'soft', 8)
     assert train2.files == train.files and val2.files == val.files
-
-
-def test_gmm_bins_cache_as_plain_arrays_and_reload(tmp_path):
-    rng = np.random.RandomState(0)
-    hc = np.concatenate([rng.normal([0.2, 0.3], 0.05, (300, 2)), rng.normal([0.7, 0.6], 0.05, (300, 2))])
-    bins = data_loader.GMMBins.fit(hc, 2, seed=0)
-    path = str(tmp_path / 'gmm.npz')
-    bins.save(path)
-    with np.load(path, allow_pickle=False) as z:
-        assert sorted(z.files) == ['covariances', 'means', 'weights']
-    again = data_loader.GMMBins.load(path)
-    np.testing.assert_array_equal(again.means, bins.means)
-    ref = GaussianMixture(2, covariance_type='full', init_params='kmeans', random_state=0).fit(hc)
-    np.testing.assert_allclose(np.sort(bins.means[:, 0]), np.sort(ref.means_[:, 0]))
-    with pytest.raises(ValueError, match='cannot fit'):
-        data_loader.GMMBins.fit(hc[:3], 8, seed=0)
-
-
-def test_uniform_grid_centres_sigma_and_non_square_k():
-    bins = data_loader.GMMBins.uniform_grid(16)
-    axis = np.linspace(0, 1, 4)
-    assert sorted(set(np.round(bins.means[:, 0], 9))) == list(np.round(axis, 9))
-    spacing = axis[1] - axis[0]
-    np.testing.assert_allclose(bins.covariances[:, 0, 0], (spacing / np.sqrt(2)) ** 2)
-    with pytest.raises(ValueError, match='perfect square'):
-        data_loader.GMMBins.uniform_grid(15)
-
-
-def test_one_hot_labels_match_numpy_digitize():
-    k = 10
-    bins = data_loader.OneHotBins(k)
-    x = np.concatenate([np.random.RandomState(0).rand(500), [0.0, 1.0, 0.5, 1 / 9]])
-    edges = np.linspace(0, 1, k)
-    ref = np.clip(np.digitize(x, edges) - 1, 0, k - 1)
-    np.testing.assert_array_equal(bins.labels(torch.from_numpy(x)).numpy(), ref)
-    hue = torch.from_numpy(x[:100]).float().view(1, 10, 10)
-    labels = bins.encode(hue, hue.flip(-1))
-    assert labels.shape == (1, 2, 10, 10) and labels.dtype == torch.int64
-
-
-def test_encoder_makes_mean_centred_lightness_and_lowpassed_targets():
-    root = data_loader.materialise_bundled()
-    ds = data_loader.ColorizeImageNet(root, 'train', files=data_loader.find_images(root)[:3], im_size=(48, 64),
-                                      bins='uniform', num_hc_bins=16, img_lowpass=4)
-    batch = data_loader.collate_skip_unreadable([ds[i] for i in range(3)])
-    encoder = data_loader.ColorEncoder(data_loader.GMMBins.uniform_grid(16), mean_l=0.45, img_lowpass=4)
-    net_input, target = encoder.encode(batch['rgb'])
-    assert net_input.shape == (3, 1, 48, 64) and target.shape == (3, 16, 48, 64)
-    h, c, l = utils.rgb_to_hcl(batch['rgb'].double() / 255)
-    torch.testing.assert_close(net_input[:, 0].double(), l - 0.45, atol=1e-6, rtol=0)
-    torch.testing.assert_close(target.sum(1), torch.ones(3, 48, 64), atol=1e-5, rtol=0)
-    h_lp, c_lp = utils.lowpass_hue_chroma(h, c, 4)
-    expected = encoder.bins.encode(h_lp.float(), c_lp.float())
-    torch.testing.assert_close(target, expected, atol=1e-5, rtol=0)
-    # the state survives a trip through plain tensors
-    again = data_loader.ColorEncoder.from_state(encoder.state())
-    torch.testing.assert_close(again.encode(batch['rgb'])[1], target)
-
-
-def test_build_encoder_caches_mean_l_and_gmm_then_reloads(tmp_path):
-    root = data_loader.materialise_bundled()
-    kw = dict(files=data_loader.find_images(root), im_size=(32, 32), bins='soft', num_hc_bins=4,
-              gmm_path=str(tmp_path / 'gmm.npz'), mean_l_path=str(tmp_path / 'mean_l.npy'))
-    ds = data_loader.ColorizeImageNet(root, 'train', **kw)
-    encoder = ds.build_encoder(num_images=10, pixels_per_image=50, seed=0)
-    samples = ds.sample_pixels(10, 50, seed=0)
-    assert encoder.mean_l == pytest.approx(samples[:, 2].mean())
-    assert os.path.isfile(kw['gmm_path']) and os.path.isfile(kw['mean_l_path'])
-    again = data_loader.ColorizeImageNet(root, 'train', **kw).build_encoder(10, 50, seed=123)
-    np.testing.assert_array_equal(again.bins.means, encoder.bins.means)
-    assert again.mean_l == encoder.mean_l
-    wrong_k = dict(kw, num_hc_bins=6)
-    with pytest.raises(ValueError, match='holds 4 GMM bins'):
-        data_loader.ColorizeImageNet(root, 'train', **wrong_k).build_encoder(10, 50, seed=0)
-
-
-def test_bin_prior_is_cached_and_a_stale_one_from_another_k_is_replaced(tmp_path):
-    root = data_loader.materialise_bundled()
-    kw = dict(files=data_loader.find_images(root), im_size=(32, 32), bins='uniform', num_hc_bins=9,
-              gmm_path=str(tmp_path / 'gmm.npz'), mean_l_path=str(tmp_path / 'mean_l.npy'))
-    np.save(str(tmp_path / 'bin_prior.npy'), np.full(4, 0.25))  # left by a K=4 run
-    encoder = data_loader.ColorizeImageNet(root, 'train', **kw).build_encoder(10, 50, 0, rebalance_lambda=0.5,
-                                                                              rebalance_sigma=0.05)
-    prior = np.load(str(tmp_path / 'bin_prior.npy'))
-    assert prior.shape == (9,) and encoder.class_weights.shape == (9,)
-    assert float((torch.from_numpy(prior).float() * encoder.class_weights).sum()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_float_images_in_unit_range_are_scaled_not_darkened(tmp_path):

@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+import losses
 import trainer
 from conftest import SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
 
@@ -26,13 +27,13 @@ def ddp_worker(rank, port, argv, report_dir, fault):
     torchrun_environment(rank, WORLD, port)
     torch.set_num_threads(1)
     if fault is not None and fault[0] == rank:
-        reduce_loss, steps = trainer.reduce_loss, []
+        reduce_loss, steps = losses.reduce_loss, []
 
         def nan_at_fault_step(per_pixel, how):
             steps.append(1)
             loss = reduce_loss(per_pixel, how)
             return loss * float('nan') if len(steps) == fault[1] + 1 else loss
-        trainer.reduce_loss = nan_at_fault_step
+        losses.reduce_loss = nan_at_fault_step
     report = {'error': None}
     try:
         done = trainer.main('fcn32s', argv)

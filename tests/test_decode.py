@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import data_loader
+import targets
 import utils
 
 RNG = np.random.RandomState(0)
@@ -154,7 +154,7 @@ def test_heads_hue_seam():
 
 @pytest.mark.parametrize('method', utils.DECODE_METHODS)
 def test_one_hot_bins_decode_their_own_labels_to_bin_centres(method):
-    bins = data_loader.OneHotBins(6)
+    bins = targets.OneHotBins(6)
     hue = torch.tensor([[[0.0, 0.1, 0.45, 0.9]]])
     chroma = torch.tensor([[[0.05, 0.3, 0.7, 0.99]]])
     labels = bins.encode(hue, chroma)                                   # [1, 2, 1, 4]
@@ -168,7 +168,7 @@ def test_one_hot_bins_decode_their_own_labels_to_bin_centres(method):
 
 def test_mode_hue_is_wrapped_into_unit_interval():
     """OneHotBins' last hue bin has centre 1.0; mode decoding reports it as 0.0 (same colour)."""
-    bins = data_loader.OneHotBins(4)
+    bins = targets.OneHotBins(4)
     assert bins.bin_centres[-1].item() == 1.0
     probs = torch.zeros(1, 8, 1, 1)
     probs[0, 3] = probs[0, 4 + 2] = 1.0
@@ -178,7 +178,7 @@ def test_mode_hue_is_wrapped_into_unit_interval():
 
 def test_gmm_bins_decode_mode_mean_through_the_bins_object():
     k = len(CENTRES)
-    bins = data_loader.GMMBins(np.full(k, 1 / k), CENTRES, np.tile(np.eye(2) * 0.01, (k, 1, 1)))
+    bins = targets.GMMBins(np.full(k, 1 / k), CENTRES, np.tile(np.eye(2) * 0.01, (k, 1, 1)))
     probs = torch.from_numpy(random_probs(1, k, 2, 3, seed=9)).float()
     for method in utils.DECODE_METHODS:
         got = bins.decode(probs, method)

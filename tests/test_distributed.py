@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-import data_loader
 import runtime
+import targets
 import trainer
 from conftest import SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
 
@@ -53,8 +53,8 @@ def ddp_process(rank, port, argv, run_dir, report_dir):
     torchrun_environment(rank, WORLD, port)
     torch.set_num_threads(1)
     fits = []
-    fit = data_loader.GMMBins.fit.__func__
-    data_loader.GMMBins.fit = classmethod(lambda cls, *a, **k: fits.append(1) or fit(cls, *a, **k))
+    fit = targets.GMMBins.fit.__func__
+    targets.GMMBins.fit = classmethod(lambda cls, *a, **k: fits.append(1) or fit(cls, *a, **k))
     writes = write_calls(run_dir)
     done = trainer.main('fcn32s', argv)
     report = {'gmm_fits': len(fits), 'writes': writes, 'world_size': done.rt.world_size,

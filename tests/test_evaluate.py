@@ -148,9 +148,9 @@ def test_scores_outputs_and_skips(best, tmp_path):
     assert summary['target']['psnr'] > summary['grayscale']['psnr']
     assert summary['target']['auc'] > summary['grayscale']['auc']
 
-    grid = np.asarray(Image.open(out / 'grid.png'))
-    cell = evaluate.GRID_CELL + 2
-    assert grid.shape == (3 * cell + 2, 4 * cell + 2, 3)
+    grid = np.asarray(Image.open(out / 'grid.png'))   # 80 x 60 photos drawn GRID_CELL wide, rows as tall
+    width, height = evaluate.GRID_CELL, evaluate.GRID_CELL * 60 // 80
+    assert grid.shape == (3 * (height + 2) + 2, 4 * (width + 2) + 2, 3)
 
 
 def test_nothing_readable_fails(best, tmp_path):

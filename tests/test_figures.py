@@ -81,27 +81,36 @@ def test_visualization_tile_is_original_target_grayscale_prediction(photo_folder
         assert utils.colorfulness(target) > 0.3 * utils.colorfulness(original) > 0
 
 
+def evaluate_grid(checkpoint, folder, photos, out):
+    """grid.png of evaluate.py on ``photos`` ({name: uint8 image}) written into ``folder``."""
+    folder.mkdir()
+    for name, rgb in photos.items():
+        Image.fromarray(rgb).save(folder / name)
+    assert evaluate.main(['--device', 'cpu', '-m', checkpoint, '-d', str(folder), '-o', str(out)]) == 0
+    return np.asarray(Image.open(out / 'grid.png'))
+
+
+def row_tops(heights):
+    """Top pixel row of each grid row, for rows ``heights`` pixels tall."""
+    return [PAD + sum(h + PAD for h in heights[:i]) for i in range(len(heights))]
+
+
 def test_evaluation_grid_rows_are_the_photos_in_order(quadrant_checkpoint, tmp_path):  # noqa: F811
     import skimage.data
-    folder = tmp_path / 'photos'
-    folder.mkdir()
-    photos = {'a.png': skimage.data.astronaut(), 'b.png': skimage.data.chelsea(), 'c.png': skimage.data.coffee()}
-    sizes = {'a.png': (120, 90), 'b.png': (90, 120), 'c.png': (100, 100)}   # under one grid cell: not resized
-    for name, rgb in photos.items():
-        photos[name] = np.asarray(Image.fromarray(rgb).resize(sizes[name], Image.BILINEAR))
-        Image.fromarray(photos[name]).save(folder / name)
-    out = tmp_path / 'eval'
-    assert evaluate.main(['--device', 'cpu', '-m', quadrant_checkpoint, '-d', str(folder), '-o', str(out)]) == 0
-    grid = np.asarray(Image.open(out / 'grid.png'))
-    size = evaluate.GRID_CELL
-    assert grid.shape == (3 * (size + PAD) + PAD, 4 * (size + PAD) + PAD, 3)
-    for row, name in enumerate(sorted(photos)):
+    width = evaluate.GRID_CELL
+    sizes = {'a.png': (width, 120), 'b.png': (width, 213), 'c.png': (width, width)}   # grid width: not resized
+    photos = {name: np.asarray(Image.fromarray(rgb).resize(sizes[name], Image.BILINEAR)) for name, rgb in
+              zip(sorted(sizes), (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee()))}
+    grid = evaluate_grid(quadrant_checkpoint, tmp_path / 'photos', photos, tmp_path / 'eval')
+    heights = [sizes[name][1] for name in sorted(photos)]
+    assert grid.shape == (sum(heights) + 4 * PAD, 4 * (width + PAD) + PAD, 3)
+    for name, top in zip(sorted(photos), row_tops(heights)):
         rgb = photos[name]
         h, w = rgb.shape[:2]
-        top, left = (size - h) // 2, (size - w) // 2
 
         def picture(col):
-            return cell(grid, row, col, size, size)[top:top + h, left:left + w]
+            left = PAD + col * (width + PAD)
+            return grid[top:top + h, left:left + w]
         np.testing.assert_array_equal(picture(0), rgb)                  # original
         grey = picture(1).astype(int)                                   # grayscale: grey, = L
         assert (grey[..., 0] == grey[..., 2]).all() and (grey[..., 1] == grey[..., 2]).all()
@@ -111,3 +120,25 @@ def test_evaluation_grid_rows_are_the_photos_in_order(quadrant_checkpoint, tmp_p
         model = picture(3)   # the stand-in network's top-left quadrant is red (hue 0)
         corner = model[:h // 4, :w // 4].astype(int)
         assert (corner[..., 0] >= corner[..., 1]).mean() > 0.95 and (corner[..., 0] >= corner[..., 2]).mean() > 0.95
+
+
+def test_evaluation_grid_has_no_blank_bands_around_wide_or_small_photos(quadrant_checkpoint, tmp_path):  # noqa: F811
+    """Every photo is drawn GRID_CELL wide (small ones scaled up) and its row is as tall as it:
+    no white band taller than the padding, between rows or inside them."""
+    import skimage.data
+    sizes = {'a_wide.png': (480, 120), 'b_small.png': (40, 30), 'c_tall.png': (90, 200)}
+    photos = {name: np.asarray(Image.fromarray(rgb).resize(sizes[name], Image.BILINEAR)) for name, rgb in
+              zip(sorted(sizes), (skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()))}
+    grid = evaluate_grid(quadrant_checkpoint, tmp_path / 'photos', photos, tmp_path / 'eval')
+    width = evaluate.GRID_CELL
+    white_rows = np.flatnonzero((grid == 255).all(axis=(1, 2)))
+    runs = np.split(white_rows, np.flatnonzero(np.diff(white_rows) > 1) + 1)
+    assert max(len(run) for run in runs) <= PAD
+    heights = [round(width * h / w) for w, h in (sizes[name] for name in sorted(sizes))]   # 40, 120, 356
+    assert grid.shape == (sum(heights) + 4 * PAD, 4 * (width + PAD) + PAD, 3)
+    np.testing.assert_array_equal(white_rows, [t + d for t in row_tops(heights) + [grid.shape[0]]
+                                               for d in range(-PAD, 0)])   # the padding, nothing else
+    for name, top, h in zip(sorted(photos), row_tops(heights), heights):
+        drawn = grid[top:top + h, PAD:PAD + width]
+        np.testing.assert_array_equal(drawn, evaluate.thumbnail(photos[name]))
+        np.testing.assert_allclose(drawn.mean((0, 1)), photos[name].mean((0, 1)), atol=4)   # the same photo

@@ -6,6 +6,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import data_loader
+import targets
 
 
 def plane(hc):
@@ -37,7 +38,7 @@ def majority(labels):
 def test_a_red_across_the_hue_seam_is_one_plane_bin_and_two_polar_bins():
     hc, red_high, red_low = seam_sample()
     for space, coords in (('polar', hc), ('plane', plane(hc))):
-        bins = data_loader.GMMBins.fit(hc, 4, seed=0, space=space)
+        bins = targets.GMMBins.fit(hc, 4, seed=0, space=space)
         labels = argmax_bins(bins, hc)
         reference = GaussianMixture(4, covariance_type='full', init_params='kmeans', random_state=0).fit(coords)
         np.testing.assert_array_equal(labels, reference.predict(coords))
@@ -49,7 +50,7 @@ def test_a_red_across_the_hue_seam_is_one_plane_bin_and_two_polar_bins():
 def test_plane_posteriors_equal_scikit_learns(prune):
     rng = np.random.RandomState(1)
     hc = np.stack([rng.rand(4000), rng.rand(4000) ** 2], 1)
-    bins = data_loader.GMMBins.fit(hc, 24, seed=0, space='plane')
+    bins = targets.GMMBins.fit(hc, 24, seed=0, space='plane')
     reference = GaussianMixture(24, covariance_type='full', init_params='kmeans', random_state=0).fit(plane(hc))
     post = bins.encode(torch.from_numpy(hc[:, 0]).view(2, -1, 1), torch.from_numpy(hc[:, 1]).view(2, -1, 1),
                        prune=prune)
@@ -59,7 +60,7 @@ def test_plane_posteriors_equal_scikit_learns(prune):
 
 def test_plane_bins_decode_from_their_centres_and_give_a_prior():
     hc, _, _ = seam_sample(2)
-    bins = data_loader.GMMBins.fit(hc, 5, seed=0, space='plane')
+    bins = targets.GMMBins.fit(hc, 5, seed=0, space='plane')
     centres = bins.centres.double()
     np.testing.assert_allclose(plane(centres.numpy()), bins.means, atol=1e-6)
     one_hot = torch.eye(5).view(1, 5, 5, 1)          # pixel k is certain of bin k
@@ -77,20 +78,20 @@ def test_plane_bins_decode_from_their_centres_and_give_a_prior():
 
 def test_the_space_survives_files_and_checkpoints_and_old_ones_read_as_polar(tmp_path):
     hc, _, _ = seam_sample(3)
-    bins = data_loader.GMMBins.fit(hc, 4, seed=0, space='plane')
+    bins = targets.GMMBins.fit(hc, 4, seed=0, space='plane')
     path = str(tmp_path / 'gmm.npz')
     bins.save(path)
-    again = data_loader.GMMBins.load(path)
+    again = targets.GMMBins.load(path)
     assert again.space == 'plane'
     np.testing.assert_array_equal(again.means, bins.means)
     state = bins.state()
-    assert data_loader.bins_from_state(state).space == 'plane'
+    assert targets.bins_from_state(state).space == 'plane'
     del state['space']                                   # a checkpoint from before gmm_space
-    assert data_loader.bins_from_state(state).space == 'polar'
+    assert targets.bins_from_state(state).space == 'polar'
     np.savez(path, weights=bins.weights, means=bins.means, covariances=bins.covariances)
-    assert data_loader.GMMBins.load(path).space == 'polar'
+    assert targets.GMMBins.load(path).space == 'polar'
     with pytest.raises(ValueError, match='gmm_space'):
-        data_loader.GMMBins(bins.weights, bins.means, bins.covariances, space='cartesian')
+        targets.GMMBins(bins.weights, bins.means, bins.covariances, space='cartesian')
 
 
 def test_a_cached_gmm_of_the_other_space_is_refused(tmp_path):
@@ -99,7 +100,7 @@ def test_a_cached_gmm_of_the_other_space_is_refused(tmp_path):
     Image.fromarray(rng.randint(0, 256, (20, 20, 3), dtype=np.uint8)).save(str(tmp_path / 'a.png'))
     gmm_path = str(tmp_path / 'gmm.npz')
     kwargs = dict(files=['a.png'], im_size=(16, 16), num_hc_bins=4, gmm_path=gmm_path)
-    data_loader.ColorizeImageNet(str(tmp_path), gmm_space='polar', **kwargs).build_encoder(1, 200, 0)
+    targets.fit_encoder(data_loader.ColorizeImageNet(str(tmp_path), gmm_space='polar', **kwargs), 1, 200, 0)
     plane_set = data_loader.ColorizeImageNet(str(tmp_path), gmm_space='plane', **kwargs)
     with pytest.raises(ValueError, match='gmm_space'):
-        plane_set.build_encoder(1, 200, 0)
+        targets.fit_encoder(plane_set, 1, 200, 0)

@@ -1,16 +1,15 @@
 """The training losses against independent references: one-hot cross-entropy per head
 (torch's cross_entropy on each head alone), the seed's 'sum' reduction (pytorch-fcn: summed
-over pixels, divided by the batch size), the soft-target KL (numpy), and the cached GMM
-(scikit-learn's GaussianMixture fitted separately on the same sampled pixels)."""
+over pixels, divided by the batch size) and the soft-target KL (numpy).  The cached GMM the
+soft targets come from is checked in test_targets.py."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.mixture import GaussianMixture
 
 import config
-import data_loader
-import trainer
+import losses
+import targets
 
 B, K, H, W = 3, 6, 5, 7
 
@@ -38,11 +37,11 @@ def random_soft_target(generator, zero_share=0.3):
 
 def test_one_hot_loss_is_the_cross_entropy_of_each_head_summed():
     g = torch.Generator().manual_seed(0)
-    bins = data_loader.OneHotBins(K)
+    bins = targets.OneHotBins(K)
     scores = torch.randn(B, 2 * K, H, W, generator=g) * 3
     labels = torch.stack([torch.randint(0, K - 1, (B, H, W), generator=g),     # hue: K - 1 bins in use
                           torch.randint(0, K, (B, H, W), generator=g)], 1)
-    got = trainer.one_hot_loss(scores, labels, bins)
+    got = losses.one_hot_loss(scores, labels, bins)
     assert got.shape == (B, H, W)
     hue = F.cross_entropy(scores[:, :K], labels[:, 0], reduction='none')
     chroma = F.cross_entropy(scores[:, K:], labels[:, 1], reduction='none')
@@ -57,14 +56,14 @@ def test_soft_target_loss_is_the_kl_divergence_computed_in_numpy():
     g = torch.Generator().manual_seed(1)
     scores = torch.randn(B, K, H, W, generator=g) * 2
     target = random_soft_target(g)
-    got = trainer.soft_target_loss(scores, target.float())
+    got = losses.soft_target_loss(scores, target.float())
     assert got.shape == (B, H, W)
     expected = numpy_kl(target.numpy(), scores.numpy())
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
     assert expected.min() > 0
     # a target equal to the prediction costs nothing
     same = torch.softmax(scores, 1)
-    assert trainer.soft_target_loss(scores, same).abs().max() < 1e-5
+    assert losses.soft_target_loss(scores, same).abs().max() < 1e-5
 
 
 def test_soft_target_loss_of_bfloat16_targets_is_the_kl_of_the_renormalised_target():
@@ -74,7 +73,7 @@ def test_soft_target_loss_of_bfloat16_targets_is_the_kl_of_the_renormalised_targ
     target = random_soft_target(g).to(torch.bfloat16)
     renormalised = target.double() / target.double().sum(1, keepdim=True)
     expected = numpy_kl(renormalised.numpy(), scores.numpy())
-    np.testing.assert_allclose(trainer.soft_target_loss(scores, target).numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(losses.soft_target_loss(scores, target).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('binning', ['soft', 'one-hot'])
@@ -82,48 +81,21 @@ def test_sum_reduction_is_pytorch_fcns_pixel_sum_over_the_batch_size(binning):
     """pytorch-fcn: ``nll_loss(..., reduction='sum')`` then ``loss /= len(data)``; 'mean' is per pixel."""
     g = torch.Generator().manual_seed(3)
     if binning == 'one-hot':
-        encoder = data_loader.ColorEncoder(data_loader.OneHotBins(K), 0.5)
+        encoder = targets.ColorEncoder(targets.OneHotBins(K), 0.5)
         scores = torch.randn(B, 2 * K, H, W, generator=g)
         target = torch.randint(0, K - 1, (B, 2, H, W), generator=g)
         total = sum(F.cross_entropy(scores[:, i * K:(i + 1) * K], target[:, i], reduction='sum') for i in range(2))
     else:
-        encoder = data_loader.ColorEncoder(data_loader.GMMBins.uniform_grid(4), 0.5)
+        encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(4), 0.5)
         scores = torch.randn(B, 4, H, W, generator=g)
         target = random_soft_target(g)[:, :4]
         target = (target / target.sum(1, keepdim=True)).float()
         total = torch.tensor(numpy_kl(target.numpy(), scores.numpy()).sum(), dtype=torch.float32)
-    per_pixel = trainer.pixel_losses(scores, target, encoder)
-    torch.testing.assert_close(trainer.reduce_loss(per_pixel, 'sum'), total / B, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(trainer.reduce_loss(per_pixel, 'mean'), total / (B * H * W), rtol=1e-5, atol=1e-6)
+    per_pixel = losses.pixel_losses(scores, target, encoder)
+    torch.testing.assert_close(losses.reduce_loss(per_pixel, 'sum'), total / B, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses.reduce_loss(per_pixel, 'mean'), total / (B * H * W), rtol=1e-5, atol=1e-6)
 
 
 def test_the_seed_configs_sum_over_pixels():
     seed_numbers = [n for n in config.configurations if n < 100]
     assert seed_numbers and all(config.get_config(n)['loss_reduction'] == 'sum' for n in seed_numbers)
-
-
-# --------------------------------------------------------------------------
-# the cached GMM
-# --------------------------------------------------------------------------
-
-def test_cached_gmm_is_the_gaussian_mixture_of_the_sampled_pixels(tmp_path):
-    """gmm.npz holds what scikit-learn fits on the very pixels build_encoder sampled (fitted here
-    separately, with the documented settings: full covariances, k-means init, the run's seed)."""
-    root = data_loader.materialise_bundled()
-    seed, num_bins = 7, 4
-    kw = dict(files=data_loader.find_images(root), im_size=(32, 32), bins='soft', num_hc_bins=num_bins,
-              gmm_path=str(tmp_path / 'gmm.npz'), mean_l_path=str(tmp_path / 'mean_l.npy'))
-    encoder = data_loader.ColorizeImageNet(root, 'train', **kw).build_encoder(10, 50, seed=seed)
-    pixels = data_loader.ColorizeImageNet(root, 'train', **kw).sample_pixels(10, 50, seed)
-    reference = GaussianMixture(num_bins, covariance_type='full', init_params='kmeans',
-                                random_state=seed).fit(pixels[:, :2])
-    with np.load(kw['gmm_path'], allow_pickle=False) as cached:
-        np.testing.assert_allclose(cached['weights'], reference.weights_, rtol=1e-10)
-        np.testing.assert_allclose(cached['means'], reference.means_, rtol=1e-10)
-        np.testing.assert_allclose(cached['covariances'], reference.covariances_, rtol=1e-10)
-    assert float(np.load(kw['mean_l_path'])) == pytest.approx(pixels[:, 2].mean(), rel=1e-12)
-    # and the encoder's posteriors are that mixture's predict_proba
-    hc = pixels[:20, :2]
-    posteriors = encoder.bins.encode(torch.from_numpy(hc[:, 0]).view(1, 1, -1),
-                                     torch.from_numpy(hc[:, 1]).view(1, 1, -1))
-    np.testing.assert_allclose(posteriors[0, :, 0].T.numpy(), reference.predict_proba(hc), atol=1e-5)

@@ -8,9 +8,12 @@ import types
 import pytest
 import torch
 
+import config
 import data_loader
+import losses
 import models
 import runtime
+import targets
 import trainer
 from conftest import skimage_photo
 
@@ -35,7 +38,7 @@ def photo_batch(size=(64, 48)):
 
 def runtime_on(device, amp_dtype):
     """The project's Runtime, with the precision a CUDA device gets forced onto ``device``."""
-    rt = runtime.Runtime(None, dict(trainer.config_module.DEFAULTS))
+    rt = runtime.Runtime(None, dict(config.DEFAULTS))
     rt.device, rt.amp_dtype = torch.device(device), amp_dtype
     return rt
 
@@ -52,12 +55,12 @@ def forward_backward(arch, device, amp_dtype):
         for name, param in model.named_parameters():
             if name.startswith('score'):   # zero-initialised: no gradient would reach the trunk
                 param.normal_(0, 0.05)
-    encoder = data_loader.ColorEncoder(data_loader.GMMBins.uniform_grid(K), 0.45, img_lowpass=4)
+    encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(K), 0.45, img_lowpass=4)
     trainer.set_train_mode(model, bn_dropout_eval=False)
     model.drop6.eval(), model.drop7.eval()   # the same (no) dropout mask in both precisions
     step = types.SimpleNamespace(encoder=encoder, rt=runtime_on(device, amp_dtype))
     _, target, scores = trainer.Trainer.forward(step, photo_batch(), model)
-    loss = trainer.reduce_loss(trainer.pixel_losses(scores, target, encoder), 'sum')
+    loss = losses.reduce_loss(losses.pixel_losses(scores, target, encoder), 'sum')
     loss.backward()
     grads = {name: p.grad.detach().cpu() for name, p in model.named_parameters() if p.grad is not None}
     return scores.detach().cpu(), loss.item(), grads
@@ -88,8 +91,8 @@ def test_encode_under_bf16_autocast_matches_float32(device):
     root = data_loader.materialise_bundled()
     ds = data_loader.ColorizeImageNet(root, 'train', files=data_loader.find_images(root), im_size=(32, 32),
                                       bins='soft', num_hc_bins=K)
-    bins = data_loader.GMMBins.fit(ds.sample_pixels(10, 200, 0)[:, :2], K, 0)
-    encoder = data_loader.ColorEncoder(bins, 0.45, img_lowpass=4)
+    bins = targets.GMMBins.fit(ds.sample_pixels(10, 200, 0)[:, :2], K, 0)
+    encoder = targets.ColorEncoder(bins, 0.45, img_lowpass=4)
     rgb = photo_batch((90, 70)).to(device)
     net_input, target = encoder.encode(rgb)
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):

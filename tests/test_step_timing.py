@@ -7,7 +7,9 @@ import time
 
 import pytest
 
+import config
 import data_loader
+import run_setup
 import trainer
 from test_trainer import SEED_HEADER
 
@@ -40,7 +42,7 @@ class SlowImages(data_loader.ColorizeImageNet):
 
 @pytest.fixture
 def slow_training_set(monkeypatch):
-    make_datasets, train_step = trainer.make_datasets, trainer.Trainer.train_step
+    make_datasets, train_step = run_setup.make_datasets, trainer.Trainer.train_step
 
     def with_slow_training_set(cfg, run_dir):
         train_set, val_set = make_datasets(cfg, run_dir)
@@ -52,7 +54,7 @@ def slow_training_set(monkeypatch):
         result = train_step(self, rgb)
         SlowImages.last_step_seconds = time.perf_counter() - start
         return result
-    monkeypatch.setattr(trainer, 'make_datasets', with_slow_training_set)
+    monkeypatch.setattr(run_setup, 'make_datasets', with_slow_training_set)
     monkeypatch.setattr(trainer.Trainer, 'train_step', timed_step)
 
 
@@ -97,7 +99,7 @@ def test_a_slow_dataset_triggers_one_warning_that_names_the_knobs(photo_folder, 
     steps = [float(r['train/step_time']) for r in rows if r['train/loss']]
     assert all(wait >= SLOWDOWN * step * 0.9 for wait, step in zip(waits[1:], steps))  # each batch: >= 1 slow image
     share = float(THROUGHPUT.search(log_text).group(4))
-    assert share > 100 * trainer.config_module.DEFAULTS['data_wait_warn_share']
+    assert share > 100 * config.DEFAULTS['data_wait_warn_share']
 
 
 @pytest.mark.parametrize('timings,share', [([(1.0, 3.0)], 0.25), ([(0.0, 2.0), (2.0, 0.0)], 0.5), ([], 0.0),

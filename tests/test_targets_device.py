@@ -17,7 +17,7 @@ from scipy.optimize import lsq_linear
 from sklearn.mixture import GaussianMixture
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data_loader  # noqa: E402
+import targets  # noqa: E402
 import utils  # noqa: E402
 
 POSTERIOR_ATOL = 1e-4   # issue 3: posteriors equal predict_proba within 1e-4 in float32
@@ -65,7 +65,7 @@ def photo_gmm():
     gmm.fit(hc[rng.choice(len(hc), 4000, replace=False)])
     corners = [[0.0, 0.0], [0.0, 1.0], [0.9999, 0.5], [0.0001, 0.5], [0.5, 0.0]]
     test = np.concatenate([hc[grey], hc[low], hc[high], hc[rng.choice(len(hc), 2000, replace=False)], corners])
-    bins = data_loader.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_)
+    bins = targets.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_)
     return gmm, bins, test.astype(np.float32)
 
 
@@ -97,7 +97,7 @@ def test_gmm_posteriors_keep_the_shape_of_image_batches(photo_gmm):
 
 
 def test_uniform_grid_posteriors_sum_to_one_and_peak_at_the_nearest_centre():
-    bins = data_loader.GMMBins.uniform_grid(25)
+    bins = targets.GMMBins.uniform_grid(25)
     rng = np.random.RandomState(3)
     hc = np.concatenate([rng.rand(3000, 2), bins.means + 0.01 * rng.randn(25, 2)]).clip(0, 1)
     post = bins.encode(torch.from_numpy(hc[:, 0]).float().view(1, -1, 1),
@@ -130,7 +130,7 @@ def test_float32_lowpass_of_a_photo_equals_the_skimage_definition_on_an_odd_size
 
 def test_encode_of_a_batch_equals_encode_of_each_image(photo_gmm):
     _, bins, _ = photo_gmm
-    encoder = data_loader.ColorEncoder(bins, mean_l=0.45, img_lowpass=4)
+    encoder = targets.ColorEncoder(bins, mean_l=0.45, img_lowpass=4)
     rgb = photo_batch()
     net_input, target = encoder.encode(rgb)
     assert net_input.shape == (3, 1, 37, 45) and target.shape == (3, 16, 37, 45)
@@ -143,7 +143,7 @@ def test_encode_of_a_batch_equals_encode_of_each_image(photo_gmm):
 
 def test_encode_under_cpu_autocast_gives_finite_normalised_targets(photo_gmm):
     _, bins, _ = photo_gmm
-    encoder = data_loader.ColorEncoder(bins, mean_l=0.45, img_lowpass=4)
+    encoder = targets.ColorEncoder(bins, mean_l=0.45, img_lowpass=4)
     rgb = photo_batch()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         net_input, target = encoder.encode(rgb, torch.bfloat16)
@@ -174,7 +174,7 @@ def photo_gmm_64():
     edges = [[x, y] for x in (0.0, 0.5, np.nextafter(np.float32(1), np.float32(0))) for y in (0.0, 0.5, 1.0)]
     test = np.concatenate([np.stack([hue.numpy().ravel(), chroma.numpy().ravel()], 1),
                            rng.uniform(0, 1, (3000, 2)), edges]).astype(np.float32)
-    return gmm, data_loader.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_), test
+    return gmm, targets.GMMBins(gmm.weights_, gmm.means_, gmm.covariances_), test
 
 
 @pytest.mark.parametrize('prune', [True, False])
@@ -191,13 +191,13 @@ def test_pruned_and_full_posteriors_both_equal_predict_proba(photo_gmm_64, prune
 def test_components_left_out_of_a_cell_have_posteriors_below_the_margin_there(photo_gmm_64):
     gmm, bins, hc = photo_gmm_64
     order, keep = bins.candidates()
-    grid = data_loader.PRUNE_GRID
+    grid = targets.PRUNE_GRID
     cell = np.clip((hc[:, 0] * grid).astype(int), 0, grid - 1) * grid + np.clip((hc[:, 1] * grid).astype(int), 0, grid - 1)
     ref = gmm.predict_proba(hc.astype(np.float64))
     candidate = np.zeros_like(ref, dtype=bool)
     np.put_along_axis(candidate, order[cell], keep[cell], 1)
     assert candidate.any(1).all() and (~candidate).any()
-    assert ref[~candidate].max() <= np.exp(-data_loader.PRUNE_LOG_MARGIN) * 1.001
+    assert ref[~candidate].max() <= np.exp(-targets.PRUNE_LOG_MARGIN) * 1.001
 
 
 def test_quadratic_range_over_boxes_brackets_a_dense_sampling_of_each_box():
@@ -207,12 +207,12 @@ def test_quadratic_range_over_boxes_brackets_a_dense_sampling_of_each_box():
     for _ in range(k):   # narrow and wide, tilted components
         a = rng.normal(size=(2, 2)) * rng.choice([0.002, 0.05, 0.3])
         covariances.append(a @ a.T + 1e-6 * np.eye(2))
-    bins = data_loader.GMMBins(np.full(k, 1 / k), rng.uniform(-0.1, 1.1, (k, 2)), np.array(covariances))
+    bins = targets.GMMBins(np.full(k, 1 / k), rng.uniform(-0.1, 1.1, (k, 2)), np.array(covariances))
     coef = bins._coefficients()
     boxes = rng.uniform(0, 1, (25, 2, 2))
     h0, h1 = boxes[:, 0].min(1, keepdims=True), boxes[:, 0].max(1, keepdims=True)
     c0, c1 = boxes[:, 1].min(1, keepdims=True), boxes[:, 1].max(1, keepdims=True)
-    q_min, q_max = data_loader.quadratic_range_over_boxes(coef, h0, h1, c0, c1)
+    q_min, q_max = targets.quadratic_range_over_boxes(coef, h0, h1, c0, c1)
     t = np.linspace(0, 1, 121)
     for i in range(len(boxes)):
         hh, cc = np.meshgrid(h0[i] + t * (h1[i] - h0[i]), c0[i] + t * (c1[i] - c0[i]), indexing='ij')

@@ -10,7 +10,10 @@ import torch
 import yaml
 from PIL import Image
 
+import cli
+import config
 import data_loader
+import models
 import trainer
 import utils
 from conftest import skimage_photo, temporary_folder
@@ -79,7 +82,7 @@ def test_each_stage_writes_every_artefact(stages, photo_folder, arch, last_itera
     best = ckpt(run_dir, trainer.MODEL_BEST)
     assert 'optim_state_dict' not in best   # the colorizing model carries no training state
     assert best['best_loss'] == min(float(r['valid/loss']) for r in rows if r['valid/loss'])
-    net = trainer.model_from_checkpoint(best).eval()
+    net = models.model_from_checkpoint(best).eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 1, IM, IM)).shape == (1, K, IM, IM)
 
@@ -225,11 +228,11 @@ def test_a_stage_keeps_the_previous_bins_but_uses_its_own_lowpass_and_rebalancin
 def test_a_checkpoint_from_before_jpeg_draft_resumes_decoding_at_full_size():
     old = {k: v for k, v in config_module_defaults().items() if k != 'jpeg_draft'}
     old.update(binning='soft', numbins=8, config_number=199)
-    args = trainer.parse_args('fcn32s', ['--resume', 'checkpoint.pth.tar'])
-    assert trainer.resolve_config(args, {'config': old})['jpeg_draft'] is False
-    args = trainer.parse_args('fcn32s', ['-c', '199'])
-    assert trainer.resolve_config(args)['jpeg_draft'] is True      # a new run gets the default
+    args = cli.parse_train_args('fcn32s', ['--resume', 'checkpoint.pth.tar'])
+    assert cli.resolve_config(args, {'config': old})['jpeg_draft'] is False
+    args = cli.parse_train_args('fcn32s', ['-c', '199'])
+    assert cli.resolve_config(args)['jpeg_draft'] is True      # a new run gets the default
 
 
 def config_module_defaults():
-    return dict(trainer.config_module.DEFAULTS)
+    return dict(config.DEFAULTS)

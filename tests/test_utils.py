@@ -143,3 +143,12 @@ def test_tile_images_places_each_image():
     mosaic = utils.tile_images([[a, b], [b, a]], pad=1)
     assert mosaic.shape == (2 * 5 + 1, 2 * 6 + 1, 3)
     assert (mosaic[1:5, 7:12] == 200).all() and (mosaic[1:5, 1:6] == 0).all()
+
+
+def test_tile_images_rows_are_as_tall_as_their_tallest_image_columns_as_wide_as_their_widest():
+    wide, tall = np.zeros((2, 6, 3), np.uint8), np.full((5, 3, 3), 100, np.uint8)
+    mosaic = utils.tile_images([[wide, wide], [tall, tall]], pad=1)
+    assert mosaic.shape == (1 + 2 + 1 + 5 + 1, 1 + 6 + 1 + 6 + 1, 3)
+    assert (mosaic[1:3, 1:7] == 0).all() and (mosaic[1:3, 8:14] == 0).all()        # row 1: 2 pixels tall
+    assert (mosaic[4:9, 1:4] == 100).all() and (mosaic[4:9, 8:11] == 100).all()    # row 2 from pixel 4
+    assert (mosaic[4:9, 4:7] == 255).all()                                         # beside the narrow image

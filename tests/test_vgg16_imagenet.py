@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import cli
+import run_setup
 import trainer
 from conftest import REPO_DIR, SMOKE_ARGS
 
@@ -67,13 +68,13 @@ def test_imagenet_weights_from_the_hub_cache_train_offline(choice, file_name, ba
     monkeypatch.setenv('TORCH_HOME', torch_home)
     monkeypatch.setattr(torch.hub, 'download_url_to_file', no_download)
     built = []
-    build_network = trainer.build_network
+    build_network = run_setup.build_network
 
     def keep_initial_weights(*args, **kwargs):
         model = build_network(*args, **kwargs)
         built.append({k: v.clone() for k, v in model.state_dict().items()})
         return model
-    monkeypatch.setattr(trainer, 'build_network', keep_initial_weights)
+    monkeypatch.setattr(run_setup, 'build_network', keep_initial_weights)
     run_dir = os.path.join(work_dir, 'run')
     with pytest.warns(UserWarning, match='fc6/fc7 not copied'):   # config 199's fc6/fc7 are 32 wide, not 4096
         result = train('fcn32s', '-d', photo_folder, '-o', run_dir, '--max-iter', 2, '--vgg16', choice)
@@ -127,14 +128,14 @@ def test_offline_and_not_cached_stops_before_the_run_folder_in_one_line(choice, 
 
 
 def test_none_and_local_files(work_dir):
-    assert trainer.fetch_vgg16(None) is None and trainer.fetch_vgg16('none') is None
+    assert run_setup.fetch_vgg16(None) is None and run_setup.fetch_vgg16('none') is None
     path = os.path.join(work_dir, 'my_vgg16.pth')
     torch.save(fake_vgg16_state_dict(), path)
-    record = trainer.fetch_vgg16(path)
+    record = run_setup.fetch_vgg16(path)
     with open(path, 'rb') as f:
         assert record == {'source': path, 'file': os.path.abspath(path),
                           'sha256_prefix': hashlib.sha256(f.read()).hexdigest()[:12]}
-    np.testing.assert_array_equal(trainer.vgg16_state_dict(record, {'fc_channels': 32})['features.0.weight'].numpy(),
+    np.testing.assert_array_equal(run_setup.vgg16_state_dict(record, {'fc_channels': 32})['features.0.weight'].numpy(),
                                   fake_vgg16_state_dict()['features.0.weight'].numpy())
     with pytest.raises(cli.MissingFile, match='--vgg16 .*missing.pth does not exist'):
-        trainer.fetch_vgg16(os.path.join(work_dir, 'missing.pth'))
+        run_setup.fetch_vgg16(os.path.join(work_dir, 'missing.pth'))

@@ -1,0 +1,77 @@
+"""Seconds for Levin et al. colour propagation (256x384, 10 hints) and guided upsampling (1 MP), on the CPU.
+
+    .venv/bin/python bench/bench_levin.py [--repeats 5]
+
+The lightness is scikit-image's astronaut resized; hints are 10 random pixels with
+random chroma-plane colours. levin.py is numpy / scipy only: the sparse LU runs on one
+core, the box filters and matrix products on what BLAS / numpy use. Prints medians, the
+ratio guided upsampling / Levin measured in the same run, and one JSON line.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
+import levin  # noqa: E402
+
+
+def astronaut_lightness(size):
+    """Lightness L = (max + min) / 2 of the astronaut, bilinearly resized to ``size`` (H, W)."""
+    import skimage.data
+    import skimage.transform
+    rgb = skimage.data.astronaut() / 255.0
+    lightness = (rgb.max(-1) + rgb.min(-1)) / 2.0
+    return skimage.transform.resize(lightness, size, order=1, anti_aliasing=False)
+
+
+def median_seconds(fn, repeats):
+    """Median wall time of ``repeats`` calls after one warm-up call (page faults, caches)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main():
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--repeats', type=cli.positive_int, default=5)
+    args = p.parse_args()
+    rng = np.random.RandomState(0)
+
+    lightness = astronaut_lightness((256, 384))
+    mask = np.zeros(lightness.shape, bool)
+    mask.flat[rng.choice(mask.size, 10, replace=False)] = True
+    hints = rng.uniform(-0.3, 0.3, (2,) + lightness.shape)
+    prior = rng.uniform(-0.3, 0.3, (2,) + lightness.shape)
+    t_levin = median_seconds(lambda: levin.levin_colorize(lightness, hints, mask), args.repeats)
+    t_prior = median_seconds(lambda: levin.levin_colorize(lightness, hints, mask, prior_plane=prior,
+                                                          prior_weight=0.1), args.repeats)
+
+    guide = astronaut_lightness((1000, 1000))
+    coarse = rng.uniform(-0.3, 0.3, (2, 32, 48))
+    t_guided = median_seconds(lambda: levin.guided_upsample(guide, coarse, 8, 1e-3), args.repeats)
+    t_coarse_fit = median_seconds(lambda: levin.coarse_fit_guided_upsample(guide, coarse, 1, 1e-3), args.repeats)
+    t_bilinear = median_seconds(lambda: levin.bilinear_resize(coarse, guide.shape), args.repeats)
+
+    print('levin_colorize 256x384, 10 hints (%d cores seen): median %.3f s over %d runs'
+          % (os.cpu_count(), t_levin, args.repeats))
+    print('levin_colorize 256x384, 10 hints + prior (weight 0.1): median %.3f s' % t_prior)
+    print('guided_upsample 32x48 -> 1000x1000 (r=8, eps=1e-3): median %.3f s '
+          '(bilinear alone %.3f s); coarse_fit_guided_upsample %.3f s' % (t_guided, t_bilinear, t_coarse_fit))
+    print('ratio guided_upsample / levin_colorize: %.3f' % (t_guided / t_levin))
+    print(json.dumps({'levin_s': round(t_levin, 4), 'levin_prior_s': round(t_prior, 4),
+                      'guided_upsample_1mp_s': round(t_guided, 4), 'bilinear_1mp_s': round(t_bilinear, 4),
+                      'coarse_fit_guided_upsample_1mp_s': round(t_coarse_fit, 4),
+                      'ratio_guided_over_levin': round(t_guided / t_levin, 4), 'repeats': args.repeats,
+                      'cpu_count': os.cpu_count()}))
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run_cli(lambda argv: main()))

@@ -1,0 +1,152 @@
+"""Zhang et al. 2017's hint sweep (``evaluate.py --hint-points 0,1,2,5,10,20,50``).
+
+For every photo and every N, N hint points are drawn from the ground truth
+(:func:`hints.sample_sweep_points`, seeded by photo and N, so every method sees
+the same points) and scored for:
+
+* ``model``: the hint model (its prediction, hints applied at their squares);
+* ``model_guided``: the same prediction upsampled edge-aware (guided by the
+  full-resolution lightness) instead of bilinearly;
+* ``levin``: Levin et al. 2004's colorization by optimization on the same
+  points (no learning), solved at 256 px on the short side, then upsampled and
+  recombined with the full-resolution lightness as the model's output is;
+* ``grayscale``: no colour at all.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+import config
+import hints
+import levin
+import utils
+
+METHODS = ('model', 'model_guided', 'levin', 'grayscale')
+GRID_POINTS = (0, 2, 10)   # the grid's columns after the photo
+GRID_WIDTH = 160           # pixels of a grid cell's width (its height: the photo's aspect)
+DOT_RADIUS = 4             # pixels of a hint dot in the grid
+OUTPUTS = ('hints.json', 'hints_table.txt', 'hints_psnr.png', 'hints_grid.png')
+
+
+def grayscale(rgb_uint8):
+    """The no-colour baseline: L = (max + min) / 2 in all three channels (halves to even)."""
+    lightness = np.round((rgb_uint8.max(-1).astype(np.float64) + rgb_uint8.min(-1)) / 2.0).astype(np.uint8)
+    return np.repeat(lightness[..., None], 3, axis=-1)
+
+
+def solve_size(height, width, side=None):
+    """(h, w) with the short side at ``side`` pixels (config.HINT_SWEEP's, 256), never enlarged."""
+    side = side or config.HINT_SWEEP['side']
+    scale = min(1.0, side / min(height, width))
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def levin_plane(lightness, plane, mask, side=None):
+    """Levin et al.'s chroma plane ``[2, h, w]`` at 256 px on the short side, from full-resolution
+    L ``[H, W]`` and hint maps ``[2, H, W]``, ``[H, W]`` (torch)."""
+    size = solve_size(*lightness.shape, side)
+    small_l = F.interpolate(lightness[None, None].float(), size=size, mode='bilinear', align_corners=False,
+                            antialias=True)[0, 0]
+    small_plane, small_mask = hints.reduce_hint_maps(plane[None].float(), mask[None, None].float(), size)
+    solved = levin.levin_colorize(small_l.cpu().numpy(), small_plane[0].cpu().numpy(), small_mask[0, 0].cpu().numpy())
+    return torch.from_numpy(solved).float().to(lightness.device)
+
+
+def score_photo(colorizer, rgb, name, counts, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
+    """One photo through the sweep -> ({N: {method: metrics}}, {N: {method: uint8 image}}, {N: points})."""
+    ab_truth = utils.ab_channels(rgb)
+    rebalance = utils.inverse_frequency_weights(ab_truth)
+    lightness = colorizer.lightness(rgb)
+    height, width = lightness.shape
+    grey = grayscale(rgb)
+    grey_scores = utils.colorization_metrics(rgb, grey, ab_truth, rebalance)
+    scores, images, drawn = {}, {}, {}
+    for count in counts:
+        points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
+        plane, mask = colorizer.full_hint_maps(points, height, width)
+        predicted = colorizer.predicted_planes([lightness], method, temperature, [(plane, mask)])[0]
+        outputs = {
+            'model': colorizer.recombine(predicted, lightness, (plane, mask)),
+            'model_guided': colorizer.recombine(predicted, lightness, (plane, mask), edge_aware=True),
+            'levin': colorizer.recombine(levin_plane(lightness, plane, mask), lightness, (plane, mask)),
+        }
+        scores[count] = {m: utils.colorization_metrics(rgb, out, ab_truth, rebalance) for m, out in outputs.items()}
+        scores[count]['grayscale'] = grey_scores
+        outputs['grayscale'] = grey
+        images[count], drawn[count] = outputs, points
+    return scores, images, drawn
+
+
+def summarise(per_photo, counts):
+    """[{N: {method: metrics}}] -> ``{method: {"N": {metric: mean over photos}}}`` (hints.json)."""
+    return {m: {str(n): {k: float(np.mean([p[n][m][k] for p in per_photo])) for k in utils.COLORIZATION_METRICS}
+                for n in counts} for m in METHODS}
+
+
+def format_table(summary, counts):
+    lines = ['%-6s %-13s %8s %8s %8s %10s %14s' % ('points', 'method', 'PSNR dB', 'RMSE', 'AuC %', 'AuC reb %',
+                                                  'colourfulness')]
+    for n in counts:
+        for m in METHODS:
+            s = summary[m][str(n)]
+            lines.append('%-6d %-13s %8.2f %8.2f %8.2f %10.2f %14.2f'
+                         % (n, m, s['psnr'], s['rmse'], s['auc'], s['auc_rebal'], s['colorfulness']))
+    return '\n'.join(lines)
+
+
+def plot(summary, counts, path):
+    """PSNR against the number of points (symmetric log axis: 0 points stays on it), one curve a method."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, style in zip(METHODS, ('o-', 's--', '^-', 'x:')):
+        ax.plot(counts, [summary[m][str(n)]['psnr'] for n in counts], style, label=m)
+    ax.set_xscale('symlog', linthresh=1)
+    ax.set_xticks(counts)
+    ax.set_xticklabels([str(n) for n in counts])
+    ax.set_xlabel('hint points per photo')
+    ax.set_ylabel('PSNR (dB)')
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def with_dots(rgb, points, scale):
+    """A photo scaled by ``scale`` with each hint point drawn as a dot of its colour, ringed black and white."""
+    img = Image.fromarray(rgb).resize((max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale))),
+                                      Image.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    for p in points:
+        x, y, r = p['x'] * scale, p['y'] * scale, DOT_RADIUS
+        fill = hints.plane_to_hex(hints.point_plane(p)) if 'ab' in p else p['color']
+        draw.ellipse([x - r - 1, y - r - 1, x + r + 1, y + r + 1], fill=(255, 255, 255))
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(0, 0, 0))
+    return np.asarray(img)
+
+
+def grid_row(rgb, images, drawn):
+    """photo | 0, 2, 10 hints (the model's output, the hints drawn), each GRID_WIDTH pixels wide."""
+    scale = GRID_WIDTH / rgb.shape[1]
+    cells = [with_dots(rgb, [], scale)]
+    cells += [with_dots(images[n]['model'], drawn[n], scale) for n in GRID_POINTS if n in images]
+    return cells
+
+
+def write(out_dir, summary, counts, grid_rows):
+    """OUT/hints.json, hints_table.txt, hints_psnr.png and hints_grid.png."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'hints.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out_dir, 'hints_table.txt'), 'w') as f:
+        f.write(format_table(summary, counts) + '\n')
+    plot(summary, counts, os.path.join(out_dir, 'hints_psnr.png'))
+    if grid_rows:
+        Image.fromarray(utils.tile_images(grid_rows)).save(os.path.join(out_dir, 'hints_grid.png'))

@@ -1,0 +1,142 @@
+"""Hint models end to end: a tiny model trained with hints (config 198) uses them; colorize.py's
+--hints (JSON and PNG) and its errors; checkpoints say whether a model takes hints; the hint sweep."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import colorize
+import evaluate
+import hints
+import trainer
+import utils
+
+HINT_COLOURS = ('#10c030', '#2050e0')   # a green and a blue that the bundled photos rarely have
+
+
+@pytest.fixture(scope='module')
+def photo():
+    import conftest
+    return conftest.skimage_photo('coffee', (160, 120))
+
+
+def save(path, rgb):
+    Image.fromarray(rgb).save(path)
+    return str(path)
+
+
+def test_checkpoints_say_whether_a_model_takes_hints(hint_model, plain_model):
+    assert colorize.load_colorizer(hint_model).takes_hints
+    assert not colorize.load_colorizer(plain_model).takes_hints
+    ckpt = torch.load(hint_model, map_location='cpu', weights_only=True)
+    assert ckpt['model_kwargs']['in_channels'] == 4 and ckpt['config']['hints'] is True
+    assert ckpt['model_state_dict']['conv1_1.weight'].shape[1] == 4
+
+
+def test_the_trained_hint_model_colours_a_hinted_region_towards_the_hint(hint_model, photo):
+    """The network's own prediction (before the hints are applied on their squares): a block of
+    hints of one colour moves the prediction over that block towards it."""
+    colorizer = colorize.load_colorizer(hint_model)
+    lightness = colorizer.lightness(photo)
+    height, width = lightness.shape
+    for colour in HINT_COLOURS:
+        points = [{'x': x, 'y': y, 'color': colour, 'size': 8} for x in range(8, 72, 16) for y in range(8, 56, 16)]
+        target = torch.from_numpy(hints.point_plane(points[0]))[:, None, None]
+        region = (slice(None), slice(0, 16), slice(0, 24))             # the hinted quarter at 64 x 64
+
+        def distance(given):
+            maps = colorizer.full_hint_maps(given, height, width)
+            plane = colorizer.predicted_planes([lightness], hint_maps=[maps])[0]
+            return float((plane[region] - target).norm(dim=0).mean())
+        without, with_hints = distance([]), distance(points)
+        assert with_hints < 0.8 * without, (colour, with_hints, without)
+
+
+def test_colorize_hints_from_json_and_png_give_the_same_picture(hint_model, photo, tmp_path):
+    photo_path = save(tmp_path / 'photo.png', photo)
+    points = [{'x': 30, 'y': 20, 'color': HINT_COLOURS[0], 'size': 7}, {'x': 120, 'y': 90, 'color': HINT_COLOURS[1]}]
+    (tmp_path / 'hints.json').write_text(json.dumps({'points': points}))
+    rgba = np.zeros(photo.shape[:2] + (4,), np.uint8)
+    for p in points:
+        x0, y0, x1, y1 = hints.point_box(p, photo.shape[1], photo.shape[0])
+        rgba[y0:y1, x0:x1] = hints.parse_color(p['color']) + (255,)
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'hints.png')
+    for name in ('json', 'png'):
+        assert colorize.main(['-m', hint_model, '--hints', str(tmp_path / ('hints.' + name)),
+                              '-o', str(tmp_path / name), photo_path]) == 0
+    from_json = np.asarray(Image.open(tmp_path / 'json' / 'photo.png'))
+    np.testing.assert_array_equal(from_json, np.asarray(Image.open(tmp_path / 'png' / 'photo.png')))
+    library = colorize.load_colorizer(hint_model).colorize(photo, hints=points)
+    np.testing.assert_array_equal(from_json, library)
+    # on the hint's square: its hue and chroma with the photo's own lightness
+    hue, chroma, lightness = utils.rgb_to_hcl(torch.from_numpy(from_json).permute(2, 0, 1).float() / 255)
+    _, _, photo_l = utils.rgb_to_hcl(torch.from_numpy(photo).permute(2, 0, 1).float() / 255)
+    assert (lightness - photo_l).abs().max() <= 1 / 255 + 1e-6
+    want_hue, want_chroma, _ = utils.rgb_to_hcl(torch.tensor(hints.parse_color(points[0]['color'])).float()
+                                                .reshape(3, 1, 1) / 255)
+    square = (slice(17, 24), slice(27, 34))
+    fits = chroma[square] >= want_chroma.item() - 0.02                   # where L leaves room for the chroma
+    hue_error = torch.remainder(hue[square] - want_hue.item() + 0.5, 1.0) - 0.5
+    assert fits.float().mean() > 0.5 and hue_error[fits].abs().max() < 0.02
+
+
+@pytest.mark.parametrize('content, message', [
+    ('{"points": [{"x": 500, "y": 5, "color": "#ff0000"}]}', 'outside the photo'),
+    ('{"points": [{"x": 5, "y": 5, "color": "reddish"}]}', 'is not a colour'),
+    ('{"points": [', 'neither JSON nor a PNG'),
+])
+def test_bad_hint_files_are_one_error_line_and_nothing_is_written(hint_model, photo, tmp_path, capsys, content,
+                                                                 message):
+    import cli
+    (tmp_path / 'hints.json').write_text(content)
+    status = cli.run_cli(colorize.main, ['-m', hint_model, '--hints', str(tmp_path / 'hints.json'),
+                                         '-o', str(tmp_path / 'out'), save(tmp_path / 'photo.png', photo)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith('error: ') and message in err[0]
+    assert not (tmp_path / 'out').exists()
+
+
+def test_hints_for_a_model_without_hint_input_are_refused(plain_model, photo, tmp_path, capsys):
+    import cli
+    (tmp_path / 'hints.json').write_text('{"points": [{"x": 5, "y": 5, "color": "#ff0000"}]}')
+    status = cli.run_cli(colorize.main, ['-m', plain_model, '--hints', str(tmp_path / 'hints.json'),
+                                         '-o', str(tmp_path / 'out'), save(tmp_path / 'photo.png', photo)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and 'takes no hints' in err[0]
+    assert not (tmp_path / 'out').exists()
+    with pytest.raises(hints.HintError, match='takes no hints'):
+        colorize.load_colorizer(plain_model).colorize(photo, hints=[{'x': 5, 'y': 5, 'color': '#ff0000'}])
+
+
+def test_suggested_colours_are_the_most_likely_bins(hint_model, photo):
+    colorizer = colorize.load_colorizer(hint_model)
+    suggested = colorizer.suggest_colors(photo, 40, 30, count=5)
+    lightness = colorizer.lightness(photo)
+    probs = colorizer.probabilities([lightness])[0][:, 30 * 64 // 120, 40 * 64 // 160]
+    best = colorizer.encoder.bins.centres[int(probs.argmax())]
+    l = float(lightness[30, 40].clamp(*colorize.SUGGESTED_LIGHTNESS))
+    expected = utils.to_uint8(utils.hue_chroma_to_rgb(best[0].reshape(1, 1), best[1].reshape(1, 1),
+                                                      torch.full((1, 1), l)).reshape(3))
+    assert 1 <= len(suggested) <= 5 and len(set(suggested)) == len(suggested)
+    assert suggested[0] == '#%02x%02x%02x' % tuple(expected.tolist())
+
+
+def test_evaluate_hint_sweep_writes_the_three_curves(hint_model, tmp_path):
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    import conftest
+    conftest.write_photos(str(folder), names=('astronaut', 'coffee'), size=(96, 72))
+    out = tmp_path / 'eval'
+    assert evaluate.main(['-m', hint_model, '--device', 'cpu', '-o', str(out), '--hint-points', '0,2,10',
+                          str(folder)]) == 0
+    result = json.loads((out / 'hints.json').read_text())
+    assert {'model', 'levin', 'grayscale'} <= set(result)
+    for method in result:
+        assert set(result[method]) == {'0', '2', '10'}
+        assert {'psnr', 'auc'} <= set(result[method]['0'])
+    assert result['grayscale']['0'] == result['grayscale']['10']
+    assert result['levin']['10']['psnr'] > result['levin']['0']['psnr']   # Levin with no points is grey
+    assert (out / 'hints_psnr.png').exists() and (out / 'hints_grid.png').exists()
