@@ -389,8 +389,9 @@ configurations[199] = dict(
     stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
     workers=0,
 )
-# ... with colour-hint input (tests of the hint paths and the web page)
-configurations[198] = dict(configurations[199], hints=True)
+# ... with colour-hint input (tests of the hint paths and the web page): larger squares anywhere,
+# so that a few hundred steps teach the tiny model to take colours from them
+configurations[198] = dict(configurations[199], hints=True, hint_patch=[6, 12], hint_positions='uniform')
 
 
 # experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.

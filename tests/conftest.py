@@ -103,16 +103,35 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'browser: drives the web page (app.py) in headless Chromium (`-m browser`)')
 
 
-HINT_MODEL_ITERATIONS = 150   # config 198 (64x64, batch 2): ~40 s on 2 cores, enough to use hints
+HINT_MODEL_ITERATIONS = 300   # config 198 (64x64, batch 2): about a minute on 2 idle cores
+
+
+def recoloured_photos(folder, count=24, size=PHOTO_SIZE, seed=0, names=PHOTOS[:3]):
+    """A few photos' lightness, each copy in one random hue at a strong chroma: the same lightness
+    comes in every hue, so nothing but the hints can tell a model the colour, and a model trained
+    on them learns to take its colours from the hints."""
+    import torch
+    import utils
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(count):
+        rgb = torch.from_numpy(skimage_photo(names[i % len(names)], size).copy()).permute(2, 0, 1).float() / 255
+        _, _, lightness = utils.rgb_to_hcl(rgb)
+        hue = torch.full_like(lightness, float(rng.random()))
+        out = utils.hcl_to_rgb(hue, torch.full_like(lightness, 0.6), lightness)
+        Image.fromarray(utils.to_uint8(out)).save(os.path.join(folder, '%02d.png' % i))
+    return folder
 
 
 @pytest.fixture(scope='session')
 def hint_model(tmp_path_factory):
-    """model_best.pth.tar of a tiny hint model (config 198) trained once for the session."""
+    """model_best.pth.tar of a tiny hint model (config 198) trained once for the session on
+    :func:`recoloured_photos`."""
     import trainer
+    photos = recoloured_photos(str(tmp_path_factory.mktemp('recoloured')))
     run = tmp_path_factory.mktemp('hint-model') / 'run'
-    trainer.main('fcn32s', SMOKE_ARGS[2:] + ['-c', '198', '-o', str(run), '--max-iter', str(HINT_MODEL_ITERATIONS),
-                                             '--set', 'interval_validate=50'])
+    trainer.main('fcn32s', ['-c', '198', '-j', '0', '-d', photos, '-o', str(run),
+                                         '--max-iter', str(HINT_MODEL_ITERATIONS), '--set', 'interval_validate=50'])
     return str(run / trainer.MODEL_BEST)
 
 
