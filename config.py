@@ -347,6 +347,14 @@ configurations[110] = dict(_GENERALISE, max_iteration=1500)                  # F
 configurations[111] = dict(_GENERALISE, max_iteration=500, init_from=110)    # FCN-16s from 110
 configurations[112] = dict(_GENERALISE, max_iteration=500, init_from=111)    # FCN-8s from 111
 
+# The hint chain (issue 20, Zhang et al. 2017): the same data and budget with colour-hint input; its
+# FCN-32s starts from the default chain's FCN-32s (conv1_1 widened with zeros for the hint channels,
+# so it starts as that model), each later stage from the previous one.
+_HINTS = dict(_GENERALISE, hints=True)
+configurations[113] = dict(_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110, with hints
+configurations[114] = dict(_HINTS, max_iteration=500, init_from=113)    # FCN-16s from 113
+configurations[115] = dict(_HINTS, max_iteration=500, init_from=114)    # FCN-8s from 114
+
 
 def get_config(number):
     """DEFAULTS updated with ``configurations[number]`` (a fresh dict), checked against SCHEMA."""
@@ -400,6 +408,8 @@ configurations[198] = dict(configurations[199], hints=True, hint_patch=[6, 12], 
 # prints this machine's rate against it).  The README's tables were made with these numbers.
 QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
+    hint_chain=(('fcn32s', 113), ('fcn16s', 114), ('fcn8s', 115)),  # --hints: after the chain's FCN-32s
+    hint_points=(0, 1, 2, 5, 10, 20, 50),  # --hints: the hint model's sweep on the test split
     budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
     reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage on 2 CPU cores (measured idle: 1.9 to 7.2)

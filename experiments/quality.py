@@ -3,7 +3,7 @@ time budget, score it on the held-out test split, and compare one-change variant
 
     python experiments/quality.py --photos DIR --out DIR [--budget-min N] [--variants NAME,...|all]
                                   [--seeds 0,1] [--val-list FILE] [--test-list FILE]
-                                  [--configs 110,111,112] [--set KEY=VALUE ...]
+                                  [--configs 110,111,112] [--set KEY=VALUE ...] [--hints]
 
 DIR (``experiments/get_photos.py --out DIR``) holds the photos and ``split_train.txt``,
 ``split_val.txt``, ``split_test.txt``.  The default invocation trains the first seed's chain
@@ -22,6 +22,11 @@ trained for the same iterations as that stage (``all``, or names from
 ``QUALITY_EXPERIMENT['variants']``, ``stages`` = the whole chain for every seed, ``decoding`` =
 the FCN-32s model decoded three ways).  An arm is chosen on the validation split; the tables show
 the test split, mean +- spread (half the range) over the seeds.
+
+``--hints`` adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``: configs 113 -> 114
+-> 115, colour-hint input, the first from the chain's FCN-32s) with the same budget, chooses its
+model on validation as the default model is (``OUT/hints/model_best.pth.tar``) and runs that
+model's hint sweep on the test split (experiments/quality_hints.py).
 
 The budget (minutes on the reference CPU) becomes iteration counts through the reference
 throughput in ``config.QUALITY_EXPERIMENT``, so the same command trains the same iterations on any
@@ -45,6 +50,7 @@ sys.path.insert(0, REPO_DIR)
 
 import config  # noqa: E402
 import data_loader  # noqa: E402
+import quality_hints  # noqa: E402
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
 METHODS = ('model', 'grayscale', 'target')
@@ -155,6 +161,15 @@ def plan(args, chain, variants, seeds):
     for seed in chain_seeds:
         for stage_index in range(len(chain)):
             run_of(DEFAULT_ARM, {}, seed, stage_index)
+    if getattr(args, 'hints', False):   # the hint chain, from the chain's (first seed's) FCN-32s
+        previous = by_key[(DEFAULT_ARM, seeds[0], 0)]
+        for stage_index, (arch, number) in enumerate(args.hint_chain):
+            cfg = effective_config(number, base_pairs)
+            iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
+            run = Run(quality_hints.HINT_ARM, {}, seeds[0], stage_index, arch, number, iterations, budget_s,
+                      args.out)
+            run.previous, previous = previous, run
+            runs.append(run)
     configs = [(effective_config(chain[0][1], base_pairs), DEFAULT_ARM, {})]   # (config, label, overrides)
     arms = {}
     if 'stages' in variants:
@@ -470,6 +485,13 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         stage_runs = [r for r in runs if r.arm == DEFAULT_ARM and r.stage_index == i]
         result['default'][arch] = collect(stage_runs, scores)
     result['default_model'] = default_stage(result['default'])
+    if getattr(args, 'hints', False):
+        stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
+        sweep = getattr(args, 'hint_sweep', None)
+        default = result['default'].get(result['default_model']) if result['default_model'] else None
+        result['hints'] = {'configs': [n for _, n in args.hint_chain], 'stages': stages,
+                           'hint_model': default_stage(stages), 'sweep': sweep,
+                           'goal': quality_hints.goal(default and default['test'], sweep)}
     for variant, arm_runs in arms.items():
         if variant == 'decoding':
             arms_result = {d: collect(rs, scores, d) for d, rs in arm_runs.items()}
@@ -591,6 +613,8 @@ def markdown(result):
                 text += ' (incomplete: not every arm has every seed, so no decision)'
             lines.append(text)
         lines.append('')
+    if result.get('hints'):
+        lines += quality_hints.markdown(result['hints'], metric_cells, METRIC_NAMES)
     lines += ['## Runs', '', '| run | iterations | budget | train wall time | evaluation wall time |',
               '|---|---|---|---|---|']
     for r in result['runs']:
@@ -674,6 +698,11 @@ def parse_args(argv=None):
                    help='config numbers of the FCN-32s, 16s and 8s stages (default %(default)s)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
                    help='config override for every run (as the train scripts\' --set); repeatable')
+    p.add_argument('--hints', action='store_true', help='also the hint chain (configs %s), its model '
+                   '(OUT/hints/model_best.pth.tar) and its hint sweep on the test split'
+                   % ', '.join(str(n) for _, n in EXPERIMENT['hint_chain']))
+    p.add_argument('--hint-configs', default=','.join(str(n) for _, n in EXPERIMENT['hint_chain']),
+                   help='with --hints: config numbers of the hint chain\'s stages (default %(default)s)')
     return p.parse_args(argv)
 
 
@@ -687,6 +716,21 @@ def parse_numbers(text, what, count=None):
     return numbers
 
 
+def finish_hints(args, runs, result, seeds):
+    """OUT/hints/model_best.pth.tar (the hint chain's stage chosen on validation) and its sweep."""
+    chosen = result['hints']['hint_model']
+    final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and r.arch == chosen), None)
+    if final is None or final.failed or not os.path.isfile(final.model):
+        say('no hint model: the hint chain did not finish')
+        return
+    hint_dir = os.path.join(args.out, quality_hints.HINT_ARM)
+    target = os.path.join(hint_dir, 'model_best.pth.tar')
+    save_colorizer_checkpoint(final.model, target)
+    say('hint model: %s (%s, the best on validation)' % (target, chosen))
+    args.hint_points = EXPERIMENT['hint_points']
+    args.hint_sweep = quality_hints.sweep(target, args, hint_dir, run_child, say)
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.time()
@@ -696,6 +740,10 @@ def main(argv=None):
         seeds = parse_numbers(args.seeds, '--seeds')
         numbers = parse_numbers(args.configs, '--configs', len(EXPERIMENT['chain']))
         chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['chain'], numbers)]
+        hint_numbers = parse_numbers(args.hint_configs, '--hint-configs', len(EXPERIMENT['hint_chain']))
+        args.hint_chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['hint_chain'], hint_numbers)]
+        if args.hints and not all(config.get_config(n)['hints'] for n in hint_numbers):
+            raise UserError('--hint-configs %s: every stage needs a config with hints: true' % args.hint_configs)
         variants = selected_variants(args.variants)
         check_photos(args)
         runs, arms = plan(args, chain, variants, seeds)
@@ -731,7 +779,11 @@ def main(argv=None):
         if metrics is not None:
             scores[(run.name, split, decode)] = metrics
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
-    chosen = write_results(args, chain, runs, arms, seeds, scores, walls, started)['default_model']
+    result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    chosen = result['default_model']
+    if args.hints:
+        finish_hints(args, runs, result, seeds)
+        write_results(args, chain, runs, arms, seeds, scores, walls, started)
     final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]
     if final is not None and not final.failed and os.path.isfile(final.model):

@@ -37,7 +37,8 @@ def run_quality(capsys, *argv):
 
 def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys):
     photos, out = split_folder(str(tmp_path / 'photos')), tmp_path / 'out'
-    argv = ['--photos', photos, '--out', out, '--variants', 'rebalance', '--seeds', '0'] + TINY
+    argv = ['--photos', photos, '--out', out, '--variants', 'rebalance', '--seeds', '0', '--hints',
+            '--hint-configs', '198,198,198'] + TINY
     status, stdout, err = run_quality(capsys, *argv)
     assert status == 0, stdout + err
     for name in ('results.md', 'results.json', 'default/model_best.pth.tar', 'default/test_grid.png'):
@@ -74,6 +75,19 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     grid = np.asarray(Image.open(out / 'default' / 'test_grid.png'))
     height = round(quality.GRID_CELL * PHOTO_SIZE[1] / PHOTO_SIZE[0])   # the photo drawn GRID_CELL wide
     assert grid.shape[:2] == (height + 4, 3 * (quality.GRID_CELL + 2) + 2)  # one photo, 3 columns
+
+    # --hints: the hint chain from the default chain's FCN-32s, its model chosen on validation, its sweep
+    hints_result = result['hints']
+    val = {arch: hints_result['stages'][arch]['val']['model']['auc_rebal']['mean'] for arch in val}
+    assert hints_result['hint_model'] == max(reversed(list(val)), key=val.get)
+    assert colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar')).takes_hints
+    started_from = (out / 'hints' / 'seed0' / 'fcn32s' / 'quality.log').read_text()
+    assert '-m %s' % (out / 'default' / 'seed0' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
+    sweep = json.loads((out / 'hints' / 'sweep-test' / 'hints.json').read_text())
+    assert sweep == hints_result['sweep'] and set(sweep['levin']) == {str(n) for n in
+                                                                      config.QUALITY_EXPERIMENT['hint_points']}
+    assert set(hints_result['goal']) == {'zero_points', 'ten_points'}
+    assert '### Hint sweep of the hint model' in md and '### Quality goal' in md
 
     marker = out / 'default' / 'seed0' / 'fcn8s' / quality.DONE_MARKER
     before = marker.stat().st_mtime_ns
