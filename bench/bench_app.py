@@ -16,7 +16,6 @@ the ratios are of medians measured in this one run.
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 import torch
@@ -24,47 +23,12 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import app  # noqa: E402
+from bench_common import demo_checkpoint, median_seconds, noisy_astronaut  # noqa: E402
 import cli  # noqa: E402
 import colorize  # noqa: E402
-import config  # noqa: E402
-import models  # noqa: E402
-import targets  # noqa: E402
 
 WIDTH, HEIGHT = 1155, 866   # 1.0 megapixel, 4:3
 BUDGET = 1.0                # seconds: a click should feel live
-
-
-def photo_1mp(path):
-    """A 1155x866 JPEG: scikit-image's astronaut upscaled, plus sensor-like noise."""
-    import skimage.data
-    big = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((WIDTH, HEIGHT), Image.BICUBIC))
-    noise = np.random.RandomState(0).normal(0, 3, big.shape)
-    Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8)).save(path, quality=92)
-
-
-def hint_checkpoint(path):
-    """Random weights and random GMM bins with config 100's architecture, K and im_size, hint input on."""
-    cfg = dict(config.get_config(100), hints=True)
-    k = cfg['numbins']
-    rng = np.random.RandomState(0)
-    bins = targets.GMMBins(np.full(k, 1.0 / k), np.stack([rng.rand(k), 0.6 * rng.rand(k)], 1),
-                           np.tile(np.eye(2) * 0.01, (k, 1, 1)))
-    encoder = targets.ColorEncoder(bins, 0.45, cfg['img_lowpass'])
-    kwargs = {'n_class': k, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels'], 'in_channels': 4}
-    model = models.build_model('fcn32s', **kwargs)
-    torch.save({'arch': 'fcn32s', 'model_kwargs': kwargs, 'model_state_dict': model.state_dict(),
-                'encoder': encoder.state(), 'num_bins': k, 'binning': 'soft',
-                'im_size': tuple(cfg['im_size']), 'config': cfg}, path)
-
-
-def median_seconds(fn, repeats):
-    fn()  # warm-up (allocator, kernels)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main():
@@ -77,8 +41,8 @@ def main():
     rng = np.random.RandomState(1)
     with tempfile.TemporaryDirectory() as tmp:
         photo, ckpt = os.path.join(tmp, 'photo.jpg'), os.path.join(tmp, 'model.pth.tar')
-        photo_1mp(photo)
-        hint_checkpoint(ckpt)
+        noisy_astronaut(photo, WIDTH, HEIGHT)
+        demo_checkpoint(ckpt, hints=True)
         colorizer = colorize.load_colorizer(ckpt, 'cpu')
         engine = app.Engine(colorizer, ckpt, tmp)
         if not engine.takes_hints:

@@ -17,35 +17,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_common import demo_checkpoint, noisy_astronaut  # noqa: E402
 import cli  # noqa: E402
 import colorize  # noqa: E402
 import config  # noqa: E402
 import data_loader  # noqa: E402
-import models  # noqa: E402
-import targets  # noqa: E402
-
-
-def photo_12mp(path):
-    """A 4000x3000 JPEG: scikit-image's astronaut upscaled, plus sensor-like noise."""
-    import skimage.data
-    big = np.asarray(Image.fromarray(skimage.data.astronaut()).resize((4000, 3000), Image.BICUBIC))
-    noise = np.random.RandomState(0).normal(0, 3, big.shape)
-    Image.fromarray(np.clip(big + noise, 0, 255).astype(np.uint8)).save(path, quality=92)
-
-
-def demo_checkpoint(path):
-    """Random weights and random GMM bins with config 100's architecture, K and im_size."""
-    cfg = config.get_config(100)
-    k = cfg['numbins']
-    rng = np.random.RandomState(0)
-    bins = targets.GMMBins(np.full(k, 1.0 / k), np.stack([rng.rand(k), 0.6 * rng.rand(k)], 1),
-                               np.tile(np.eye(2) * 0.01, (k, 1, 1)))
-    encoder = targets.ColorEncoder(bins, 0.45, cfg['img_lowpass'])
-    kwargs = {'n_class': k, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
-    model = models.build_model('fcn32s', **kwargs)
-    torch.save({'arch': 'fcn32s', 'model_kwargs': kwargs, 'model_state_dict': model.state_dict(),
-                'encoder': encoder.state(), 'num_bins': k, 'binning': 'soft',
-                'im_size': tuple(cfg['im_size']), 'config': cfg}, path)
 
 
 def main():
@@ -56,7 +32,7 @@ def main():
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         photo, ckpt, out = (os.path.join(tmp, n) for n in ('photo.jpg', 'model.pth.tar', 'out'))
-        photo_12mp(photo)
+        noisy_astronaut(photo, 4000, 3000)
         demo_checkpoint(ckpt)
         argv = ['-m', ckpt, '--device', 'cpu', '-o', out, photo]
         colorize.main(argv)  # warm-up (allocator, kernels)

@@ -10,11 +10,11 @@ ratio guided upsampling / Levin measured in the same run, and one JSON line.
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_common import median_seconds  # noqa: E402
 import cli  # noqa: E402
 import levin  # noqa: E402
 
@@ -26,17 +26,6 @@ def astronaut_lightness(size):
     rgb = skimage.data.astronaut() / 255.0
     lightness = (rgb.max(-1) + rgb.min(-1)) / 2.0
     return skimage.transform.resize(lightness, size, order=1, anti_aliasing=False)
-
-
-def median_seconds(fn, repeats):
-    """Median wall time of ``repeats`` calls after one warm-up call (page faults, caches)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main():

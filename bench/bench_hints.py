@@ -1,0 +1,107 @@
+"""Training-step cost of colour hints: a step with hint input against the same step without.
+
+One step = the trainer's path: a uint8 batch -> ``ColorEncoder.encode`` (targets) -> for the hint
+model ``hints.training_input`` (Zhang et al.'s sampler on the device, config keys of the run) ->
+forward, the soft-target KL loss, backward and an Adam step.  Both models are FCN-32s of the
+quality experiment's config (default 113 vs 110: 128x128, batch 4, fc 512, 36 uniform bins);
+their steps alternate in one process on the same batches, so the ratio is measured in one run.
+
+Prints the median step time of each, their ratio, the sampler's own median time, and one JSON
+line.  Usage (from the repository root)::
+
+    python bench/bench_hints.py [--config 113] [--steps 10] [--batches 4]
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cli  # noqa: E402
+import config  # noqa: E402
+import hints  # noqa: E402
+import losses  # noqa: E402
+import models  # noqa: E402
+import targets  # noqa: E402
+
+TARGET_SLOWDOWN = 1.05   # issue 20: a step with hints at most a few per cent slower
+
+
+def parse_args(argv=None):
+    p = cli.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--config', type=int, default=113, help='a hint config (default 113; its stage without hints '
+                   'is the same config with hints off)')
+    p.add_argument('--steps', type=cli.positive_int, default=10, help='timed steps of each (default 10)')
+    p.add_argument('--warmup', type=cli.natural_int, default=2, help='untimed steps of each first (default 2)')
+    return p.parse_args(argv)
+
+
+def make_step(cfg, device, in_channels):
+    """A closure running one training step of an FCN-32s with ``in_channels`` inputs on a uint8 batch."""
+    encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(cfg['numbins']), 0.5, cfg['img_lowpass'])
+    model = models.build_model('fcn32s', encoder.num_outputs, cfg['padding'], cfg['fc_channels'],
+                               in_channels=in_channels).to(device)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg['lr'])
+    timings = {'sampler': []}
+
+    def step(rgb, iteration):
+        with torch.no_grad():
+            net_input, target = encoder.encode(rgb)
+            if in_channels > 1:
+                start = time.perf_counter()
+                generator = hints.step_generator(device, cfg['seed'], iteration)
+                net_input = hints.training_input(net_input, rgb, generator, cfg)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize()
+                timings['sampler'].append(time.perf_counter() - start)
+        loss = losses.reduce_loss(losses.pixel_losses(model(net_input).float(), target, encoder), 'mean')
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    return step, timings
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = config.get_config(args.config)
+    if not cfg['hints']:
+        raise cli.UserError('config %d has no hint input (hints: false)' % args.config)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    torch.manual_seed(0)
+    height, width = cfg['im_size']
+    rng = np.random.default_rng(0)
+    batches = [torch.from_numpy(rng.integers(0, 256, (cfg['batch_size'], 3, height, width), dtype=np.uint8))
+               .to(device) for _ in range(4)]
+    plain, _ = make_step(cfg, device, 1)
+    hinted, timings = make_step(cfg, device, 1 + hints.HINT_CHANNELS)
+    times = {'plain': [], 'hints': []}
+    for i in range(args.warmup + args.steps):
+        for name, step in (('plain', plain), ('hints', hinted)):   # alternating: the same machine state
+            start = time.perf_counter()
+            step(batches[i % len(batches)], i)
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    plain_s, hint_s = statistics.median(times['plain']), statistics.median(times['hints'])
+    sampler_s = statistics.median(timings['sampler'][args.warmup:])
+    images = cfg['batch_size']
+    print('device %s, config %d: FCN-32s %dx%d, batch %d, %d threads' % (device, args.config, height, width, images,
+                                                                        torch.get_num_threads()))
+    print('step without hints: median %.3f s (%.2f images/s)' % (plain_s, images / plain_s))
+    print('step with hints:    median %.3f s (%.2f images/s), of which the sampler %.4f s'
+          % (hint_s, images / hint_s, sampler_s))
+    print('ratio with / without: %.3f (target <= %.2f); sampler share of a step: %.2f %%'
+          % (hint_s / plain_s, TARGET_SLOWDOWN, 100 * sampler_s / hint_s))
+    print(json.dumps({'device': str(device), 'config': args.config, 'plain_s': plain_s, 'hints_s': hint_s,
+                      'ratio': hint_s / plain_s, 'sampler_s': sampler_s}))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run_cli(main))
