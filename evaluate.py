@@ -132,12 +132,6 @@ def evaluation_paths(args, cfg, checkpoint_path, unlisted=None):
 # scoring
 # --------------------------------------------------------------------------
 
-def grayscale(rgb_uint8):
-    """The no-colour baseline: L = V - C/2 = (max + min) / 2 in all three channels (halves to even)."""
-    lightness = np.round((rgb_uint8.max(-1).astype(np.float64) + rgb_uint8.min(-1)) / 2.0).astype(np.uint8)
-    return np.repeat(lightness[..., None], 3, axis=-1)
-
-
 def score_batch(colorizer, rgbs, method, temperature):
     """uint8 originals -> per image ({method: metrics}, truth colourfulness, {method: uint8 image})."""
     lightnesses = [colorizer.lightness(rgb) for rgb in rgbs]
@@ -145,7 +139,7 @@ def score_batch(colorizer, rgbs, method, temperature):
     target_planes = colorizer.target_planes(rgbs, method, temperature)
     results = []
     for rgb, l, model_plane, target_plane in zip(rgbs, lightnesses, model_planes, target_planes):
-        outputs = {'model': colorizer.recombine(model_plane, l), 'grayscale': grayscale(rgb),
+        outputs = {'model': colorizer.recombine(model_plane, l), 'grayscale': utils.grayscale(rgb),
                    'target': colorizer.recombine(target_plane, l)}
         ab_truth = utils.ab_channels(rgb)
         rebalance = utils.inverse_frequency_weights(ab_truth)

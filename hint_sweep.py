@@ -32,12 +32,6 @@ DOT_RADIUS = 4             # pixels of a hint dot in the grid
 OUTPUTS = ('hints.json', 'hints_table.txt', 'hints_psnr.png', 'hints_grid.png')
 
 
-def grayscale(rgb_uint8):
-    """The no-colour baseline: L = (max + min) / 2 in all three channels (halves to even)."""
-    lightness = np.round((rgb_uint8.max(-1).astype(np.float64) + rgb_uint8.min(-1)) / 2.0).astype(np.uint8)
-    return np.repeat(lightness[..., None], 3, axis=-1)
-
-
 def solve_size(height, width, side=None):
     """(h, w) with the short side at ``side`` pixels (config.HINT_SWEEP's, 256), never enlarged."""
     side = side or config.HINT_SWEEP['side']
@@ -62,7 +56,7 @@ def score_photo(colorizer, rgb, name, counts, method='annealed', temperature=uti
     rebalance = utils.inverse_frequency_weights(ab_truth)
     lightness = colorizer.lightness(rgb)
     height, width = lightness.shape
-    grey = grayscale(rgb)
+    grey = utils.grayscale(rgb)
     grey_scores = utils.colorization_metrics(rgb, grey, ab_truth, rebalance)
     scores, images, drawn = {}, {}, {}
     for count in counts:

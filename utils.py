@@ -271,6 +271,12 @@ def to_uint8(rgb):
     return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
+def grayscale(rgb_uint8):
+    """The no-colour baseline: L = V - C/2 = (max + min) / 2 in all three channels (halves to even)."""
+    lightness = np.round((rgb_uint8.max(-1).astype(np.float64) + rgb_uint8.min(-1)) / 2.0).astype(np.uint8)
+    return np.repeat(lightness[..., None], 3, axis=-1)
+
+
 def psnr(image_true, image_test, data_range=255.0):
     """Peak signal-to-noise ratio in dB of two same-shape arrays (inf when identical)."""
     err = np.mean((np.asarray(image_true, np.float64) - np.asarray(image_test, np.float64)) ** 2)

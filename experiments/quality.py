@@ -653,7 +653,7 @@ def test_grid(model_path, args, out_path):
     for readable, _ in colorize.read_batches(paths, 4, config.DEFAULTS['max_image_pixels']):
         outputs = colorizer.colorize([rgb for _, rgb in readable])
         for (_, rgb), out in zip(readable, outputs):
-            rows.append([evaluate_module.thumbnail(x, GRID_CELL) for x in (rgb, evaluate_module.grayscale(rgb), out)])
+            rows.append([evaluate_module.thumbnail(x, GRID_CELL) for x in (rgb, utils.grayscale(rgb), out)])
     if rows:
         tmp = out_path + '.tmp.png'
         Image.fromarray(utils.tile_images(rows)).save(tmp)
