@@ -11,7 +11,6 @@ from PIL import Image
 import colorize
 import evaluate
 import hints
-import trainer
 import utils
 
 HINT_COLOURS = ('#10c030', '#2050e0')   # a green and a blue
