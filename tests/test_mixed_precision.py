@@ -58,7 +58,7 @@ def forward_backward(arch, device, amp_dtype):
     encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(K), 0.45, img_lowpass=4)
     trainer.set_train_mode(model, bn_dropout_eval=False)
     model.drop6.eval(), model.drop7.eval()   # the same (no) dropout mask in both precisions
-    step = types.SimpleNamespace(encoder=encoder, rt=runtime_on(device, amp_dtype))
+    step = types.SimpleNamespace(encoder=encoder, rt=runtime_on(device, amp_dtype), cfg={'hints': False})
     _, target, scores = trainer.Trainer.forward(step, photo_batch(), model)
     loss = losses.reduce_loss(losses.pixel_losses(scores, target, encoder), 'sum')
     loss.backward()
