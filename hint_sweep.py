@@ -39,14 +39,18 @@ def solve_size(height, width, side=None):
     return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
-def levin_plane(lightness, plane, mask, side=None):
+def levin_plane(lightness, plane, mask, side=None, prior=None, prior_weight=0.0):
     """Levin et al.'s chroma plane ``[2, h, w]`` at 256 px on the short side, from full-resolution
-    L ``[H, W]`` and hint maps ``[2, H, W]``, ``[H, W]`` (torch)."""
+    L ``[H, W]`` and hint maps ``[2, H, W]``, ``[H, W]`` (torch); optionally pulled towards a
+    network's chroma plane ``prior`` ``[2, h', w']`` (resized bilinearly) with ``prior_weight``."""
     size = solve_size(*lightness.shape, side)
     small_l = F.interpolate(lightness[None, None].float(), size=size, mode='bilinear', align_corners=False,
                             antialias=True)[0, 0]
     small_plane, small_mask = hints.reduce_hint_maps(plane[None].float(), mask[None, None].float(), size)
-    solved = levin.levin_colorize(small_l.cpu().numpy(), small_plane[0].cpu().numpy(), small_mask[0, 0].cpu().numpy())
+    if prior is not None:
+        prior = F.interpolate(prior[None].float(), size=size, mode='bilinear', align_corners=False)[0].cpu().numpy()
+    solved = levin.levin_colorize(small_l.cpu().numpy(), small_plane[0].cpu().numpy(), small_mask[0, 0].cpu().numpy(),
+                                  prior, prior_weight)
     return torch.from_numpy(solved).float().to(lightness.device)
 
 

@@ -149,6 +149,22 @@ def test_strong_prior_is_followed_and_zero_prior_is_plain_levin():
     assert np.abs(plain[:, away] - prior[:, away]).max() > 0.1     # so the prior did the work
 
 
+def test_the_sweeps_levin_plane_solves_at_the_short_side_with_the_prior_resized_to_it():
+    import hint_sweep   # torch side: full-resolution maps in, the solve size out
+    y = torch.from_numpy(np.random.RandomState(0).rand(40, 60)).float()
+    hints, mask = random_hints(tuple(y.shape), 6, seed=3)
+    plane, mask = torch.from_numpy(hints).float(), torch.from_numpy(mask.astype(np.float32))
+    prior = torch.full((2, 4, 6), 0.2)          # a network's coarse prediction, flat
+    plain = hint_sweep.levin_plane(y, plane, mask, side=20)
+    assert tuple(plain.shape) == (2, 20, 30)
+    np.testing.assert_array_equal(hint_sweep.levin_plane(y, plane, mask, side=20, prior=prior, prior_weight=0.0),
+                                  plain)
+    strong = hint_sweep.levin_plane(y, plane, mask, side=20, prior=prior, prior_weight=1e4)
+    unhinted = F.interpolate(mask[None, None], size=(20, 30), mode='area')[0, 0] == 0
+    assert (strong[:, unhinted] - 0.2).abs().max() < 1e-2
+    assert (plain[:, unhinted] - 0.2).abs().max() > 0.1
+
+
 # --------------------------------------------------------------------------
 # guided upsampling
 # --------------------------------------------------------------------------
