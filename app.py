@@ -55,7 +55,9 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import cli  # noqa: E402
 import colorize  # noqa: E402
+import config  # noqa: E402
 import data_loader  # noqa: E402
+import hints  # noqa: E402
 import utils  # noqa: E402
 
 DEFAULT_HOST = '127.0.0.1'
@@ -67,6 +69,7 @@ PHOTO_MEMORY = 512 << 20        # bytes of open photos held for all sessions (le
 MAX_SESSIONS = 64               # sessions (tabs, API clients) whose state the server keeps (LRU)
 MAX_HINTS_FILE_BYTES = 1 << 20  # a hint file is a few kB
 PALETTE_SIZE = 8
+HINT_SIZE_MAX = 64              # the hint size slider's range: at least this, up to a quarter of the short side
 DEFAULT_COLOR = '#d62828'
 PNG_COMPRESSION = 1             # as colorize.py's default: fast, the same pixels at any level
 NO_HINT_MODEL = ('This checkpoint takes no hints: the page colorizes, and a click shows the colours the '
@@ -129,12 +132,6 @@ class PhotoStore:
 # the page's logic, without Gradio: states in, states and pictures out
 # --------------------------------------------------------------------------
 
-def hint_api():
-    """The hints module (lazily: the page runs, without hints, where it is not there)."""
-    import hints
-    return hints
-
-
 def display_size(width, height, max_side=DISPLAY_MAX_SIDE):
     scale = min(1.0, max_side / max(width, height))
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
@@ -159,7 +156,7 @@ def draw_dots(picture, points, width, height, last=None):
         r = radius + (2 if i == last else 0)
         draw.ellipse((x - r - 2, y - r - 2, x + r + 2, y + r + 2), fill='black')
         draw.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), fill='white')
-        draw.ellipse((x - r + 1, y - r + 1, x + r - 1, y + r - 1), fill=point.get('color', '#808080'))
+        draw.ellipse((x - r + 1, y - r + 1, x + r - 1, y + r - 1), fill=hints.point_color(point))
     return picture
 
 
@@ -178,7 +175,7 @@ class Engine:
         limit = colorizer.config.get('max_image_pixels')
         self.max_pixels = min(max_pixels, limit) if limit else max_pixels
         self.store = PhotoStore(os.path.join(workdir, 'photos'), photo_memory)
-        self.takes_hints = bool(getattr(colorizer, 'takes_hints', False))
+        self.takes_hints = colorizer.takes_hints
         # all network work on one thread: one colorization at a time (bounded memory, no contention for
         # the cores), and torch's thread pool made once, not once per server thread that calls it
         self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='colorize')
@@ -205,13 +202,6 @@ class Engine:
             self.store.discard(previous.get('photo'))
         return state
 
-    def default_size(self, state):
-        """A new hint's side in photo pixels: Zhang et al.'s test patch scaled to the photo."""
-        try:
-            return int(hint_api().default_size(state['width'], state['height']))
-        except (ImportError, AttributeError):
-            return max(1, int(round(6 * min(state['width'], state['height']) / 256)))
-
     def add_hint(self, state, x, y, color, size=None):
         """A hint at the photo's pixel (x, y) with ``color`` '#rrggbb'; a model without hint input only
         probes the point (its palette) and says why no hint was placed."""
@@ -226,7 +216,6 @@ class Engine:
         return dict(state, points=state['points'] + [point], probe=None)
 
     def check_point(self, point, state):
-        hints = hint_api()
         try:
             return hints.check_point(point, state['width'], state['height'], 'the hint')
         except hints.HintError as err:
@@ -237,7 +226,8 @@ class Engine:
         state = need_photo(state)
         if not state['points']:
             return state
-        last = self.check_point(dict(state['points'][-1], color=color), state)
+        last = {k: v for k, v in state['points'][-1].items() if k != 'ab'}   # a loaded point's colour goes
+        last = self.check_point(dict(last, color=color), state)
         return dict(state, points=state['points'][:-1] + [last])
 
     def undo(self, state):
@@ -250,11 +240,11 @@ class Engine:
         return dict(need_photo(state), points=[], probe=None)
 
     def load_hints(self, state, path):
-        """A hints file (as colorize.py reads it) -> its points replace the state's; PageError otherwise."""
+        """A hint JSON file (colorize.py's; hint images only there) -> its points replace the state's;
+        PageError otherwise."""
         state = need_photo(state)
         if not self.takes_hints:
             raise PageError(NO_HINT_MODEL)
-        hints = hint_api()
         name = os.path.basename(path)
         if os.path.getsize(path) > MAX_HINTS_FILE_BYTES:
             raise PageError('%s is not a hints file: over %d bytes' % (name, MAX_HINTS_FILE_BYTES))
@@ -286,8 +276,6 @@ class Engine:
             (x, y), others = (last['x'], last['y']), state['points'][:-1]
         else:
             return []
-        if not hasattr(self.colorizer, 'suggest_colors'):
-            return []
         kwargs = {'hints': others} if self.takes_hints else {}
         return list(self.colorizer.suggest_colors(rgb, x, y, count=PALETTE_SIZE, **kwargs))
 
@@ -304,7 +292,7 @@ class Engine:
         colorize.save_png(png, result, PNG_COMPRESSION)
         hints_path = os.path.join(folder, state['stem'] + '.json')
         with open(hints_path, 'w') as f:
-            json.dump(points_to_json(state['points']), f, indent=1)
+            json.dump(hints.points_to_json(state['points']), f, indent=1)
         shown = Image.fromarray(result)
         size = display_size(state['width'], state['height'])
         if shown.size != size:
@@ -339,13 +327,6 @@ def need_photo(state):
 def safe_stem(name):
     stem = os.path.splitext(os.path.basename(name))[0]
     return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in stem).strip('.') or 'photo'
-
-
-def points_to_json(points):
-    try:
-        return hint_api().points_to_json(points)
-    except (ImportError, AttributeError):
-        return {'points': [dict(p) for p in points]}
 
 
 # --------------------------------------------------------------------------
@@ -408,8 +389,8 @@ def build_page(engine):
 
     def opened(state, show_dots):
         """After a new photo: also the hint size slider fitted to it."""
-        size = engine.default_size(state)
-        return answer(state, show_dots) + (gr.Slider(value=size, maximum=max(64, min(state['width'],
+        size = hints.default_size(state['width'], state['height'])
+        return answer(state, show_dots) + (gr.Slider(value=size, maximum=max(HINT_SIZE_MAX, min(state['width'],
                                                                                      state['height']) // 4)),)
 
     def on_upload(state, path, show_dots):
@@ -466,7 +447,7 @@ def build_page(engine):
                                         elem_id='hint-color')
                 palette = gr.HTML([], html_template=PALETTE_TEMPLATE, css_template=PALETTE_CSS,
                                   js_on_load=PALETTE_JS, elem_id='palette', container=True, padding=True)
-                size = gr.Slider(1, 64, value=6, step=1, label='Hint size (pixels of the photo)',
+                size = gr.Slider(1, HINT_SIZE_MAX, value=config.HINT_SWEEP['patch'], step=1, label='Hint size (pixels of the photo)',
                                  elem_id='hint-size')
                 show_dots = gr.Checkbox(True, label='Show the hints as dots', elem_id='show-dots')
                 with gr.Row():

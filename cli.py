@@ -198,9 +198,11 @@ def apply_overrides(cfg, args):
     return config.check_config(cfg)
 
 
-# config keys that define the colour targets: fixed for the whole of a run, resumes included
+# config keys that define the colour targets and the network's shape: fixed for the whole of a run,
+# resumes included (the checkpoint's weights and bins are those)
 ENCODER_KEYS = ('binning', 'numbins', 'uniform_sigma', 'img_lowpass', 'rebalance_lambda', 'rebalance_sigma',
                 'gmm_space')
+NETWORK_KEYS = ('hints', 'padding', 'fc_channels')
 
 
 def resolve_config(args, resume_ckpt=None):
@@ -216,9 +218,9 @@ def resolve_config(args, resume_ckpt=None):
     cfg['dataset_path'] = args.dataset_path or cfg.get('dataset_path')
     cfg = apply_overrides(cfg, args)
     if resume_ckpt is not None:
-        changed = [key for key in ENCODER_KEYS if cfg[key] != saved[key]]
+        changed = [key for key in ENCODER_KEYS + NETWORK_KEYS if cfg[key] != saved[key]]
         if changed:
             raise config.ConfigError(
-                '--resume continues with the colour targets of %s; %s cannot change '
+                '--resume continues with the colour targets and network of %s; %s cannot change '
                 '(start a new run from it with -m instead)' % (args.resume, ', '.join(changed)))
     return cfg

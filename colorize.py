@@ -88,7 +88,7 @@ class Colorizer:
     @torch.no_grad()
     def probabilities(self, lightnesses, hint_maps=None):
         """Full-resolution L maps ``[H_i, W_i]`` (+ a hint model's full-resolution hint maps, one
-        pair per image) -> bin probabilities ``[B, K, h, w]`` at im_size.
+        pair per image, or None for an image without hints) -> bin probabilities ``[B, K, h, w]`` at im_size.
 
         Only L (and the hints) reach the network, resized with an antialiased
         bilinear filter (hints: area averages), so a colour photo and its grey
@@ -99,10 +99,10 @@ class Colorizer:
                              for l in lightnesses])
         net_input = self.encoder.lightness_input(small)
         if self.takes_hints:
-            if hint_maps is None:
-                hint_maps = [(l.new_zeros((2,) + l.shape), l.new_zeros(l.shape)) for l in lightnesses]
-            planes, masks = zip(*[hint_input.reduce_hint_maps(plane[None], mask[None, None], self.im_size)
-                                  for plane, mask in hint_maps])
+            no_hints = (small.new_zeros((1, 2) + self.im_size), small.new_zeros((1, 1) + self.im_size))
+            planes, masks = zip(*[no_hints if maps is None else
+                                  hint_input.reduce_hint_maps(maps[0][None], maps[1][None, None], self.im_size)
+                                  for maps in (hint_maps or [None] * len(lightnesses))])
             net_input = hint_input.network_input(net_input, torch.cat(planes), torch.cat(masks))
         return self.encoder.probabilities(self.model(net_input))
 
@@ -168,10 +168,9 @@ class Colorizer:
             return self.colorize([rgbs], method, temperature, None if hints is None else [hints], edge_aware)[0]
         hints = [None] * len(rgbs) if hints is None else list(hints)
         lightnesses = [self.lightness(rgb) for rgb in rgbs]
-        maps = [self.full_hint_maps(h, *l.shape) for h, l in zip(hints, lightnesses)]
+        maps = [None if h is None else self.full_hint_maps(h, *l.shape) for h, l in zip(hints, lightnesses)]
         planes = self.predicted_planes(lightnesses, method, temperature, maps)
-        return [self.recombine(plane, l, m if h is not None else None, edge_aware)
-                for plane, l, m, h in zip(planes, lightnesses, maps, hints)]
+        return [self.recombine(plane, l, m, edge_aware) for plane, l, m in zip(planes, lightnesses, maps)]
 
     @torch.no_grad()
     def suggest_colors(self, rgb, x, y, hints=None, count=8):
@@ -179,7 +178,7 @@ class Colorizer:
         '#rrggbb', most likely first: the bins' centres at the pixel's lightness (Zhang et al.'s palette)."""
         lightness = self.lightness(rgb)
         height, width = lightness.shape
-        maps = self.full_hint_maps(hints, height, width)
+        maps = None if hints is None else self.full_hint_maps(hints, height, width)
         probs = self.probabilities([lightness], [maps])[0]
         h, w = probs.shape[-2:]
         p = probs[:, min(h - 1, int(y * h / height)), min(w - 1, int(x * w / width))].float().cpu()

@@ -409,7 +409,7 @@ configurations[198] = dict(configurations[199], hints=True, hint_patch=[6, 12], 
 QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     hint_chain=(('fcn32s', 113), ('fcn16s', 114), ('fcn8s', 115)),  # --hints: after the chain's FCN-32s
-    hint_points=(0, 1, 2, 5, 10, 20, 50),  # --hints: the hint model's sweep on the test split
+    hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split
     budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
     reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage on 2 CPU cores (measured idle: 1.9 to 7.2)

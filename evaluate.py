@@ -41,13 +41,14 @@ from PIL import Image
 
 import cli
 import colorize
+import config
 import data_loader
 import hint_sweep
 import utils
 
 DEFAULT_OUT_DIR = os.path.join('out', 'evaluate')
 METHODS = ('model', 'grayscale', 'target')
-GRID_CELL = 160  # width in pixels of each image of grid.png (its height: the photo's aspect)
+GRID_CELL = utils.GRID_CELL  # width in pixels of each image of grid.png (its height: the photo's aspect)
 
 
 # --------------------------------------------------------------------------
@@ -212,8 +213,9 @@ def parse_args(argv=None):
     p.add_argument('--grid-images', type=cli.natural_int, default=8, help='images drawn in grid.png (default %(default)s)')
     p.add_argument('--hint-points', type=hint_counts, default=None, metavar='N,N,...',
                    help='a hint model: also score N hint points per photo drawn from the original (Zhang et '
-                   'al. 2017\'s test, e.g. 0,1,2,5,10,20,50) for the model, Levin et al. 2004 and grayscale: '
-                   'OUT/hints.json, hints_table.txt, hints_psnr.png, hints_grid.png')
+                   'al. 2017\'s test, e.g. %s) for the model, Levin et al. 2004 and grayscale: '
+                   'OUT/hints.json, hints_table.txt, hints_psnr.png, hints_grid.png'
+                   % ','.join(str(n) for n in config.HINT_SWEEP['points']))
     return p.parse_args(argv)
 
 

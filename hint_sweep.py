@@ -27,7 +27,7 @@ import utils
 
 METHODS = ('model', 'model_guided', 'levin', 'grayscale')
 GRID_POINTS = (0, 2, 10)   # the grid's columns after the photo
-GRID_WIDTH = 160           # pixels of a grid cell's width (its height: the photo's aspect)
+GRID_WIDTH = utils.GRID_CELL   # pixels of a grid cell's width (its height: the photo's aspect)
 DOT_RADIUS = 4             # pixels of a hint dot in the grid
 OUTPUTS = ('hints.json', 'hints_table.txt', 'hints_psnr.png', 'hints_grid.png')
 
@@ -54,24 +54,35 @@ def levin_plane(lightness, plane, mask, side=None, prior=None, prior_weight=0.0)
     return torch.from_numpy(solved).float().to(lightness.device)
 
 
+def colorized_arms(colorizer, lightness, points, method='annealed', temperature=utils.DEFAULT_TEMPERATURE,
+                   prior_weights=()):
+    """One photo's L ``[H, W]`` and hint points -> {arm: uint8 RGB}: model, model_guided, levin, and
+    for each of ``prior_weights`` w, ``levin_prior_<w>``: Levin's system pulled towards the model's
+    prediction (experiments/hint_prior.py)."""
+    maps = colorizer.full_hint_maps(points, *lightness.shape)
+    predicted = colorizer.predicted_planes([lightness], method, temperature, [maps])[0]
+    outputs = {
+        'model': colorizer.recombine(predicted, lightness, maps),
+        'model_guided': colorizer.recombine(predicted, lightness, maps, edge_aware=True),
+        'levin': colorizer.recombine(levin_plane(lightness, *maps), lightness, maps),
+    }
+    for w in prior_weights:
+        plane = levin_plane(lightness, *maps, prior=predicted, prior_weight=w)
+        outputs['levin_prior_%g' % w] = colorizer.recombine(plane, lightness, maps)
+    return outputs
+
+
 def score_photo(colorizer, rgb, name, counts, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
     """One photo through the sweep -> ({N: {method: metrics}}, {N: {method: uint8 image}}, {N: points})."""
     ab_truth = utils.ab_channels(rgb)
     rebalance = utils.inverse_frequency_weights(ab_truth)
     lightness = colorizer.lightness(rgb)
-    height, width = lightness.shape
     grey = utils.grayscale(rgb)
     grey_scores = utils.colorization_metrics(rgb, grey, ab_truth, rebalance)
     scores, images, drawn = {}, {}, {}
     for count in counts:
         points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
-        plane, mask = colorizer.full_hint_maps(points, height, width)
-        predicted = colorizer.predicted_planes([lightness], method, temperature, [(plane, mask)])[0]
-        outputs = {
-            'model': colorizer.recombine(predicted, lightness, (plane, mask)),
-            'model_guided': colorizer.recombine(predicted, lightness, (plane, mask), edge_aware=True),
-            'levin': colorizer.recombine(levin_plane(lightness, plane, mask), lightness, (plane, mask)),
-        }
+        outputs = colorized_arms(colorizer, lightness, points, method, temperature)
         scores[count] = {m: utils.colorization_metrics(rgb, out, ab_truth, rebalance) for m, out in outputs.items()}
         scores[count]['grayscale'] = grey_scores
         outputs['grayscale'] = grey
@@ -124,7 +135,7 @@ def with_dots(rgb, points, scale):
     draw = ImageDraw.Draw(img)
     for p in points:
         x, y, r = p['x'] * scale, p['y'] * scale, DOT_RADIUS
-        fill = hints.plane_to_hex(hints.point_plane(p)) if 'ab' in p else p['color']
+        fill = hints.point_color(p)
         draw.ellipse([x - r - 1, y - r - 1, x + r + 1, y + r + 1], fill=(255, 255, 255))
         draw.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(0, 0, 0))
     return np.asarray(img)

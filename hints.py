@@ -38,7 +38,8 @@ import utils
 
 HINT_CHANNELS = 3  # a, b, mask: what a hint model's input has beyond L
 _HEX = re.compile(r'^#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})$')
-_RGB_FUNCTION = re.compile(r'^rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*[\d.]+\s*)?\)$')
+_NUMBER = r'\s*(\d+(?:\.\d*)?|\.\d+)\s*'
+_RGB_FUNCTION = re.compile(r'^rgba?\(%s,%s,%s(?:,\s*(?:\d+(?:\.\d*)?|\.\d+)\s*)?\)$' % ((_NUMBER,) * 3))
 
 
 class HintError(cli.UserError):
@@ -81,6 +82,11 @@ def plane_to_hex(ab, lightness=0.5):
     return '#%02x%02x%02x' % tuple(int(v) for v in utils.to_uint8(rgb.reshape(3)).tolist())
 
 
+def point_color(point):
+    """A point's colour as '#rrggbb' (a point given on the chroma plane: at mid lightness)."""
+    return plane_to_hex(point['ab']) if 'ab' in point else point['color']
+
+
 def default_size(width, height):
     """A point's side when its ``size`` is not given: Zhang et al.'s test patch, scaled to the photo."""
     sweep = config.HINT_SWEEP
@@ -114,7 +120,8 @@ def check_point(point, width, height, where='hint'):
     checked = {'x': x, 'y': y}
     if 'ab' in point:
         ab = point['ab']
-        if not (isinstance(ab, (list, tuple)) and len(ab) == 2 and all(isinstance(v, (int, float)) for v in ab)
+        if not (isinstance(ab, (list, tuple)) and len(ab) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ab)
                 and math.hypot(*ab) <= 1.0 + 1e-6):
             raise HintError('%s: "ab" must be two numbers on the chroma plane (|ab| <= 1)' % where)
         checked['ab'] = [float(ab[0]), float(ab[1])]
@@ -147,8 +154,11 @@ def read_hints_file(path, width, height):
     """A JSON hint file -> point dicts, or a hint image -> RGBA uint8 ``[H, W, 4]``; HintError otherwise."""
     if not os.path.isfile(path):
         raise HintError('hint file %s does not exist' % path)
-    with open(path, 'rb') as f:
-        head = f.read(8)
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(8)
+    except OSError as err:
+        raise HintError('hint file %s cannot be read (%s)' % (path, err.strerror or err)) from None
     if head.startswith(b'\x89PNG') or os.path.splitext(path)[1].lower() in ('.png', '.webp', '.tif', '.tiff'):
         try:
             with Image.open(path) as img:
@@ -277,7 +287,7 @@ def sample_training_hints(plane, generator, none_share, max_points, patch, posit
     Per image: N ~ geometric (P(N = 0) = ``none_share``, at most
     ``max_points``); each point a square of side uniform in ``patch`` = [min,
     max] pixels, centred at a 'uniform' or 'gaussian' position (around the
-    centre, std ``position_sigma`` x the side), kept inside the image; its
+    centre, std ``position_sigma`` x the height and x the width), kept inside the image; its
     colour the mean of ``plane`` over the square.  Returns (hint plane ``[B,
     2, H, W]``, mask ``[B, 1, H, W]``), both on ``plane``'s device and dtype.
     """
@@ -325,7 +335,10 @@ def step_generator(device, seed, step, rank=0):
 # --------------------------------------------------------------------------
 
 def sweep_seed(name, count, base=0):
-    """A photo's own seed: every method (and every run) sees the same points for (photo, N)."""
+    """A photo's own seed: every method (and every run) sees the same points for (photo, N).
+
+    The file name alone counts (not its folder), so a list scores the same wherever its root is.
+    """
     digest = 0
     for ch in '%s|%d|%d' % (os.path.basename(name), count, base):
         digest = (digest * 131 + ord(ch)) % (2 ** 32)

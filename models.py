@@ -1,6 +1,7 @@
 """Fully convolutional VGG16 networks (FCN-32s/16s/8s) for colourisation.
 
-The input is the lightness channel of a photo, ``[B, 1, H, W]``; the output is
+The input is the lightness channel of a photo, ``[B, 1, H, W]`` (a hint model's: L plus the
+hints' a, b and mask, ``[B, in_channels = 4, H, W]``); the output is
 one score per colour bin and pixel, ``[B, n_class, H, W]``, at exactly the
 input resolution.  The layout follows wkentaro/pytorch-fcn (same layer names
 where they exist) with BatchNorm after every convolution and fixed (frozen)
@@ -290,7 +291,7 @@ class FCN32sColor(nn.Module):
 class FCN16sColor(FCN32sColor):
     """FCN-16s: x2 upsampled score_fr + score_pool4, then x16 upsampling.
 
-    forward: x [B, 1, H, W] -> [B, n_class, H, W].
+    forward: x [B, in_channels, H, W] -> [B, n_class, H, W].
     """
 
     CAFFE_OFFSETS = {'pool4': 5, 'final': 27}
@@ -317,7 +318,7 @@ class FCN16sColor(FCN32sColor):
 class FCN8sColor(FCN16sColor):
     """FCN-8s: FCN-16s fusion, then x2 + score_pool3, then x8 upsampling.
 
-    forward: x [B, 1, H, W] -> [B, n_class, H, W].
+    forward: x [B, in_channels, H, W] -> [B, n_class, H, W].
     """
 
     CAFFE_OFFSETS = {'pool4': 5, 'pool3': 9, 'final': 31}

@@ -48,6 +48,9 @@ def check_compatible(ckpt, path, arch, cfg, resuming):
     if ckpt['arch'] != arch and (ckpt['arch'], arch) not in STAGE_COPIES:
         raise models.CheckpointError('cannot initialise %s from a %s checkpoint (%s): the stages go %s'
                                      % (arch, ckpt['arch'], path, ' -> '.join(['fcn32s', 'fcn16s', 'fcn8s'])))
+    if ckpt['model_kwargs'].get('in_channels', models.IN_CHANNELS) > models.IN_CHANNELS and not cfg['hints']:
+        raise models.CheckpointError('%s takes colour hints and this run has none: set `hints: true` (--set '
+                                     'hints=true) or start from a lightness-only checkpoint' % path)
     if ckpt['binning'] != cfg['binning'] or ckpt['num_bins'] != cfg['numbins']:
         raise models.CheckpointError('%s was trained with %s binning and K=%d, this run asks for %s binning and '
                                      'K=%d (set -b/-k to match)' % (path, ckpt['binning'], ckpt['num_bins'],
@@ -302,7 +305,7 @@ def model_kwargs(cfg, encoder):
     """``models.build_model``'s arguments (also kept in checkpoints)."""
     kwargs = {'n_class': encoder.num_outputs, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
     if cfg['hints']:   # lightness-only models keep the keys they always had
-        kwargs['in_channels'] = 1 + hints.HINT_CHANNELS
+        kwargs['in_channels'] = models.IN_CHANNELS + hints.HINT_CHANNELS
     return kwargs
 
 

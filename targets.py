@@ -414,7 +414,8 @@ class ColorEncoder:
         return torch.softmax(scores.float(), dim=1)
 
     def to_rgb(self, net_input, probs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
-        """(input ``[B, 1, H, W]``, probabilities) -> RGB ``[B, 3, H, W]`` in [0, 1]."""
+        """(input ``[B, C, H, W]``, L first (hint models: then the hints), probabilities) -> RGB
+        ``[B, 3, H, W]`` in [0, 1]."""
         hue, chroma = self.bins.decode(probs, method, temperature)
         return utils.hue_chroma_to_rgb(hue, chroma, net_input[:, 0].float() + self.mean_l)
 

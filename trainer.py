@@ -88,7 +88,8 @@ def set_train_mode(model, bn_dropout_eval):
 
     Then every image's loss and gradient are independent of its batch-mates
     (BatchNorm uses its running statistics, no dropout mask is drawn), so N
-    processes of batch B step exactly like one process of batch N*B.
+    processes of batch B step exactly like one process of batch N*B (hint models
+    aside: each rank draws its own training hints).
     """
     model.train()
     if bn_dropout_eval:

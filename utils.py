@@ -289,6 +289,9 @@ def psnr(image_true, image_test, data_range=255.0):
 # figures
 # --------------------------------------------------------------------------
 
+GRID_CELL = 160   # pixels of a grid image's width (evaluate.py, the hint sweep, the quality experiment)
+
+
 def tile_images(rows, pad=2):
     """List of rows, each a list of uint8 ``[H, W, 3]`` images -> one mosaic on white, ``pad`` between.
 

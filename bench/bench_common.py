@@ -7,6 +7,7 @@ from PIL import Image
 
 import config
 import models
+import run_setup
 import targets
 
 
@@ -38,9 +39,7 @@ def demo_checkpoint(path, hints=False):
     bins = targets.GMMBins(np.full(k, 1.0 / k), np.stack([rng.rand(k), 0.6 * rng.rand(k)], 1),
                            np.tile(np.eye(2) * 0.01, (k, 1, 1)))
     encoder = targets.ColorEncoder(bins, 0.45, cfg['img_lowpass'])
-    kwargs = {'n_class': k, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
-    if hints:
-        kwargs['in_channels'] = 4
+    kwargs = run_setup.model_kwargs(cfg, encoder)
     model = models.build_model('fcn32s', **kwargs)
     torch.save({'arch': 'fcn32s', 'model_kwargs': kwargs, 'model_state_dict': model.state_dict(),
                 'encoder': encoder.state(), 'num_bins': k, 'binning': 'soft',

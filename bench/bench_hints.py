@@ -9,7 +9,7 @@ their steps alternate in one process on the same batches, so the ratio is measur
 Prints the median step time of each, their ratio, the sampler's own median time, and one JSON
 line.  Usage (from the repository root)::
 
-    python bench/bench_hints.py [--config 113] [--steps 10] [--batches 4]
+    python bench/bench_hints.py [--config 113] [--steps 10] [--warmup 2]
 """
 import json
 import os

@@ -38,22 +38,6 @@ def weights(text):
     return values
 
 
-def score_photo(colorizer, rgb, name, count, prior_weights):
-    """{arm: metrics} of one photo with ``count`` hint points."""
-    ab_truth = utils.ab_channels(rgb)
-    rebalance = utils.inverse_frequency_weights(ab_truth)
-    lightness = colorizer.lightness(rgb)
-    points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
-    maps = colorizer.full_hint_maps(points, *lightness.shape)
-    predicted = colorizer.predicted_planes([lightness], hint_maps=[maps])[0]
-    planes = {'model': predicted, 'levin': hint_sweep.levin_plane(lightness, *maps)}
-    for w in prior_weights:
-        planes['levin + model prior %g' % w] = hint_sweep.levin_plane(lightness, *maps, prior=predicted,
-                                                                      prior_weight=w)
-    return {arm: utils.colorization_metrics(rgb, colorizer.recombine(plane, lightness, maps), ab_truth, rebalance)
-            for arm, plane in planes.items()}
-
-
 def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument('-m', '--model', required=True, help='a hint model checkpoint')
@@ -68,10 +52,21 @@ def main(argv=None):
     colorizer = colorize.load_colorizer(args.model)
     if not colorizer.takes_hints:
         raise cli.UserError('%s takes no hints; give a model trained with `hints: true`' % args.model)
+    names = data_loader.read_list(list_path)
+    if not names:
+        raise cli.UserError('%s lists no photos' % list_path)
     per_photo = []
-    for name in data_loader.read_list(list_path):
-        rgb = data_loader.load_rgb(os.path.join(args.photos, name), config.DEFAULTS['max_image_pixels'])
-        per_photo.append(score_photo(colorizer, rgb, name, args.points, args.weights))
+    for name in names:
+        try:
+            rgb = data_loader.load_rgb(os.path.join(args.photos, name), config.DEFAULTS['max_image_pixels'])
+        except data_loader.UnreadableImage as err:
+            raise cli.UserError('%s (listed in %s) cannot be read: %s' % (name, list_path, err)) from None
+        ab_truth = utils.ab_channels(rgb)
+        rebalance = utils.inverse_frequency_weights(ab_truth)
+        points = hints.sample_sweep_points(rgb, args.points, hints.sweep_seed(name, args.points))
+        outputs = hint_sweep.colorized_arms(colorizer, colorizer.lightness(rgb), points, prior_weights=args.weights)
+        per_photo.append({arm: utils.colorization_metrics(rgb, out, ab_truth, rebalance)
+                          for arm, out in outputs.items()})
     print('%d %s photos, %d points: PSNR dB / AuC rebal. %%' % (len(per_photo), args.split, args.points))
     for arm in per_photo[0]:
         print('  %-28s %6.2f / %6.2f' % (arm, np.mean([s[arm]['psnr'] for s in per_photo]),

@@ -51,8 +51,7 @@ sys.path.insert(0, REPO_DIR)
 import config  # noqa: E402
 import data_loader  # noqa: E402
 import quality_hints  # noqa: E402
-from quality_report import (DEFAULT_ARM, HIGHER_IS_BETTER, METRICS, METRIC_NAMES, duration,  # noqa: E402,F401
-                            markdown, within_spread)
+from quality_report import DEFAULT_ARM, METRICS, duration, markdown, within_spread  # noqa: E402
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
 METHODS = ('model', 'grayscale', 'target')
@@ -63,7 +62,6 @@ MODEL_SELECTION = 'final'            # recorded in DONE_MARKER: later stages sta
 RESUME_ONLY_KEYS = ('optim_state_dict', 'scaler_state_dict', 'sample_in_epoch', 'validated_at', 'log_rows',
                     'rng', 'world_size', 'elapsed_time', 'nonfinite_steps')  # not needed to colorize
 PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
-GRID_CELL = 160                      # width in pixels of each image of the test grid
 
 
 class UserError(Exception):
@@ -531,7 +529,7 @@ def test_grid(model_path, args, out_path):
     for readable, _ in colorize.read_batches(paths, 4, config.DEFAULTS['max_image_pixels']):
         outputs = colorizer.colorize([rgb for _, rgb in readable])
         for (_, rgb), out in zip(readable, outputs):
-            rows.append([evaluate_module.thumbnail(x, GRID_CELL) for x in (rgb, utils.grayscale(rgb), out)])
+            rows.append([evaluate_module.thumbnail(x) for x in (rgb, utils.grayscale(rgb), out)])
     if rows:
         tmp = out_path + '.tmp.png'
         Image.fromarray(utils.tile_images(rows)).save(tmp)
@@ -594,7 +592,7 @@ def parse_numbers(text, what, count=None):
     return numbers
 
 
-def finish_hints(args, runs, result, seeds):
+def finish_hints(args, runs, result):
     """OUT/hints/model_best.pth.tar (the hint chain's stage chosen on validation) and its sweep."""
     chosen = result['hints']['hint_model']
     final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and r.arch == chosen), None)
@@ -620,7 +618,7 @@ def main(argv=None):
         chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['chain'], numbers)]
         hint_numbers = parse_numbers(args.hint_configs, '--hint-configs', len(EXPERIMENT['hint_chain']))
         args.hint_chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['hint_chain'], hint_numbers)]
-        if args.hints and not all(config.get_config(n)['hints'] for n in hint_numbers):
+        if args.hints and not all(effective_config(n, [])['hints'] for n in hint_numbers):
             raise UserError('--hint-configs %s: every stage needs a config with hints: true' % args.hint_configs)
         variants = selected_variants(args.variants)
         check_photos(args)
@@ -660,7 +658,7 @@ def main(argv=None):
     result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     chosen = result['default_model']
     if args.hints:
-        finish_hints(args, runs, result, seeds)
+        finish_hints(args, runs, result)
         write_results(args, chain, runs, arms, seeds, scores, walls, started)
     final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]

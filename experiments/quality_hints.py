@@ -88,8 +88,9 @@ def markdown(hints_result, metric_cells, metric_names):
     if g:
         lines += ['', '### Quality goal', '']
         for k, v in g['zero_points'].items():
-            lines.append('- 0 points, %s: hint model %.2f vs default model %.2f: %s'
-                         % (k, v['hint_model'], v['default_model'], 'met' if v['met'] else 'NOT met'))
+            hinted = 'n/a (no 0-point sweep)' if v['hint_model'] is None else '%.2f' % v['hint_model']
+            lines.append('- 0 points, %s: hint model %s vs default model %.2f: %s'
+                         % (k, hinted, v['default_model'], 'met' if v['met'] else 'NOT met'))
         for k, v in g['ten_points'].items():
             lines.append('- %d points, %s: model %.2f, model + edge-aware %.2f vs Levin %.2f: %s'
                          % (GOAL_POINTS, k, v['model'], v['model_guided'], v['levin'],

@@ -29,6 +29,7 @@ pytest.importorskip('gradio', reason='the page needs gradio: pip install -r requ
 import app  # noqa: E402
 import cli  # noqa: E402
 import colorize  # noqa: E402
+import hints  # noqa: E402
 import trainer  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
@@ -230,6 +231,17 @@ def test_hints_add_undo_clear_and_the_downloads(engine, photo, tmp_path):
     recoloured = engine.recolor_last(two, '#e0a020')
     assert recoloured['points'][-1]['color'] == '#e0a020' and recoloured['points'][0] == two['points'][0]
     assert engine.undo(two)['points'] == one['points'] and engine.clear(two)['points'] == []
+
+
+def test_a_loaded_point_on_the_chroma_plane_is_drawn_in_its_colour_and_can_be_recoloured(engine, photo, tmp_path):
+    state = engine.open_photo(photo)
+    ab = [float(v) for v in hints.rgb_to_plane(np.array(hints.parse_color(BLUE), np.uint8))]
+    (tmp_path / 'ab.json').write_text(json.dumps({'points': [{'x': 160, 'y': 120, 'ab': ab, 'size': 9}]}))
+    loaded = engine.load_hints(state, str(tmp_path / 'ab.json'))
+    dotted = np.asarray(Image.open(engine.render(loaded, show_dots=True)['picture']))
+    assert hue_distance(hue_chroma(dotted[120, 160])[0], hex_hue(BLUE)) < 0.03      # the dot's centre
+    recoloured = engine.recolor_last(loaded, GREEN)['points'][-1]
+    assert recoloured == {'x': 160, 'y': 120, 'color': GREEN, 'size': 9}
 
 
 def test_the_pages_png_is_what_colorize_py_writes_from_its_hints_file(engine, photo, app_hint_model, tmp_path):

@@ -35,6 +35,18 @@ def test_checkpoints_say_whether_a_model_takes_hints(hint_model, plain_model):
     assert ckpt['model_state_dict']['conv1_1.weight'].shape[1] == 4
 
 
+def test_a_hint_checkpoint_cannot_start_a_run_without_hints(hint_model, tmp_path, capsys):
+    import cli
+    import conftest
+    import trainer
+    status = cli.run_cli(lambda argv: trainer.main('fcn32s', argv),
+                         conftest.SMOKE_ARGS + ['-m', hint_model, '-o', str(tmp_path / 'run')])
+    err = capsys.readouterr().err
+    assert status == 2 and 'Traceback' not in err, err
+    assert err.startswith('error: %s takes colour hints and this run has none' % hint_model), err
+    assert not (tmp_path / 'run').exists()
+
+
 def test_the_trained_hint_model_colours_a_hinted_region_towards_the_hint(hint_model, tmp_path):
     """On photos it never saw (the same lightness in new hues: only hints can tell the colour), the
     network's own prediction (before the hints are applied on their squares) over four hinted
@@ -79,7 +91,7 @@ def test_colorize_hints_from_json_and_png_give_the_same_picture(hint_model, phot
     np.testing.assert_array_equal(from_json, library)
     # on the hint's square: its hue and chroma with the photo's own lightness
     hue, chroma, lightness = utils.rgb_to_hcl(torch.from_numpy(from_json.copy()).permute(2, 0, 1).float() / 255)
-    _, _, photo_l = utils.rgb_to_hcl(torch.from_numpy(photo).permute(2, 0, 1).float() / 255)
+    _, _, photo_l = utils.rgb_to_hcl(torch.from_numpy(np.array(photo)).permute(2, 0, 1).float() / 255)
     assert (lightness - photo_l).abs().max() <= 1 / 255 + 1e-6
     want_hue, want_chroma, _ = utils.rgb_to_hcl(torch.tensor(hints.parse_color(points[0]['color'])).float()
                                                 .reshape(3, 1, 1) / 255)
@@ -92,6 +104,8 @@ def test_colorize_hints_from_json_and_png_give_the_same_picture(hint_model, phot
 @pytest.mark.parametrize('content, message', [
     ('{"points": [{"x": 500, "y": 5, "color": "#ff0000"}]}', 'outside the photo'),
     ('{"points": [{"x": 5, "y": 5, "color": "reddish"}]}', 'is not a colour'),
+    ('{"points": [{"x": 5, "y": 5, "color": "rgb(1.2.3, 0, 0)"}]}', 'is not a colour'),
+    ('{"points": [{"x": 5, "y": 5, "ab": [true, false]}]}', '"ab" must be two numbers'),
     ('{"points": [', 'neither JSON nor a PNG'),
 ])
 def test_bad_hint_files_are_one_error_line_and_nothing_is_written(hint_model, photo, tmp_path, capsys, content,

@@ -10,6 +10,7 @@ from PIL import Image
 
 import colorize
 import config
+import utils
 from conftest import PHOTO_SIZE, REPO_DIR, write_photos
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
@@ -73,8 +74,8 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
         assert '| %s | 0 | model |' % name in md
     assert '| rebalance | on | 0 |' in md
     grid = np.asarray(Image.open(out / 'default' / 'test_grid.png'))
-    height = round(quality.GRID_CELL * PHOTO_SIZE[1] / PHOTO_SIZE[0])   # the photo drawn GRID_CELL wide
-    assert grid.shape[:2] == (height + 4, 3 * (quality.GRID_CELL + 2) + 2)  # one photo, 3 columns
+    height = round(utils.GRID_CELL * PHOTO_SIZE[1] / PHOTO_SIZE[0])   # the photo drawn GRID_CELL wide
+    assert grid.shape[:2] == (height + 4, 3 * (utils.GRID_CELL + 2) + 2)  # one photo, 3 columns
 
     # --hints: the hint chain from the default chain's FCN-32s, its model chosen on validation, its sweep
     hints_result = result['hints']

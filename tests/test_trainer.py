@@ -147,11 +147,14 @@ def test_checkpoints_for_other_bins_or_architectures_are_refused(stages, train, 
         train('fcn16s', '-m', best32, '-k', 16, '-o', out)
     with pytest.raises(ValueError, match=r'K=8, this run asks for one-hot binning'):
         train('fcn16s', '-m', best32, '-b', 'one-hot', '-o', out)
-    with pytest.raises(ValueError, match=r'continues with the colour targets of .*; numbins cannot change'):
+    with pytest.raises(ValueError, match=r'continues with the colour targets and network of .*; numbins cannot change'):
         train('fcn32s', '--resume', os.path.join(stages['runs']['fcn32s'], trainer.CHECKPOINT), '-k', 9, '-o', out)
     with pytest.raises(ValueError, match=r'img_lowpass, rebalance_lambda cannot change'):
         train('fcn32s', '--resume', os.path.join(stages['runs']['fcn32s'], trainer.CHECKPOINT),
               '--set', 'img_lowpass=2', '--set', 'rebalance_lambda=0.5', '-o', out)
+    with pytest.raises(ValueError, match=r'hints, fc_channels cannot change'):
+        train('fcn32s', '--resume', os.path.join(stages['runs']['fcn32s'], trainer.CHECKPOINT),
+              '--set', 'hints=true', '--set', 'fc_channels=16', '-o', out)
     with pytest.raises(ValueError, match=r'perfect square'):
         train('fcn32s', '-b', 'uniform', '-k', 10, '-o', os.path.join(work_dir, 'never-made'))
     assert not os.path.exists(os.path.join(work_dir, 'never-made'))  # refused before anything is written
