@@ -40,6 +40,7 @@ os.environ.update(OFFLINE_ENVIRONMENT)
 
 import collections  # noqa: E402
 import concurrent.futures  # noqa: E402
+import errno  # noqa: E402
 import functools  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
@@ -71,7 +72,6 @@ MAX_HINTS_FILE_BYTES = 1 << 20  # a hint file is a few kB
 PALETTE_SIZE = 8
 HINT_SIZE_MAX = 64              # the hint size slider's range: at least this, up to a quarter of the short side
 DEFAULT_COLOR = '#d62828'
-PNG_COMPRESSION = 1             # as colorize.py's default: fast, the same pixels at any level
 NO_HINT_MODEL = ('This checkpoint takes no hints: the page colorizes, and a click shows the colours the '
                  'model finds likely there, but hints need a hint model (one trained with `hints: true`).')
 
@@ -160,6 +160,17 @@ def draw_dots(picture, points, width, height, last=None):
     return picture
 
 
+def shown_picture(result, points):
+    """The full-resolution picture uint8 ``[H, W, 3]`` -> what the page shows (PIL, at most
+    DISPLAY_MAX_SIDE), with the hint ``points`` drawn as dots, the last one ringed."""
+    height, width = result.shape[:2]
+    shown = Image.fromarray(result)
+    size = display_size(width, height)
+    if shown.size != size:
+        shown = shown.resize(size, Image.BILINEAR, reducing_gap=2.0)
+    return draw_dots(shown, points, width, height, last=len(points) - 1)
+
+
 class Engine:
     """One checkpoint's page: opens photos, edits hints, renders the picture and its downloads.
 
@@ -189,12 +200,11 @@ class Engine:
         """
         name = name or os.path.basename(path)
         try:
-            rgb = data_loader.load_rgb(path, self.max_pixels)
+            rgb = data_loader.load_rgb(path, self.max_pixels, limit_name='--max-pixels')
+        except data_loader.ImageTooLarge as err:
+            raise PageError('%s is too large: %s' % (name, err)) from None
         except data_loader.UnreadableImage as err:
-            why = str(err).replace(path, name)
-            if 'over the limit' in why:
-                raise PageError('%s is too large: %s' % (name, why.replace('(max_image_pixels)', '(--max-pixels)')))
-            raise PageError('cannot open %s as a photo (%s)' % (name, why)) from None
+            raise PageError('cannot open %s as a photo (%s)' % (name, str(err).replace(path, name))) from None
         height, width = rgb.shape[:2]
         state = {'photo': self.store.add(rgb), 'name': name, 'stem': safe_stem(name), 'width': width,
                  'height': height, 'points': [], 'probe': None}
@@ -262,10 +272,8 @@ class Engine:
 
     def colorize(self, rgb, points):
         """The full-resolution picture, exactly as ``colorize.py [--hints FILE]`` computes it."""
-        if self.takes_hints:
-            return self.colorizer.colorize(rgb, self.method, self.temperature, hints=points,
-                                           edge_aware=self.edge_aware)
-        return self.colorizer.colorize([rgb], self.method, self.temperature, edge_aware=self.edge_aware)[0]
+        return self.colorizer.colorize(rgb, self.method, self.temperature, hints=points or None,
+                                       edge_aware=self.edge_aware)
 
     def suggestions(self, rgb, state):
         """The palette: the most likely colours at the last hint (given the others) or at the probed point."""
@@ -276,8 +284,7 @@ class Engine:
             (x, y), others = (last['x'], last['y']), state['points'][:-1]
         else:
             return []
-        kwargs = {'hints': others} if self.takes_hints else {}
-        return list(self.colorizer.suggest_colors(rgb, x, y, count=PALETTE_SIZE, **kwargs))
+        return list(self.colorizer.suggest_colors(rgb, x, y, hints=others, count=PALETTE_SIZE))
 
     def render(self, state, show_dots=True):
         """-> dict: picture (shown, PNG path), png (full resolution), hints (JSON), palette, seconds."""
@@ -289,18 +296,13 @@ class Engine:
         seconds = time.perf_counter() - start
         palette = self.worker.submit(self.suggestions, rgb, state)   # while the pictures are written
         png = os.path.join(folder, state['stem'] + '.png')
-        colorize.save_png(png, result, PNG_COMPRESSION)
+        colorize.save_png(png, result, colorize.PNG_COMPRESSION)
         hints_path = os.path.join(folder, state['stem'] + '.json')
         with open(hints_path, 'w') as f:
             json.dump(hints.points_to_json(state['points']), f, indent=1)
-        shown = Image.fromarray(result)
-        size = display_size(state['width'], state['height'])
-        if shown.size != size:
-            shown = shown.resize(size, Image.BILINEAR, reducing_gap=2.0)
-        if show_dots:
-            draw_dots(shown, state['points'], state['width'], state['height'], last=len(state['points']) - 1)
         picture = os.path.join(folder, 'shown.png')
-        shown.save(picture, compress_level=PNG_COMPRESSION)
+        dots = state['points'] if show_dots else []
+        shown_picture(result, dots).save(picture, compress_level=colorize.PNG_COMPRESSION)
         return {'picture': picture, 'png': png, 'hints': hints_path, 'palette': palette.result(),
                 'seconds': seconds}
 
@@ -399,8 +401,8 @@ def build_page(engine):
         return opened(engine.open_photo(path, previous=state), show_dots)
 
     def on_bundled(state, show_dots, evt: gr.SelectData):
-        path, name = photos[evt.index]
-        return opened(engine.open_photo(path, os.path.basename(path), previous=state), show_dots)
+        path, _ = photos[evt.index]
+        return opened(engine.open_photo(path, previous=state), show_dots)
 
     def on_click(state, color, size, show_dots, evt: gr.SelectData):
         state = need_photo(state)
@@ -523,7 +525,7 @@ def check_port(host, port):
         try:
             s.bind(address)
         except OSError as err:
-            if err.errno in (98, 48, 10048):   # EADDRINUSE on Linux, macOS, Windows
+            if err.errno == errno.EADDRINUSE:
                 raise cli.UserError('port %d on %s is in use: choose another with --port' % (port, host)) from None
             raise cli.UserError('cannot listen on %s port %d (%s)' % (host, port, err.strerror or err)) from None
 

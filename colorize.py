@@ -45,6 +45,7 @@ import utils
 
 DEFAULT_OUT_DIR = os.path.join('out', 'colorized')
 RECOMBINE_BLOCK_PIXELS = 1 << 19  # full-resolution colour maths in blocks of ~0.5 MP
+PNG_COMPRESSION = 1               # zlib level of the PNGs written: fast (12 MP in about a second), same pixels
 SUGGESTED_LIGHTNESS = (0.3, 0.7)  # palette swatches: the pixel's L, kept where most chroma survives
 
 
@@ -319,19 +320,25 @@ def parse_args(argv=None):
                    "photo's size, transparent where there is no hint")
     p.add_argument('--edge-aware', action='store_true', help='upsample the colours along the lightness edges '
                    '(guided by the full-resolution lightness) instead of bilinearly')
-    p.add_argument('--png-compression', type=int, default=1, choices=range(10), metavar='0-9',
+    p.add_argument('--png-compression', type=int, default=PNG_COMPRESSION, choices=range(10), metavar='0-9',
                    help='zlib level of the PNGs (default %(default)s: fast, 12 MP in about a second)')
     p.add_argument('inputs', nargs='+', metavar='INPUT', help='image files or folders')
     return p.parse_args(argv)
 
 
+def write_colorized(args, name, rgb, out):
+    """OUTDIR/<name>.png (and with --side-by-side <name>_side_by_side.png: input | output)."""
+    save_png(os.path.join(args.out, name + '.png'), out, args.png_compression)
+    if args.side_by_side:
+        save_png(os.path.join(args.out, name + '_side_by_side.png'), np.concatenate([rgb, out], 1),
+                 args.png_compression)
+
+
 def colorize_with_hints(colorizer, entries, args):
-    """``--hints FILE``: one photo, its hints checked before anything is written."""
+    """``--hints FILE``: one photo, its hints checked (``Colorizer.full_hint_maps`` refuses them for a
+    model without hint input) before anything is written."""
     if len(entries) != 1:
         raise cli.UserError('--hints FILE colours one photo; %d were given' % len(entries))
-    if not colorizer.takes_hints:
-        raise hint_input.HintError('%s takes no hints (trained without hint input): give --hints to a model '
-                                   'trained with `hints: true` (e.g. config 113)' % args.model)
     path, name = entries[0]
     try:
         rgb = data_loader.load_rgb(path, args.max_pixels)
@@ -339,10 +346,7 @@ def colorize_with_hints(colorizer, entries, args):
         raise cli.UserError('cannot read %s (%s)' % (path, err)) from None
     given = hint_input.read_hints_file(args.hints, rgb.shape[1], rgb.shape[0])
     out = colorizer.colorize(rgb, args.decode, args.temperature, hints=given, edge_aware=args.edge_aware)
-    save_png(os.path.join(args.out, name + '.png'), out, args.png_compression)
-    if args.side_by_side:
-        save_png(os.path.join(args.out, name + '_side_by_side.png'), np.concatenate([rgb, out], 1),
-                 args.png_compression)
+    write_colorized(args, name, rgb, out)
     print('colorized 1 image with %s into %s' % (args.hints, args.out))
     return 0
 
@@ -369,11 +373,7 @@ def main(argv=None):
         outputs = colorizer.colorize([rgb for _, rgb in readable], args.decode, args.temperature,
                                      edge_aware=args.edge_aware) if readable else []
         for (index, rgb), out in zip(readable, outputs):
-            name = entries[index][1]
-            save_png(os.path.join(args.out, name + '.png'), out, args.png_compression)
-            if args.side_by_side:
-                save_png(os.path.join(args.out, name + '_side_by_side.png'), np.concatenate([rgb, out], 1),
-                         args.png_compression)
+            write_colorized(args, entries[index][1], rgb, out)
         done, failed = done + len(readable), failed + len(unreadable)
         bar.update(len(readable) + len(unreadable))
     bar.close()

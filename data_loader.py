@@ -52,6 +52,10 @@ class UnreadableImage(Exception):
     """A file that cannot be turned into an RGB image (the message says why)."""
 
 
+class ImageTooLarge(UnreadableImage):
+    """An image over the pixel limit, refused from its header."""
+
+
 # --------------------------------------------------------------------------
 # training views: random resized crops and mirror images
 # --------------------------------------------------------------------------
@@ -169,7 +173,7 @@ class Augmentation:
 # files
 # --------------------------------------------------------------------------
 
-def load_rgb(path, max_pixels, draft_size=None, resize_to=None, view=None):
+def load_rgb(path, max_pixels, draft_size=None, resize_to=None, view=None, limit_name='max_image_pixels'):
     """Read any PIL-readable image as uint8 RGB ``[H, W, 3]``, EXIF orientation applied.
 
     ``draft_size`` (an int) lets a JPEG decode at the smallest DCT scale (1/2,
@@ -182,15 +186,15 @@ def load_rgb(path, max_pixels, draft_size=None, resize_to=None, view=None):
 
     Grey, palette, CMYK, RGBA (composited on white) and 16-bit images are
     converted; images of more than ``max_pixels`` pixels are refused from their
-    header, before decoding.  Raises :class:`UnreadableImage` for everything
+    header, before decoding (:class:`ImageTooLarge`, naming the setting ``limit_name``).  Raises :class:`UnreadableImage` for everything
     that cannot be read (missing, empty, truncated, not an image, a decoder
     error of any kind), so one bad file never stops an epoch.
     """
     try:
         with Image.open(path) as img:
             if img.width * img.height > max_pixels:
-                raise UnreadableImage('%dx%d pixels is over the limit of %d (max_image_pixels)'
-                                      % (img.width, img.height, max_pixels))
+                raise ImageTooLarge('%dx%d pixels is over the limit of %d (%s)'
+                                    % (img.width, img.height, max_pixels, limit_name))
             box = view.box(*upright_size(img)) if view is not None else (0.0, 0.0, 1.0, 1.0)
             if draft_size and isinstance(img, JpegImagePlugin.JpegImageFile):   # also MPO (phone photos)
                 cover = math.ceil(draft_size / min(box[2] - box[0], box[3] - box[1]))

@@ -309,17 +309,13 @@ def sample_training_hints(plane, generator, none_share, max_points, patch, posit
     return paint_squares(colours, y0, x0, side, count, h, w)
 
 
-def training_hints_from_config(plane, generator, cfg):
-    """:func:`sample_training_hints` with a run's config keys."""
-    return sample_training_hints(plane, generator, cfg['hint_none_share'], cfg['hint_max_points'],
-                                 cfg['hint_patch'], cfg['hint_positions'], cfg['hint_position_sigma'])
-
-
 def training_input(net_input, rgb_uint8, generator, cfg):
     """A batch's lightness input ``[B, 1, H, W]`` + hints drawn from its own colours (uint8 ``[B, 3, H, W]``)
     -> a hint model's input ``[B, 4, H, W]``."""
     hue, chroma, _ = utils.rgb_to_hcl(rgb_uint8.float().div_(255.0))
-    plane, mask = training_hints_from_config(utils.hue_chroma_to_plane(hue, chroma), generator, cfg)
+    plane, mask = sample_training_hints(utils.hue_chroma_to_plane(hue, chroma), generator, cfg['hint_none_share'],
+                                        cfg['hint_max_points'], cfg['hint_patch'], cfg['hint_positions'],
+                                        cfg['hint_position_sigma'])
     return network_input(net_input, plane, mask)
 
 

@@ -5,10 +5,9 @@ Two tools that make colour follow the lightness image:
 * :func:`levin_colorize` - Levin, Lischinski & Weiss 2004, "Colorization using
   Optimization": spread a few colour hints (or refine a network's prediction)
   so that neighbours of similar lightness get similar colours.
-* :func:`guided_upsample` - bilinear upsampling of a coarse chroma plane followed
-  by He, Sun & Tang 2010's guided filter, so colour edges snap to lightness edges;
-  :func:`coarse_fit_guided_upsample` fits the filter at the coarse size instead
-  (He & Sun 2015's fast guided filter), sharper and cheaper for upsampling.
+* :func:`coarse_fit_guided_upsample` - a coarse chroma plane upsampled by He,
+  Sun & Tang 2010's guided filter fitted at the coarse size (He & Sun 2015's fast
+  guided filter), so colour edges snap to the full-resolution lightness edges.
 
 Colour is the chroma plane (a, b) = C (cos 2 pi H, sin 2 pi H) of ``utils``;
 planes are ``[2, H, W]``, lightness ``[H, W]`` in [0, 1].
@@ -158,66 +157,24 @@ def bilinear_resize(plane, size):
     return np.stack([(rows @ channel) @ cols_t for channel in plane])
 
 
-def box_mean(x, radius, out=None):
+def box_mean(x, radius):
     """Mean of ``[..., H, W]`` over each (2 radius + 1)^2 window cut at the border (He et al.'s boxfilter / N).
 
     Two running sums (``uniform_filter1d`` with zeros outside, O(1) per pixel whatever
     the radius); only the border rows and columns, whose cut windows hold fewer pixels,
-    are then rescaled.  ``out`` (may be x itself) saves an allocation.
+    are then rescaled.
     """
     x = np.asarray(x, dtype=np.float64)
     size = 2 * radius + 1
     h, w = x.shape[-2:]
     tmp = scipy.ndimage.uniform_filter1d(x, size, axis=-1, mode='constant')
-    out = scipy.ndimage.uniform_filter1d(tmp, size, axis=-2, mode='constant', output=out)
+    out = scipy.ndimage.uniform_filter1d(tmp, size, axis=-2, mode='constant')
     for n, axis in ((h, -2), (w, -1)):
         scale = size / (np.minimum(np.arange(n) + radius + 1, n) - np.maximum(np.arange(n) - radius, 0))
         edge = np.flatnonzero(scale != 1.0)
         view = np.moveaxis(out, axis, 0)
         view[edge] *= scale[edge].reshape((-1,) + (1,) * (out.ndim - 1))
     return out
-
-
-def guided_filter(guide, src, radius, eps):
-    """He et al. 2010's guided filter of src ``[C, H, W]`` by a grey guide ``[H, W]``.
-
-    In each window q = a I + b, the least-squares fit of src to the guide with
-    regularisation eps on a; a and b are then averaged over the windows covering a pixel.
-    Where the guide is flat (var << eps) this is a box blur; across a guide edge the
-    output follows the edge.
-    """
-    guide = np.asarray(guide, dtype=np.float64)
-    src = np.asarray(src, dtype=np.float64)
-    c = src.shape[0]
-    stack = np.empty((2 + 2 * c,) + guide.shape)       # I, I^2, p..., I p...
-    stack[0] = guide
-    np.multiply(guide, guide, out=stack[1])
-    stack[2:2 + c] = src
-    np.multiply(guide, src, out=stack[2 + c:])
-    means = box_mean(stack, radius, out=stack)
-    mean_i, mean_ii, mean_p, mean_ip = means[0], means[1], means[2:2 + c], means[2 + c:]
-    var_i = mean_ii - mean_i * mean_i
-    var_i += eps
-    coef = np.empty((2 * c,) + guide.shape)             # a then b, per channel
-    a = np.subtract(mean_ip, mean_i * mean_p, out=coef[:c])   # cov(I, p)
-    a /= var_i
-    np.subtract(mean_p, a * mean_i, out=coef[c:])
-    coef = box_mean(coef, radius, out=coef)
-    out = coef[:c] * guide
-    out += coef[c:]
-    return out
-
-
-def guided_upsample(guide, plane, radius, eps):
-    """Coarse chroma plane ``[2, h, w]`` -> ``[2, H, W]`` whose colour edges follow guide ``[H, W]``.
-
-    Bilinear upsampling alone blurs colour over a coarse pixel's width across every
-    lightness edge; the guided filter (window radius in full-resolution pixels, eps
-    in guide units squared) puts a colour step at the guide's edge, but windows on a
-    flat stretch of guide keep (and box-blur) bilinear's ramp beside it.
-    """
-    guide = np.asarray(guide, dtype=np.float64)
-    return guided_filter(guide, bilinear_resize(plane, guide.shape), radius, eps)
 
 
 def coarse_fit_guided_upsample(guide, plane, radius, eps):
@@ -228,9 +185,9 @@ def coarse_fit_guided_upsample(guide, plane, radius, eps):
     coarse pixels), and only the averaged a, b are upsampled bilinearly and applied to the
     full-resolution guide.  A coarse pixel that mixes two colours across a lightness edge
     also mixes the two lightnesses, so the fit explains the mixture and the full-resolution
-    guide puts the colour step back where the edge is - a much sharper result than
-    :func:`guided_upsample`, whose flat-guide windows keep bilinear's ramp, and cheaper
-    (box filters at the coarse size only).
+    guide puts the colour step back where the edge is.  A guided filter run at full
+    resolution on the bilinear upsampling would keep bilinear's ramp wherever its windows
+    see a flat guide, and cost box filters over every full-resolution pixel.
     """
     guide = np.asarray(guide, dtype=np.float64)
     plane = np.asarray(plane, dtype=np.float64)

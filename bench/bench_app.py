@@ -19,7 +19,6 @@ import tempfile
 
 import numpy as np
 import torch
-from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import app  # noqa: E402
@@ -45,8 +44,6 @@ def main():
         demo_checkpoint(ckpt, hints=True)
         colorizer = colorize.load_colorizer(ckpt, 'cpu')
         engine = app.Engine(colorizer, ckpt, tmp)
-        if not engine.takes_hints:
-            raise cli.UserError('the checkpoint takes no hints: colorize.py has no hint API yet')
         state = engine.open_photo(photo)
         for _ in range(args.hints):
             state = engine.add_hint(state, int(rng.randint(WIDTH)), int(rng.randint(HEIGHT)),
@@ -63,10 +60,9 @@ def main():
             'colorize, no hints': lambda: colorizer.colorize([rgb])[0],
             'colorize, hints': lambda: colorizer.colorize(rgb, hints=points),
             'palette': lambda: colorizer.suggest_colors(rgb, 10, 10, hints=points, count=app.PALETTE_SIZE),
-            'full PNG': lambda: colorize.save_png(os.path.join(tmp, 'out.png'), rgb, app.PNG_COMPRESSION),
-            'shown picture': lambda: app.draw_dots(
-                Image.fromarray(rgb).resize(app.display_size(WIDTH, HEIGHT), Image.BILINEAR, reducing_gap=2.0),
-                points, WIDTH, HEIGHT).save(os.path.join(tmp, 'shown.png'), compress_level=app.PNG_COMPRESSION),
+            'full PNG': lambda: colorize.save_png(os.path.join(tmp, 'out.png'), rgb, colorize.PNG_COMPRESSION),
+            'shown picture': lambda: app.shown_picture(rgb, points).save(
+                os.path.join(tmp, 'shown.png'), compress_level=colorize.PNG_COMPRESSION),
         }
         medians = {name: median_seconds(fn, args.repeats) for name, fn in steps.items()}
     whole, plain = medians['click (whole)'], medians['colorize, no hints']

@@ -27,6 +27,7 @@ import config  # noqa: E402
 import hints  # noqa: E402
 import losses  # noqa: E402
 import models  # noqa: E402
+import run_setup  # noqa: E402
 import targets  # noqa: E402
 
 TARGET_SLOWDOWN = 1.05   # issue 20: a step with hints at most a few per cent slower
@@ -41,18 +42,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_step(cfg, device, in_channels):
-    """A closure running one training step of an FCN-32s with ``in_channels`` inputs on a uint8 batch."""
+def make_step(cfg, device):
+    """A closure running one training step of config ``cfg``'s FCN-32s (hint input as ``cfg['hints']``)
+    on a uint8 batch, the network and optimizer built as a run builds them."""
     encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(cfg['numbins']), 0.5, cfg['img_lowpass'])
-    model = models.build_model('fcn32s', encoder.num_outputs, cfg['padding'], cfg['fc_channels'],
-                               in_channels=in_channels).to(device)
-    optim = torch.optim.Adam(model.parameters(), lr=cfg['lr'])
+    model = models.build_model('fcn32s', **run_setup.model_kwargs(cfg, encoder)).to(device)
+    optim = run_setup.make_optimizer(model, cfg)
     timings = {'sampler': []}
 
     def step(rgb, iteration):
         with torch.no_grad():
             net_input, target = encoder.encode(rgb)
-            if in_channels > 1:
+            if cfg['hints']:
                 start = time.perf_counter()
                 generator = hints.step_generator(device, cfg['seed'], iteration)
                 net_input = hints.training_input(net_input, rgb, generator, cfg)
@@ -79,8 +80,8 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     batches = [torch.from_numpy(rng.integers(0, 256, (cfg['batch_size'], 3, height, width), dtype=np.uint8))
                .to(device) for _ in range(4)]
-    plain, _ = make_step(cfg, device, 1)
-    hinted, timings = make_step(cfg, device, 1 + hints.HINT_CHANNELS)
+    plain, _ = make_step(dict(cfg, hints=False), device)
+    hinted, timings = make_step(cfg, device)
     times = {'plain': [], 'hints': []}
     for i in range(args.warmup + args.steps):
         for name, step in (('plain', plain), ('hints', hinted)):   # alternating: the same machine state

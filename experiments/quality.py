@@ -157,7 +157,7 @@ def plan(args, chain, variants, seeds):
     for seed in chain_seeds:
         for stage_index in range(len(chain)):
             run_of(DEFAULT_ARM, {}, seed, stage_index)
-    if getattr(args, 'hints', False):   # the hint chain, from the chain's (first seed's) FCN-32s
+    if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s
         previous = by_key[(DEFAULT_ARM, seeds[0], 0)]
         for stage_index, (arch, number) in enumerate(args.hint_chain):
             cfg = effective_config(number, base_pairs)
@@ -471,7 +471,7 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         stage_runs = [r for r in runs if r.arm == DEFAULT_ARM and r.stage_index == i]
         result['default'][arch] = collect(stage_runs, scores)
     result['default_model'] = default_stage(result['default'])
-    if getattr(args, 'hints', False):
+    if args.hints:
         stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
         sweep = getattr(args, 'hint_sweep', None)
         default = result['default'].get(result['default_model']) if result['default_model'] else None
@@ -603,8 +603,7 @@ def finish_hints(args, runs, result):
     target = os.path.join(hint_dir, 'model_best.pth.tar')
     save_colorizer_checkpoint(final.model, target)
     say('hint model: %s (%s, the best on validation)' % (target, chosen))
-    args.hint_points = EXPERIMENT['hint_points']
-    args.hint_sweep = quality_hints.sweep(target, args, hint_dir, run_child, say)
+    args.hint_sweep = quality_hints.sweep(target, EXPERIMENT['hint_points'], args, hint_dir, run_child, say)
 
 
 def main(argv=None):
@@ -618,7 +617,7 @@ def main(argv=None):
         chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['chain'], numbers)]
         hint_numbers = parse_numbers(args.hint_configs, '--hint-configs', len(EXPERIMENT['hint_chain']))
         args.hint_chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['hint_chain'], hint_numbers)]
-        if args.hints and not all(effective_config(n, [])['hints'] for n in hint_numbers):
+        if args.hints and not all(effective_config(n, args.overrides)['hints'] for n in hint_numbers):
             raise UserError('--hint-configs %s: every stage needs a config with hints: true' % args.hint_configs)
         variants = selected_variants(args.variants)
         check_photos(args)

@@ -17,8 +17,8 @@ GOAL_METRICS = ('psnr', 'auc_rebal')
 GOAL_POINTS = 10
 
 
-def sweep(model_path, args, out_root, run_child, say):
-    """hints.json of ``evaluate.py -m MODEL --hint-points ...`` on the test split (reused when present)."""
+def sweep(model_path, counts, args, out_root, run_child, say):
+    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` on the test split (reused when present)."""
     out = os.path.join(out_root, SWEEP_DIR)
     result_path = os.path.join(out, 'hints.json')
     if os.path.isfile(result_path):
@@ -27,7 +27,7 @@ def sweep(model_path, args, out_root, run_child, say):
     tmp = out + '.tmp'
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
-    points = ','.join(str(n) for n in args.hint_points)
+    points = ','.join(str(n) for n in counts)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, os.path.join(repo, 'evaluate.py'), '-m', model_path, '-d', args.photos,
                '--list', args.test_list, '--hint-points', points, '-o', tmp]
