@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test stages gpu-check clean-venv
+.PHONY: demo test stages app gpu-check clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: $(STAMP)
 stages: $(STAMP)
 	$(PY) train_color_fcn16s.py -c 101
 	$(PY) train_color_fcn8s.py -c 102
+
+# the web page with the newest model_best.pth.tar under logs/ (the one `make demo` trained), on 127.0.0.1:7860
+app: $(APP_STAMP)
+	@model=$$(ls -t logs/*/model_best.pth.tar 2>/dev/null | head -n 1); \
+	if [ -z "$$model" ]; then echo "error: no logs/*/model_best.pth.tar yet: run make demo first" >&2; exit 2; fi; \
+	echo "serving $$model"; $(PY) app.py -m "$$model"
 
 test: $(STAMP) $(APP_STAMP)
 	$(PY) -m pytest -q tests

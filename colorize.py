@@ -2,7 +2,7 @@
 
     python colorize.py -m logs/RUN/model_best.pth.tar [--decode annealed|mean|mode] [-T 0.38]
                        [-o OUTDIR] [--side-by-side] [--edge-aware] INPUT...
-    python colorize.py -m HINT_MODEL --hints FILE [-o OUTDIR] PHOTO
+    python colorize.py -m CHECKPOINT --hints FILE [--hint-method NAME] [-o OUTDIR] PHOTO
 
 
 INPUT: image files or folders (searched recursively).  Every input, colour or
@@ -14,14 +14,17 @@ An unreadable input is reported and skipped.  Exit status: 0 when every input
 was colorized, 1 when some could not be read (the others are still written; the
 summary line counts them), 2 for a usage error (one ``error:`` line).
 
-``--hints FILE`` (a model trained with ``hints: true``, one photo): a JSON file
+``--hints FILE`` (any checkpoint, one photo): a JSON file
 ``{"points": [{"x": 412, "y": 96, "color": "#3b7dd8", "size": 9}, ...]}`` (x, y
 in the photo's pixels from its top-left corner, after EXIF rotation; ``size``
 the side of the hint square, optional) or a PNG of the photo's size,
-transparent where there is no hint.  The hints' hue and chroma are applied on
-their squares, the photo's own lightness kept.  A point outside the photo, a
-colour that is none, a malformed file, a hint image of another size, or hints
-given to a model without hint input: one ``error:`` line, exit 2, nothing written.
+transparent where there is no hint.  The network predicts (a hint model with
+the hints as input), then the hints' colours are spread along lightness edges
+and fused with the prediction (``--hint-method``, default the checkpoint's
+``hint_method``; see ``propagate.py``); the hints' own squares keep their hue
+and chroma, the photo its own lightness.  A point outside the photo, a colour
+that is none, a malformed file or a hint image of another size: one ``error:``
+line, exit 2, nothing written.
 
 ``load_colorizer`` / :class:`Colorizer` are the library side (``evaluate.py`` uses them).
 """
@@ -40,6 +43,7 @@ import data_loader
 import hints as hint_input
 import levin
 import models
+import propagate
 import targets
 import utils
 
@@ -70,14 +74,14 @@ class Colorizer:
         """Whether the network was trained with colour-hint input (L + a, b, mask)."""
         return getattr(self.model, 'in_channels', 1) > 1
 
-    def full_hint_maps(self, hints, height, width):
-        """Points / a hint image (see ``hints``) -> torch maps on the device: (a, b) ``[2, H, W]``, mask ``[H, W]``.
+    @property
+    def hint_method(self):
+        """How hints are spread and fused with the prediction (``propagate.HINT_METHODS``): the
+        checkpoint's ``hint_method``, or the default for checkpoints written before it existed."""
+        return self.config.get('hint_method') or config.DEFAULTS['hint_method']
 
-        Raises ``hints.HintError`` for hints given to a model that takes none.
-        """
-        if hints is not None and len(hints) and not self.takes_hints:
-            raise hint_input.HintError('this model takes no hints (it was trained without hint input): train '
-                                       'one with `hints: true`, e.g. config 113, or leave the hints out')
+    def full_hint_maps(self, hints, height, width):
+        """Points / a hint image (see ``hints``) -> torch maps on the device: (a, b) ``[2, H, W]``, mask ``[H, W]``."""
         plane, mask = hint_input.hint_maps(hints, width, height)
         return torch.from_numpy(plane).to(self.device), torch.from_numpy(mask).to(self.device)
 
@@ -113,6 +117,47 @@ class Colorizer:
         """Full-resolution L maps ``[H_i, W_i]`` -> predicted chroma plane ``[B, 2, h, w]`` at im_size."""
         hue, chroma = self.encoder.bins.decode(self.probabilities(lightnesses, hint_maps), method, temperature)
         return utils.hue_chroma_to_plane(hue, chroma)
+
+    def propagated_planes(self, lightness, hint_maps, probs, methods, method='annealed',
+                          temperature=utils.DEFAULT_TEMPERATURE):
+        """One photo's L ``[H, W]``, full-resolution hint maps and bin probabilities ``[K, h, w]`` (the
+        network's, with those hints where it takes them) -> {arm: chroma plane ``[2, h', w']``} at the
+        working size (``config.HINT_PROPAGATION``), for each arm of ``propagate.HINT_METHODS`` in ``methods``."""
+        prediction = self._decoded(probs, method, temperature)
+        size = propagate.working_size(*lightness.shape, config.HINT_PROPAGATION['side'])
+        small_plane, hinted = propagate.resize_hints(*hint_maps, size)
+        certainty = None
+        if 'confidence' in methods:
+            heads = 2 if self.encoder.binning == 'one-hot' else 1
+            certainty = propagate.resize_plane(propagate.confidence(probs, heads)[None], size)[0]
+        fused = propagate.fused_planes(methods, propagate.resize_lightness(lightness, size), small_plane, hinted,
+                                       propagate.resize_plane(prediction, size), certainty)
+        return {m: torch.from_numpy(p).float().to(self.device) for m, p in fused.items()}
+
+    @torch.no_grad()
+    def hinted_outputs(self, lightness, hint_maps, methods, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
+        """One photo's L ``[H, W]`` and full-resolution hint maps -> {arm: uint8 RGB ``[H, W, 3]``}.
+
+        ``methods``: arms of ``propagate.HINT_METHODS`` (the fused plane upsampled edge-aware, the hints'
+        squares pasted) and ``'model'`` (the network's own prediction, bilinear, squares pasted).  With no
+        hinted pixel every arm is the automatic colorization, bit for bit, except ``levin`` (grey).
+        """
+        probs = self.probabilities([lightness], [hint_maps])[0]
+        outputs = {}
+        if not bool((hint_maps[1] > 0).any()):
+            automatic = self.recombine(self._decoded(probs, method, temperature), lightness)
+            grey = self.recombine(torch.zeros(2, 1, 1, device=self.device), lightness)
+            return {m: grey if m == 'levin' else automatic for m in methods}
+        if 'model' in methods:
+            outputs['model'] = self.recombine(self._decoded(probs, method, temperature), lightness, hint_maps)
+        arms = [m for m in methods if m != 'model']
+        for m, plane in self.propagated_planes(lightness, hint_maps, probs, arms, method, temperature).items():
+            outputs[m] = self.recombine(plane, lightness, hint_maps, edge_aware=True)
+        return {m: outputs[m] for m in methods}
+
+    def _decoded(self, probs, method, temperature):
+        """Bin probabilities ``[K, h, w]`` -> chroma plane ``[2, h, w]``."""
+        return utils.hue_chroma_to_plane(*self.encoder.bins.decode(probs[None], method, temperature))[0]
 
     @torch.no_grad()
     def target_planes(self, rgbs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE):
@@ -158,20 +203,33 @@ class Colorizer:
         return out.cpu().numpy()
 
     def colorize(self, rgbs, method='annealed', temperature=utils.DEFAULT_TEMPERATURE, hints=None,
-                 edge_aware=False):
+                 edge_aware=False, hint_method=None):
         """List of uint8 ``[H_i, W_i, 3]`` (any colours) -> list of colorized uint8, same sizes.
 
         One image ``[H, W, 3]`` gives one image.  ``hints``: for one image its
         points (dicts as in the hint JSON) or RGBA hint image; for a list, one
-        such entry (or None) per image.
+        such entry (or None) per image.  Hints work with every checkpoint: they are
+        spread and fused with the prediction by ``hint_method`` (default: the
+        checkpoint's, :attr:`hint_method`; see ``propagate``).  An image without
+        a hinted pixel gets the automatic colorization.
         """
         if isinstance(rgbs, np.ndarray) and rgbs.ndim == 3:
-            return self.colorize([rgbs], method, temperature, None if hints is None else [hints], edge_aware)[0]
+            return self.colorize([rgbs], method, temperature, None if hints is None else [hints], edge_aware,
+                                 hint_method)[0]
+        hint_method = hint_method or self.hint_method
         hints = [None] * len(rgbs) if hints is None else list(hints)
         lightnesses = [self.lightness(rgb) for rgb in rgbs]
         maps = [None if h is None else self.full_hint_maps(h, *l.shape) for h, l in zip(hints, lightnesses)]
-        planes = self.predicted_planes(lightnesses, method, temperature, maps)
-        return [self.recombine(plane, l, m, edge_aware) for plane, l, m in zip(planes, lightnesses, maps)]
+        maps = [m if m is not None and bool((m[1] > 0).any()) else None for m in maps]
+        automatic = [i for i, m in enumerate(maps) if m is None]
+        planes = self.predicted_planes([lightnesses[i] for i in automatic], method, temperature) if automatic else []
+        out = [None] * len(rgbs)
+        for i, plane in zip(automatic, planes):
+            out[i] = self.recombine(plane, lightnesses[i], None, edge_aware)
+        for i, m in enumerate(maps):
+            if m is not None:
+                out[i] = self.hinted_outputs(lightnesses[i], m, [hint_method], method, temperature)[hint_method]
+        return out
 
     @torch.no_grad()
     def suggest_colors(self, rgb, x, y, hints=None, count=8):
@@ -315,9 +373,15 @@ def parse_args(argv=None):
     add_model_arguments(p)
     p.add_argument('-o', '--out', default=DEFAULT_OUT_DIR, help='output folder (default %(default)s)')
     p.add_argument('--side-by-side', action='store_true', help='also write OUTDIR/<name>_side_by_side.png')
-    p.add_argument('--hints', metavar='FILE', help='colour hints for the one PHOTO (a hint model only): a JSON '
-                   'file {"points": [{"x": .., "y": .., "color": "#rrggbb", "size": ..}]} or a PNG of the '
-                   "photo's size, transparent where there is no hint")
+    p.add_argument('--hints', metavar='FILE', help='colour hints for the one PHOTO: a JSON file {"points": '
+                   '[{"x": .., "y": .., "color": "#rrggbb", "size": ..}]} or a PNG of the photo\'s size, '
+                   'transparent where there is no hint')
+    p.add_argument('--hint-method', choices=propagate.HINT_METHODS, default=None,
+                   help="how the hints are spread and fused with the prediction: levin (the hints alone, "
+                   "Levin et al. 2004), corrections (prediction + propagated hint - prediction), shrinkage "
+                   "(the same with the prediction scaled by a weight chosen from the hints, leave-one-out), "
+                   "confidence (scaled per pixel by the prediction's certainty); default: the checkpoint's "
+                   "(%s unless it says otherwise)" % config.DEFAULTS['hint_method'])
     p.add_argument('--edge-aware', action='store_true', help='upsample the colours along the lightness edges '
                    '(guided by the full-resolution lightness) instead of bilinearly')
     p.add_argument('--png-compression', type=int, default=PNG_COMPRESSION, choices=range(10), metavar='0-9',
@@ -335,8 +399,7 @@ def write_colorized(args, name, rgb, out):
 
 
 def colorize_with_hints(colorizer, entries, args):
-    """``--hints FILE``: one photo, its hints checked (``Colorizer.full_hint_maps`` refuses them for a
-    model without hint input) before anything is written."""
+    """``--hints FILE``: one photo, its hints checked before anything is written."""
     if len(entries) != 1:
         raise cli.UserError('--hints FILE colours one photo; %d were given' % len(entries))
     path, name = entries[0]
@@ -345,7 +408,8 @@ def colorize_with_hints(colorizer, entries, args):
     except data_loader.UnreadableImage as err:
         raise cli.UserError('cannot read %s (%s)' % (path, err)) from None
     given = hint_input.read_hints_file(args.hints, rgb.shape[1], rgb.shape[0])
-    out = colorizer.colorize(rgb, args.decode, args.temperature, hints=given, edge_aware=args.edge_aware)
+    out = colorizer.colorize(rgb, args.decode, args.temperature, hints=given, edge_aware=args.edge_aware,
+                             hint_method=args.hint_method)
     write_colorized(args, name, rgb, out)
     print('colorized 1 image with %s into %s' % (args.hints, args.out))
     return 0
@@ -359,12 +423,15 @@ def main(argv=None):
     args = parse_args(argv)
     from tqdm import tqdm
     check_out_dir(args.out)
+    if args.hint_method is not None and args.hints is None:
+        raise cli.UserError('--hint-method %s needs --hints FILE' % args.hint_method)
     colorizer = load_colorizer(args.model, args.device)
     entries = expand_inputs(args.inputs)
     if not entries:
         raise cli.UserError('no image found in %s' % ' '.join(args.inputs))
     if args.hints is not None:
         return colorize_with_hints(colorizer, entries, args)
+
     done, failed = 0, 0
     bar = tqdm(total=len(entries), unit='image', disable=not any(os.path.isdir(i) for i in args.inputs))
     for readable, unreadable in read_batches([path for path, _ in entries], args.batch_size, args.max_pixels):

@@ -134,6 +134,9 @@ def either(word, spec):
     return Spec(lambda: '%r or %s' % (word, spec.describe()), lambda v: v if v == word else spec.accept(v))
 
 
+# arms of propagate.py that spread given hints and fuse them with the network's prediction
+HINT_METHODS = ('levin', 'corrections', 'shrinkage', 'confidence')
+
 DEFAULTS = dict(
     # --- optimisation -----------------------------------------------------
     max_iteration=100000,      # training iterations (one batch each)
@@ -176,6 +179,8 @@ DEFAULTS = dict(
     hint_patch=[1, 9],         # hint square's side in network pixels, uniform over [min, max]
     hint_positions='gaussian', # 'gaussian' around the centre or 'uniform' over the image
     hint_position_sigma=0.25,  # gaussian positions: std as a share of height / width (Zhang et al.: 1/4)
+    hint_method='shrinkage',   # how given hints are spread and fused with the prediction (propagate.py;
+                               # chosen on the quality experiment's validation split, docs/hints.md)
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
@@ -243,6 +248,7 @@ SCHEMA = dict(
     hint_patch=integer_range(1),
     hint_positions=choice('gaussian', 'uniform'),
     hint_position_sigma=number(above=0),
+    hint_method=choice(*HINT_METHODS),
     padding=choice('same', 'caffe'),
     fc_channels=integer(1),
     vgg16=optional(path()),
@@ -385,6 +391,14 @@ def number_ranges(numbers):
 # al. 2004's baseline solves at `side` pixels on the short side.
 HINT_SWEEP = dict(points=[0, 1, 2, 5, 10, 20, 50], patch=6, side=256)
 
+# Given hints (colorize.py --hints, the web page, the sweep) are spread along lightness edges with Levin
+# et al. 2004's system at `side` pixels on the short side and fused with the prediction (propagate.py):
+# corrections spread by a walk that dies with probability `leak` per step (at side x side pixels), faded
+# where less than about `fade` of it reaches a hint;
+# the `shrinkage` arm picks its per-photo weight by leave-one-out over at most `loo_max_folds` groups of
+# hints, solved at `loo_side` pixels.
+HINT_PROPAGATION = dict(side=256, leak=1e-5, fade=0.1, loo_side=64, loo_max_folds=16)
+
 # colorize.py --edge-aware: the predicted colours upsampled by the guided filter's linear model fitted at
 # the network's size (levin.coarse_fit_guided_upsample), guided by the full-resolution lightness:
 # windows of 2 * radius + 1 network pixels, eps in lightness units squared.
@@ -410,6 +424,7 @@ QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     hint_chain=(('fcn32s', 113), ('fcn16s', 114), ('fcn8s', 115)),  # --hints: after the chain's FCN-32s
     hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split
+    hint_method_tolerance_db=0.1,  # --hints: a hint method qualifies as default within this of Levin (validation)
     budget_min=10.0,            # default budget of the whole chain, minutes of training on the reference CPU
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
     reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage on 2 CPU cores (measured idle: 1.9 to 7.2)
@@ -497,3 +512,13 @@ def check_config(cfg, source=None, ignore_unknown=False):
     if problem:
         raise ConfigError('%s: %s' % (source, problem) if source else problem)
     return cfg
+
+
+# web page limits (issue 26)
+# app.py: what one request may ask (app_limits.py checks it before any work) and how the sessions share
+# the workers.  Painting the hint maps costs each square's area, so the squares of one photo's hints may
+# cover at most APP_MAX_HINT_AREA times its pixels; a hint's square is at most the photo's longer side.
+APP_MAX_HINTS = 500          # hints on one photo (a person clicks tens; Zhang et al.'s sweep stops at 50)
+APP_MAX_HINT_AREA = 8        # the hints' squares together: at most this many times the photo's pixels
+APP_WORKERS = 2              # requests colorized at once (a session's one at a time, the sessions in turn)
+APP_SESSION_QUEUE = 4        # requests one session may have running or waiting; more are refused at once

@@ -212,8 +212,9 @@ def parse_args(argv=None):
     p.add_argument('--max-images', type=cli.positive_int, default=None, help='score only the first N images')
     p.add_argument('--grid-images', type=cli.natural_int, default=8, help='images drawn in grid.png (default %(default)s)')
     p.add_argument('--hint-points', type=hint_counts, default=None, metavar='N,N,...',
-                   help='a hint model: also score N hint points per photo drawn from the original (Zhang et '
-                   'al. 2017\'s test, e.g. %s) for the model, Levin et al. 2004 and grayscale: '
+                   help='also score N hint points per photo drawn from the original (Zhang et al. 2017\'s '
+                   'test, e.g. %s) for the network, every hint method (the default one as "default"), '
+                   'Levin et al. 2004 and grayscale: '
                    'OUT/hints.json, hints_table.txt, hints_psnr.png, hints_grid.png'
                    % ','.join(str(n) for n in config.HINT_SWEEP['points']))
     return p.parse_args(argv)
@@ -228,9 +229,6 @@ def main(argv=None):
     from tqdm import tqdm
     colorize.check_out_dir(args.out)
     colorizer = colorize.load_colorizer(args.model, args.device)
-    if args.hint_points and not colorizer.takes_hints:
-        raise cli.UserError('--hint-points: %s takes no hints (trained without hint input); give a model '
-                            'trained with `hints: true`' % args.model)
     unlisted = {}
     sweep_scores, sweep_grid = [], []
     paths = evaluation_paths(args, colorizer.config, args.model, unlisted)
@@ -271,9 +269,9 @@ def main(argv=None):
     print('written: %s' % ', '.join(os.path.join(args.out, n) for n in ('metrics.json', 'per_image.csv', 'grid.png')))
     if args.hint_points:
         sweep = hint_sweep.summarise(sweep_scores, args.hint_points)
-        hint_sweep.write(args.out, sweep, args.hint_points, sweep_grid)
+        hint_sweep.write(args.out, sweep, args.hint_points, sweep_grid, colorizer.hint_method)
         print('hint sweep over %d photos:' % len(sweep_scores))
-        print(hint_sweep.format_table(sweep, args.hint_points))
+        print(hint_sweep.format_table(sweep, args.hint_points, colorizer.hint_method))
         print('written: %s' % ', '.join(os.path.join(args.out, n) for n in hint_sweep.OUTPUTS))
     return cli.STOPPED if skipped else 0
 

@@ -4,68 +4,64 @@ For every photo and every N, N hint points are drawn from the ground truth
 (:func:`hints.sample_sweep_points`, seeded by photo and N, so every method sees
 the same points) and scored for:
 
-* ``model``: the hint model (its prediction, hints applied at their squares);
-* ``model_guided``: the same prediction upsampled edge-aware (guided by the
-  full-resolution lightness) instead of bilinearly;
-* ``levin``: Levin et al. 2004's colorization by optimization on the same
-  points (no learning), solved at 256 px on the short side, then upsampled and
-  recombined with the full-resolution lightness as the model's output is;
+* ``model``: the network alone (a hint model with the hints as input), its
+  colours upsampled bilinearly, the hints pasted on their squares;
+* every arm of ``propagate.HINT_METHODS`` (``levin``: Levin et al. 2004's
+  colorization by optimization from the hints alone, no learning; ``corrections``,
+  ``shrinkage``, ``confidence``: the prediction fused with the propagated hints),
+  solved at ``config.HINT_PROPAGATION['side']`` pixels on the short side,
+  upsampled edge-aware and recombined with the full-resolution lightness;
+* ``default``: the arm that ``colorize.py`` and the web page use for this
+  checkpoint (``Colorizer.hint_method``), under its own key too;
 * ``grayscale``: no colour at all.
+
+With 0 points every arm but ``levin`` (grey) is the automatic colorization.
 """
 import json
 import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 import config
 import hints
 import levin
+import propagate
 import utils
 
-METHODS = ('model', 'model_guided', 'levin', 'grayscale')
+ARMS = ('model',) + tuple(propagate.HINT_METHODS)   # colorized per photo and N
+METHODS = ARMS + ('default', 'grayscale')            # keys of hints.json
+PLOTTED = ('default', 'levin', 'model', 'grayscale')  # hints_psnr.png's curves
 GRID_POINTS = (0, 2, 10)   # the grid's columns after the photo
 GRID_WIDTH = utils.GRID_CELL   # pixels of a grid cell's width (its height: the photo's aspect)
 DOT_RADIUS = 4             # pixels of a hint dot in the grid
 OUTPUTS = ('hints.json', 'hints_table.txt', 'hints_psnr.png', 'hints_grid.png')
 
 
-def solve_size(height, width, side=None):
-    """(h, w) with the short side at ``side`` pixels (config.HINT_SWEEP's, 256), never enlarged."""
-    side = side or config.HINT_SWEEP['side']
-    scale = min(1.0, side / min(height, width))
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-
-
 def levin_plane(lightness, plane, mask, side=None, prior=None, prior_weight=0.0):
-    """Levin et al.'s chroma plane ``[2, h, w]`` at 256 px on the short side, from full-resolution
-    L ``[H, W]`` and hint maps ``[2, H, W]``, ``[H, W]`` (torch); optionally pulled towards a
-    network's chroma plane ``prior`` ``[2, h', w']`` (resized bilinearly) with ``prior_weight``."""
-    size = solve_size(*lightness.shape, side)
-    small_l = F.interpolate(lightness[None, None].float(), size=size, mode='bilinear', align_corners=False,
-                            antialias=True)[0, 0]
-    small_plane, small_mask = hints.reduce_hint_maps(plane[None].float(), mask[None, None].float(), size)
+    """Levin et al.'s chroma plane ``[2, h, w]`` at ``side`` pixels on the short side (default the
+    propagation's), from full-resolution L ``[H, W]`` and hint maps ``[2, H, W]``, ``[H, W]`` (torch), pulled
+    towards a network's chroma plane ``prior`` ``[2, h', w']`` (resized bilinearly) with ``prior_weight``
+    (Levin's system with a data term: experiments/hint_prior.py)."""
+    size = propagate.working_size(*lightness.shape, side or config.HINT_PROPAGATION['side'])
+    small_plane, small_mask = propagate.resize_hints(plane, mask, size)
     if prior is not None:
-        prior = F.interpolate(prior[None].float(), size=size, mode='bilinear', align_corners=False)[0].cpu().numpy()
-    solved = levin.levin_colorize(small_l.cpu().numpy(), small_plane[0].cpu().numpy(), small_mask[0, 0].cpu().numpy(),
+        prior = propagate.resize_plane(prior, size)
+    solved = levin.levin_colorize(propagate.resize_lightness(lightness, size), small_plane, small_mask,
                                   prior, prior_weight)
     return torch.from_numpy(solved).float().to(lightness.device)
 
 
 def colorized_arms(colorizer, lightness, points, method='annealed', temperature=utils.DEFAULT_TEMPERATURE,
                    prior_weights=()):
-    """One photo's L ``[H, W]`` and hint points -> {arm: uint8 RGB}: model, model_guided, levin, and
+    """One photo's L ``[H, W]`` and hint points -> {arm: uint8 RGB} for every arm of :data:`ARMS`, and
     for each of ``prior_weights`` w, ``levin_prior_<w>``: Levin's system pulled towards the model's
     prediction (experiments/hint_prior.py)."""
     maps = colorizer.full_hint_maps(points, *lightness.shape)
-    predicted = colorizer.predicted_planes([lightness], method, temperature, [maps])[0]
-    outputs = {
-        'model': colorizer.recombine(predicted, lightness, maps),
-        'model_guided': colorizer.recombine(predicted, lightness, maps, edge_aware=True),
-        'levin': colorizer.recombine(levin_plane(lightness, *maps), lightness, maps),
-    }
+    outputs = colorizer.hinted_outputs(lightness, maps, ARMS, method, temperature)
+    if prior_weights:
+        predicted = colorizer.predicted_planes([lightness], method, temperature, [maps])[0]
     for w in prior_weights:
         plane = levin_plane(lightness, *maps, prior=predicted, prior_weight=w)
         outputs['levin_prior_%g' % w] = colorizer.recombine(plane, lightness, maps)
@@ -84,7 +80,9 @@ def score_photo(colorizer, rgb, name, counts, method='annealed', temperature=uti
         points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
         outputs = colorized_arms(colorizer, lightness, points, method, temperature)
         scores[count] = {m: utils.colorization_metrics(rgb, out, ab_truth, rebalance) for m, out in outputs.items()}
+        scores[count]['default'] = scores[count][colorizer.hint_method]
         scores[count]['grayscale'] = grey_scores
+        outputs['default'] = outputs[colorizer.hint_method]
         outputs['grayscale'] = grey
         images[count], drawn[count] = outputs, points
     return scores, images, drawn
@@ -92,12 +90,13 @@ def score_photo(colorizer, rgb, name, counts, method='annealed', temperature=uti
 
 def summarise(per_photo, counts):
     """[{N: {method: metrics}}] -> ``{method: {"N": {metric: mean over photos}}}`` (hints.json)."""
-    return {m: {str(n): {k: float(np.mean([p[n][m][k] for p in per_photo])) for k in utils.COLORIZATION_METRICS}
-                for n in counts} for m in METHODS}
+    means = {m: {str(n): {k: float(np.mean([p[n][m][k] for p in per_photo])) for k in utils.COLORIZATION_METRICS}
+                 for n in counts} for m in METHODS}
+    return means
 
 
-def format_table(summary, counts):
-    lines = ['%-6s %-13s %8s %8s %8s %10s %14s' % ('points', 'method', 'PSNR dB', 'RMSE', 'AuC %', 'AuC reb %',
+def format_table(summary, counts, hint_method):
+    lines = ['default = %s' % hint_method, '%-6s %-13s %8s %8s %8s %10s %14s' % ('points', 'method', 'PSNR dB', 'RMSE', 'AuC %', 'AuC reb %',
                                                   'colourfulness')]
     for n in counts:
         for m in METHODS:
@@ -107,14 +106,15 @@ def format_table(summary, counts):
     return '\n'.join(lines)
 
 
-def plot(summary, counts, path):
+def plot(summary, counts, path, hint_method):
     """PSNR against the number of points (symmetric log axis: 0 points stays on it), one curve a method."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
-    for m, style in zip(METHODS, ('o-', 's--', '^-', 'x:')):
-        ax.plot(counts, [summary[m][str(n)]['psnr'] for n in counts], style, label=m)
+    for m, style in zip(PLOTTED, ('o-', '^-', 's--', 'x:')):
+        label = 'default (%s)' % hint_method if m == 'default' else m
+        ax.plot(counts, [summary[m][str(n)]['psnr'] for n in counts], style, label=label)
     ax.set_xscale('symlog', linthresh=1)
     ax.set_xticks(counts)
     ax.set_xticklabels([str(n) for n in counts])
@@ -142,20 +142,20 @@ def with_dots(rgb, points, scale):
 
 
 def grid_row(rgb, images, drawn):
-    """photo | 0, 2, 10 hints (the model's output, the hints drawn), each GRID_WIDTH pixels wide."""
+    """photo | 0, 2, 10 hints (the ``default`` arm's output, the hints drawn), each GRID_WIDTH pixels wide."""
     scale = GRID_WIDTH / rgb.shape[1]
     cells = [with_dots(rgb, [], scale)]
-    cells += [with_dots(images[n]['model'], drawn[n], scale) for n in GRID_POINTS if n in images]
+    cells += [with_dots(images[n]['default'], drawn[n], scale) for n in GRID_POINTS if n in images]
     return cells
 
 
-def write(out_dir, summary, counts, grid_rows):
+def write(out_dir, summary, counts, grid_rows, hint_method):
     """OUT/hints.json, hints_table.txt, hints_psnr.png and hints_grid.png."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'hints.json'), 'w') as f:
         json.dump(summary, f, indent=2)
     with open(os.path.join(out_dir, 'hints_table.txt'), 'w') as f:
-        f.write(format_table(summary, counts) + '\n')
-    plot(summary, counts, os.path.join(out_dir, 'hints_psnr.png'))
+        f.write(format_table(summary, counts, hint_method) + '\n')
+    plot(summary, counts, os.path.join(out_dir, 'hints_psnr.png'), hint_method)
     if grid_rows:
         Image.fromarray(utils.tile_images(grid_rows)).save(os.path.join(out_dir, 'hints_grid.png'))

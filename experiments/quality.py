@@ -473,11 +473,16 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
     result['default_model'] = default_stage(result['default'])
     if args.hints:
         stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
-        sweep = getattr(args, 'hint_sweep', None)
         default = result['default'].get(result['default_model']) if result['default_model'] else None
+        sweeps = getattr(args, 'hint_sweeps', {})
+        sweep = sweeps.get('hints_test')
         result['hints'] = {'configs': [n for _, n in args.hint_chain], 'stages': stages,
-                           'hint_model': default_stage(stages), 'sweep': sweep,
-                           'goal': quality_hints.goal(default and default['test'], sweep)}
+                           'hint_model': default_stage(stages), 'sweeps': sweeps,
+                           'best_method': quality_hints.best_method(sweeps.get('default_val')),
+                           'goal': quality_hints.goal(default and default['test'], sweep),
+                           'propagation_goals': {k: quality_hints.propagation_goal(
+                               default and default['test'] if k == 'default_test' else None, sweeps.get(k))
+                               for k in ('default_test', 'hints_test')}}
     for variant, arm_runs in arms.items():
         if variant == 'decoding':
             arms_result = {d: collect(rs, scores, d) for d, rs in arm_runs.items()}
@@ -603,7 +608,16 @@ def finish_hints(args, runs, result):
     target = os.path.join(hint_dir, 'model_best.pth.tar')
     save_colorizer_checkpoint(final.model, target)
     say('hint model: %s (%s, the best on validation)' % (target, chosen))
-    args.hint_sweep = quality_hints.sweep(target, EXPERIMENT['hint_points'], args, hint_dir, run_child, say)
+    args.hint_sweeps['hints_test'] = quality_hints.sweep(target, EXPERIMENT['hint_points'], args, hint_dir,
+                                                         run_child, say)
+
+
+def sweep_default(args, model_path):
+    """The default model's hint sweeps: validation (it chooses the hint method) and test."""
+    default_dir = os.path.dirname(model_path)
+    for split in ('val', 'test'):
+        args.hint_sweeps['default_' + split] = quality_hints.sweep(model_path, EXPERIMENT['hint_points'], args,
+                                                                   default_dir, run_child, say, split)
 
 
 def main(argv=None):
@@ -656,18 +670,22 @@ def main(argv=None):
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
     result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     chosen = result['default_model']
-    if args.hints:
-        finish_hints(args, runs, result)
-        write_results(args, chain, runs, arms, seeds, scores, walls, started)
     final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]
+    args.hint_sweeps = {}
     if final is not None and not final.failed and os.path.isfile(final.model):
         default_dir = os.path.join(args.out, DEFAULT_ARM)
-        save_colorizer_checkpoint(final.model, os.path.join(default_dir, 'model_best.pth.tar'))
+        default_model = os.path.join(default_dir, 'model_best.pth.tar')
+        save_colorizer_checkpoint(final.model, default_model)
         grid = os.path.join(default_dir, 'test_grid.png')
         n = test_grid(final.model, args, grid)
         say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
-            % (os.path.join(default_dir, 'model_best.pth.tar'), chosen, n, grid))
+            % (default_model, chosen, n, grid))
+        if args.hints:
+            sweep_default(args, default_model)
+    if args.hints:
+        finish_hints(args, runs, result)
+        write_results(args, chain, runs, arms, seeds, scores, walls, started)
     say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),
                                          os.path.join(args.out, 'results.json'), duration(time.time() - started)))
     if failed:

@@ -1,25 +1,33 @@
 """``quality.py --hints``: the hint chain (configs 113 -> 114 -> 115, colour-hint input) on the same
-photos and budget, its model chosen on validation as the default model is, and that model's hint
-sweep (``evaluate.py --hint-points``) on the test split: model, model with the edge-aware
-upsampling, Levin et al. 2004 on the same points, grayscale.
+photos and budget, its model chosen on validation as the default model is, and the hint sweeps
+(``evaluate.py --hint-points``): the default (lightness-only) model's on the validation split (which
+chooses the hint method, ``propagate.HINT_METHODS``) and on the test split, the hint model's on the
+test split.  Each sweep scores the network alone, every hint method, ``default`` (the checkpoint's
+method), Levin et al. 2004 on the same points and grayscale.
 
-The quality goal it checks: the hint model with 0 points no worse than the default model, and with
-10 points above Levin et al. on the same points.
+The goals it checks on the test split: the hint model with 0 points no worse than the default
+model; the ``default`` path with 0 points equal to the automatic model, and from 2 points on at least
+Levin's PSNR and rebalanced AuC on the same points (for both models).
 """
 import json
 import os
 import shutil
 import sys
 
+import numpy as np
+
+import config
+
 HINT_ARM = 'hints'
-SWEEP_DIR = 'sweep-test'           # in OUT/hints: the chosen hint model's sweep on the test split
+SWEEP_DIRS = {'test': 'sweep-test', 'val': 'sweep-val'}   # in OUT/hints and OUT/default: the sweeps
 GOAL_METRICS = ('psnr', 'auc_rebal')
 GOAL_POINTS = 10
 
 
-def sweep(model_path, counts, args, out_root, run_child, say):
-    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` on the test split (reused when present)."""
-    out = os.path.join(out_root, SWEEP_DIR)
+def sweep(model_path, counts, args, out_root, run_child, say, split='test'):
+    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` on the ``split`` (test or val) list,
+    in ``out_root/sweep-<split>`` (reused when present)."""
+    out = os.path.join(out_root, SWEEP_DIRS[split])
     result_path = os.path.join(out, 'hints.json')
     if os.path.isfile(result_path):
         with open(result_path) as f:
@@ -30,18 +38,54 @@ def sweep(model_path, counts, args, out_root, run_child, say):
     points = ','.join(str(n) for n in counts)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [sys.executable, os.path.join(repo, 'evaluate.py'), '-m', model_path, '-d', args.photos,
-               '--list', args.test_list, '--hint-points', points, '-o', tmp]
-    status, wall = run_child(command, os.path.join(out_root, 'quality.log'), 'hint sweep on test')
+               '--list', args.test_list if split == 'test' else args.val_list, '--hint-points', points, '-o', tmp]
+    status, wall = run_child(command, os.path.join(out_root, 'quality.log'), 'hint sweep on %s' % split)
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'hints.json')):
         say('FAILED the hint sweep (exit status %d); see %s' % (status, os.path.join(out_root, 'quality.log')))
         return None
     os.replace(tmp, out)
     with open(result_path) as f:
         result = json.load(f)
-    say('hint sweep on test in %.0f s: model %.2f dB, Levin %.2f dB at %d points'
-        % (wall, result['model'][str(GOAL_POINTS)]['psnr'], result['levin'][str(GOAL_POINTS)]['psnr'], GOAL_POINTS)
-        if str(GOAL_POINTS) in result['model'] else 'hint sweep on test in %.0f s' % wall)
+    ten = str(GOAL_POINTS)
+    say('hint sweep of %s on %s in %.0f s%s' % (model_path, split, wall, ': default %.2f dB, model %.2f dB, Levin '
+        '%.2f dB at %s points' % (result['default'][ten]['psnr'], result['model'][ten]['psnr'],
+                                  result['levin'][ten]['psnr'], ten) if ten in result['model'] else ''))
     return result
+
+
+def best_method(val_sweep, tolerance_db=None):
+    """The hint method that becomes ``hint_method``'s default, by the rule of docs/hints.md: among the
+    methods whose validation PSNR is within ``tolerance_db`` of Levin's at every count with points
+    (Levin itself qualifies), the highest PSNR averaged over those counts (rebalanced AuC breaks a
+    tie).  None before a sweep."""
+    if not val_sweep:
+        return None
+    tolerance_db = config.QUALITY_EXPERIMENT['hint_method_tolerance_db'] if tolerance_db is None else tolerance_db
+    counts = [n for n in val_sweep['model'] if int(n) > 0]
+
+    def near_levin(m):
+        return all(val_sweep[m][n]['psnr'] >= val_sweep['levin'][n]['psnr'] - tolerance_db for n in counts)
+
+    def score(m):
+        return tuple(float(np.mean([val_sweep[m][n][k] for n in counts])) for k in GOAL_METRICS)
+    return max((m for m in config.HINT_METHODS if near_levin(m)), key=score)
+
+
+def propagation_goal(automatic_test, sweep_result):
+    """#25's goal on one model's test sweep: ``default`` at 0 points equals the automatic figures; at every
+    count with points ``default`` >= ``levin`` in PSNR and rebalanced AuC; the margin at 10 points."""
+    if not sweep_result:
+        return None
+    out = {'zero_points': {k: {'default': sweep_result['default']['0'][k], 'automatic': automatic_test['model'][k]['mean'],
+                               'met': abs(sweep_result['default']['0'][k] - automatic_test['model'][k]['mean']) < 1e-6}
+                           for k in GOAL_METRICS} if '0' in sweep_result['default'] and automatic_test else {},
+           'points': {}}
+    for n in sorted(sweep_result['default'], key=int):
+        if int(n) > 0:
+            out['points'][n] = {k: {'default': sweep_result['default'][n][k], 'levin': sweep_result['levin'][n][k],
+                                    'met': sweep_result['default'][n][k] >= sweep_result['levin'][n][k]}
+                                for k in GOAL_METRICS}
+    return out
 
 
 def goal(default_test, sweep_result):
@@ -56,16 +100,40 @@ def goal(default_test, sweep_result):
                                  'met': hinted is not None and hinted >= default}
         ten = str(GOAL_POINTS)
         if ten in sweep_result['model']:
-            best = max(('model', 'model_guided'), key=lambda m: sweep_result[m][ten][k])
-            out['ten_points'][k] = {'model': sweep_result['model'][ten][k],
-                                    'model_guided': sweep_result['model_guided'][ten][k],
-                                    'levin': sweep_result['levin'][ten][k], 'best_arm': best,
-                                    'met': sweep_result[best][ten][k] > sweep_result['levin'][ten][k]}
+            out['ten_points'][k] = {'model': sweep_result['model'][ten][k], 'default': sweep_result['default'][ten][k],
+                                    'levin': sweep_result['levin'][ten][k],
+                                    'met': sweep_result['default'][ten][k] > sweep_result['levin'][ten][k]}
     return out
 
 
+def sweep_table(title, sweep_result):
+    """results.md lines: one sweep, PSNR dB / AuC rebal. % per count and method."""
+    methods = [m for m in ('default', 'model') + tuple(config.HINT_METHODS) + ('grayscale',) if m in sweep_result]
+    lines = ['', '### %s: PSNR dB / AuC rebal. %%' % title, '',
+             '| points | %s |' % ' | '.join(methods), '|---|%s' % ('---|' * len(methods))]
+    for n in sorted(sweep_result['model'], key=int):
+        lines.append('| %s | %s |' % (n, ' | '.join('%.2f / %.2f' % (sweep_result[m][n]['psnr'],
+                                                                   sweep_result[m][n]['auc_rebal'])
+                                                  for m in methods)))
+    return lines
+
+
+def goal_lines(name, g):
+    """results.md lines of :func:`propagation_goal`."""
+    lines = []
+    for k, v in g['zero_points'].items():
+        lines.append('- %s, 0 points, %s: default %.4f vs automatic %.4f: %s'
+                     % (name, k, v['default'], v['automatic'], 'met' if v['met'] else 'NOT met'))
+    for n, per_metric in g['points'].items():
+        lines.append('- %s, %s points: %s' % (name, n, ', '.join(
+            '%s default %.2f vs Levin %.2f (%+.2f) %s' % (k, v['default'], v['levin'], v['default'] - v['levin'],
+                                                         'met' if v['met'] else 'NOT met')
+            for k, v in per_metric.items())))
+    return lines
+
+
 def markdown(hints_result, metric_cells, metric_names):
-    """results.md's hint section: the chain's test table, the sweep table, the goal."""
+    """results.md's hint section: the chain's test table, the sweeps, the chosen method, the goals."""
     lines = ['## Hint chain (configs %s), test split, no hints' % ' -> '.join(str(n) for n in hints_result['configs']),
              '', '| stage | | %s |' % ' | '.join(metric_names), '|---|---|%s' % ('---|' * len(metric_names))]
     for arch, r in hints_result['stages'].items():
@@ -74,26 +142,31 @@ def markdown(hints_result, metric_cells, metric_names):
             continue
         name = '**%s: hint model**' % arch if arch == hints_result['hint_model'] else arch
         lines.append('| %s | model | %s |' % (name, ' | '.join(metric_cells(r['test'], 'model'))))
-    sweep_result = hints_result.get('sweep')
-    if sweep_result:
-        counts = sorted(sweep_result['model'], key=int)
-        lines += ['', '### Hint sweep of the hint model (%s), test split: PSNR dB / AuC rebal. %%'
-                  % hints_result['hint_model'], '',
-                  '| points | %s |' % ' | '.join(sweep_result), '|---|%s' % ('---|' * len(sweep_result))]
-        for n in counts:
-            lines.append('| %s | %s |' % (n, ' | '.join('%.2f / %.2f' % (sweep_result[m][n]['psnr'],
-                                                                       sweep_result[m][n]['auc_rebal'])
-                                                      for m in sweep_result)))
+    sweeps = hints_result.get('sweeps') or {}
+    titles = {'default_val': 'Hint sweep of the default model, validation split (chooses the hint method)',
+              'default_test': 'Hint sweep of the default model, test split',
+              'hints_test': 'Hint sweep of the hint model (%s), test split' % hints_result['hint_model']}
+    for key, title in titles.items():
+        if sweeps.get(key):
+            lines += sweep_table(title, sweeps[key])
+    if hints_result.get('best_method'):
+        lines += ['', 'Hint method chosen on validation (the best mean PSNR over the counts with points among '
+                  'those within %g dB of Levin at every count): **%s** (the default of `hint_method`: %s)'
+                  % (config.QUALITY_EXPERIMENT['hint_method_tolerance_db'], hints_result['best_method'],
+                     config.DEFAULTS['hint_method'])]
     g = hints_result.get('goal')
     if g:
-        lines += ['', '### Quality goal', '']
+        lines += ['', '### Quality goals (test split)', '']
         for k, v in g['zero_points'].items():
             hinted = 'n/a (no 0-point sweep)' if v['hint_model'] is None else '%.2f' % v['hint_model']
-            lines.append('- 0 points, %s: hint model %s vs default model %.2f: %s'
+            lines.append('- hint model, 0 points, %s: %s vs default model %.2f: %s'
                          % (k, hinted, v['default_model'], 'met' if v['met'] else 'NOT met'))
         for k, v in g['ten_points'].items():
-            lines.append('- %d points, %s: model %.2f, model + edge-aware %.2f vs Levin %.2f: %s'
-                         % (GOAL_POINTS, k, v['model'], v['model_guided'], v['levin'],
-                            'met (%s)' % v['best_arm'] if v['met'] else 'NOT met'))
+            lines.append('- hint model, %d points, %s: network alone %.2f, default path %.2f vs Levin %.2f: %s'
+                         % (GOAL_POINTS, k, v['model'], v['default'], v['levin'], 'met' if v['met'] else 'NOT met'))
+    for key, name in (('default_test', 'default model'), ('hints_test', 'hint model')):
+        g = (hints_result.get('propagation_goals') or {}).get(key)
+        if g:
+            lines += goal_lines(name, g)
     lines.append('')
     return lines

@@ -119,18 +119,6 @@ def test_bad_hint_files_are_one_error_line_and_nothing_is_written(hint_model, ph
     assert not (tmp_path / 'out').exists()
 
 
-def test_hints_for_a_model_without_hint_input_are_refused(plain_model, photo, tmp_path, capsys):
-    import cli
-    (tmp_path / 'hints.json').write_text('{"points": [{"x": 5, "y": 5, "color": "#ff0000"}]}')
-    status = cli.run_cli(colorize.main, ['-m', plain_model, '--hints', str(tmp_path / 'hints.json'),
-                                         '-o', str(tmp_path / 'out'), save(tmp_path / 'photo.png', photo)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and len(err) == 1 and 'takes no hints' in err[0]
-    assert not (tmp_path / 'out').exists()
-    with pytest.raises(hints.HintError, match='takes no hints'):
-        colorize.load_colorizer(plain_model).colorize(photo, hints=[{'x': 5, 'y': 5, 'color': '#ff0000'}])
-
-
 def test_suggested_colours_are_the_most_likely_bins(hint_model, photo):
     colorizer = colorize.load_colorizer(hint_model)
     suggested = colorizer.suggest_colors(photo, 40, 30, count=5)

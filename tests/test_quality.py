@@ -15,6 +15,7 @@ from conftest import PHOTO_SIZE, REPO_DIR, write_photos
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
 import quality  # noqa: E402
+import quality_hints  # noqa: E402
 
 SPLITS = {'train': 'astronaut', 'val': 'chelsea', 'test': 'coffee'}
 TINY = ['--budget-min', '1', '--configs', '199,199,199', '--set', 'batch_size=32', '--set', 'workers=0',
@@ -85,10 +86,24 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     started_from = (out / 'hints' / 'seed0' / 'fcn32s' / 'quality.log').read_text()
     assert '-m %s' % (out / 'default' / 'seed0' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
     sweep = json.loads((out / 'hints' / 'sweep-test' / 'hints.json').read_text())
-    assert sweep == hints_result['sweep'] and set(sweep['levin']) == {str(n) for n in
-                                                                      config.QUALITY_EXPERIMENT['hint_points']}
+    assert sweep == hints_result['sweeps']['hints_test'] and set(sweep['levin']) == {str(n) for n in
+                                                                                     config.QUALITY_EXPERIMENT['hint_points']}
     assert set(hints_result['goal']) == {'zero_points', 'ten_points'}
-    assert '### Hint sweep of the hint model' in md and '### Quality goal' in md
+    # the default model's sweeps: validation chooses the hint method, test scores the default path
+    for split in ('val', 'test'):
+        default_sweep = json.loads((out / 'default' / ('sweep-' + split) / 'hints.json').read_text())
+        assert default_sweep == hints_result['sweeps']['default_' + split]
+    val_sweep = hints_result['sweeps']['default_val']
+    with_points = [n for n in val_sweep['model'] if int(n) > 0]
+    tolerance = config.QUALITY_EXPERIMENT['hint_method_tolerance_db']
+    psnr = {m: np.mean([val_sweep[m][n]['psnr'] for n in with_points]) for m in config.HINT_METHODS
+            if all(val_sweep[m][n]['psnr'] >= val_sweep['levin'][n]['psnr'] - tolerance for n in with_points)}
+    assert hints_result['best_method'] == max(psnr, key=psnr.get)
+    goal = hints_result['propagation_goals']['default_test']
+    assert all(v['met'] for v in goal['zero_points'].values())   # 0 points: the automatic figures exactly
+    assert set(goal['points']) == {str(n) for n in config.QUALITY_EXPERIMENT['hint_points'] if n > 0}
+    assert '### Hint sweep of the default model, test split' in md and 'Hint method with the best validation' in md
+    assert '### Hint sweep of the hint model' in md and '### Quality goals' in md
 
     marker = out / 'default' / 'seed0' / 'fcn8s' / quality.DONE_MARKER
     before = marker.stat().st_mtime_ns
@@ -172,3 +187,20 @@ def test_user_mistakes_get_one_error_line(tmp_path, capsys, case, fragment):
     assert status == 2
     assert err.count('\n') == 1 and err.startswith('error: ') and fragment in err, err
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_hint_method_rule_prefers_the_best_mean_among_those_near_levin_at_every_count():
+    """A hand-made validation sweep: `confidence` has the best mean PSNR but falls 0.3 dB below Levin at
+    10 points, so it does not qualify; of the others `shrinkage` has the best mean; a tie on PSNR goes to
+    the better rebalanced AuC."""
+    def row(psnr2, psnr10, auc=80.0):
+        return {'0': {'psnr': 20.0, 'auc_rebal': 70.0}, '2': {'psnr': psnr2, 'auc_rebal': auc},
+                '10': {'psnr': psnr10, 'auc_rebal': auc}}
+    sweep = {'model': row(20, 20), 'levin': row(22.0, 28.0), 'corrections': row(21.0, 28.5),
+             'shrinkage': row(22.3, 27.95), 'confidence': row(23.5, 27.7)}
+    assert quality_hints.best_method(sweep, tolerance_db=0.1) == 'shrinkage'
+    assert quality_hints.best_method(sweep, tolerance_db=0.5) == 'confidence'
+    assert quality_hints.best_method(sweep, tolerance_db=0.0) == 'levin'
+    sweep['corrections'] = row(22.3, 27.95, auc=81.0)     # shrinkage's PSNR, a better AuC
+    assert quality_hints.best_method(sweep, tolerance_db=0.1) == 'corrections'
+    assert quality_hints.best_method(None) is None
