@@ -21,6 +21,13 @@ sent to the internet (Gradio's analytics, update check and run history are off;
 its fonts and scripts are served locally).  Exit status 2 with one ``error:``
 line for a usage error (missing checkpoint, port in use, bad flag).
 
+Every request's work is bounded and checked before it starts (``app_limits``:
+pixels, hints per photo, a hint's size, the hints' area, any event data, any
+file); the requests of all sessions share ``config.APP_WORKERS`` workers in
+turn, so no session's heavy request holds another's click; a mistake is the
+page's own one-line message, never a traceback.  The Gradio side (layout,
+handlers, the download route) is ``app_page.py``.
+
 The requirements are apart from training's: ``pip install -r requirements-app.txt``.
 """
 import os
@@ -38,11 +45,14 @@ OFFLINE_ENVIRONMENT = {
 }
 os.environ.update(OFFLINE_ENVIRONMENT)
 
+import base64  # noqa: E402
 import collections  # noqa: E402
 import concurrent.futures  # noqa: E402
 import errno  # noqa: E402
-import functools  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -54,12 +64,14 @@ import uuid  # noqa: E402
 
 from PIL import Image, ImageDraw  # noqa: E402
 
+import app_limits as limits  # noqa: E402
 import cli  # noqa: E402
 import colorize  # noqa: E402
 import config  # noqa: E402
 import data_loader  # noqa: E402
 import hints  # noqa: E402
 import utils  # noqa: E402
+from app_limits import PageError, to_display_pixel, to_photo_pixel  # noqa: E402,F401 (the page's names)
 
 DEFAULT_HOST = '127.0.0.1'
 DEFAULT_PORT = 7860
@@ -68,16 +80,8 @@ MAX_UPLOAD = '100mb'            # Gradio refuses larger uploads before they reac
 DISPLAY_MAX_SIDE = 1024         # the page shows the picture at most this size; downloads are full size
 PHOTO_MEMORY = 512 << 20        # bytes of open photos held for all sessions (least recently used go first)
 MAX_SESSIONS = 64               # sessions (tabs, API clients) whose state the server keeps (LRU)
-MAX_HINTS_FILE_BYTES = 1 << 20  # a hint file is a few kB
+MAX_HINTS_FILE_BYTES = limits.MAX_HINTS_FILE_BYTES
 PALETTE_SIZE = 8
-HINT_SIZE_MAX = 64              # the hint size slider's range: at least this, up to a quarter of the short side
-DEFAULT_COLOR = '#d62828'
-NO_HINT_MODEL = ('This checkpoint takes no hints: the page colorizes, and a click shows the colours the '
-                 'model finds likely there, but hints need a hint model (one trained with `hints: true`).')
-
-
-class PageError(Exception):
-    """A user's mistake on the page: shown as a message, the page keeps its photo and hints."""
 
 
 # --------------------------------------------------------------------------
@@ -87,7 +91,7 @@ class PageError(Exception):
 class PhotoStore:
     """Open photos by id (uint8 ``[H, W, 3]``), at most ``budget`` bytes, least recently used dropped first.
 
-    Each photo has a folder under ``root`` for its downloads, deleted with it.
+    Each photo has a folder under ``root`` for its download, deleted with it.
     A session's state holds only the id, so memory stays bounded however many
     sessions (browser tabs, API clients) come and go.
     """
@@ -137,15 +141,6 @@ def display_size(width, height, max_side=DISPLAY_MAX_SIDE):
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
-def to_photo_pixel(index, display, photo):
-    """A pixel index of the shown picture (``display`` pixels wide) -> the photo's pixel (``photo`` wide)."""
-    return min(photo - 1, max(0, int((index + 0.5) * photo / display)))
-
-
-def to_display_pixel(index, photo, display):
-    return (index + 0.5) * display / photo - 0.5
-
-
 def draw_dots(picture, points, width, height, last=None):
     """The shown picture (PIL, display size) with a dot of each hint's colour at its place; ``last``: ringed."""
     draw = ImageDraw.Draw(picture)
@@ -171,25 +166,41 @@ def shown_picture(result, points):
     return draw_dots(shown, points, width, height, last=len(points) - 1)
 
 
+def data_url(picture, image_format='PNG', **options):
+    """A PIL picture -> ``data:image/...;base64,...``: sent to its session only, no file, no URL to fetch."""
+    buffer = io.BytesIO()
+    picture.save(buffer, image_format, **options)
+    return 'data:image/%s;base64,%s' % (image_format.lower(), base64.b64encode(buffer.getvalue()).decode('ascii'))
+
+
+def code_span(text):
+    """``text`` as one Markdown code span, whatever backticks it holds."""
+    runs = [len(run) for run in re.findall('`+', text)]
+    fence = '`' * (max(runs, default=0) + 1)
+    return '%s %s %s' % (fence, text, fence) if runs else fence + text + fence
+
+
 class Engine:
     """One checkpoint's page: opens photos, edits hints, renders the picture and its downloads.
 
     A state is a small dict (photo id, name, size, hints); every method returns
     a new one and leaves its argument as it was, so that a refused action
-    (:class:`PageError`) loses nothing.
+    (:class:`PageError`) loses nothing.  ``jobs`` runs the requests of all
+    sessions (:class:`app_limits.FairQueue`: a session's one at a time, the
+    sessions in turn, ``workers`` at once).
     """
 
     def __init__(self, colorizer, checkpoint, workdir, max_pixels=APP_MAX_PIXELS, method='annealed',
-                 temperature=utils.DEFAULT_TEMPERATURE, edge_aware=False, photo_memory=PHOTO_MEMORY):
+                 temperature=utils.DEFAULT_TEMPERATURE, edge_aware=False, photo_memory=PHOTO_MEMORY,
+                 workers=config.APP_WORKERS):
         self.colorizer, self.checkpoint = colorizer, checkpoint
         self.method, self.temperature, self.edge_aware = method, temperature, edge_aware
         limit = colorizer.config.get('max_image_pixels')
         self.max_pixels = min(max_pixels, limit) if limit else max_pixels
         self.store = PhotoStore(os.path.join(workdir, 'photos'), photo_memory)
-        self.takes_hints = colorizer.takes_hints
-        # all network work on one thread: one colorization at a time (bounded memory, no contention for
-        # the cores), and torch's thread pool made once, not once per server thread that calls it
-        self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='colorize')
+        # at most `workers` colorizations at once (bounded memory and cores), each session's in turn
+        self.jobs = limits.FairQueue(workers)
+        self.palettes = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='palette')
 
     # --- photos and hints --------------------------------------------------------------
 
@@ -204,26 +215,32 @@ class Engine:
         except data_loader.ImageTooLarge as err:
             raise PageError('%s is too large: %s' % (name, err)) from None
         except data_loader.UnreadableImage as err:
-            raise PageError('cannot open %s as a photo (%s)' % (name, str(err).replace(path, name))) from None
+            size = limits.header_size(path)   # Pillow's decompression-bomb refusal: say it as the page does
+            if size and size[0] * size[1] > self.max_pixels:
+                raise PageError('%s is too large: %dx%d pixels is over the limit of %d (--max-pixels)'
+                                % (name, size[0], size[1], self.max_pixels)) from None
+            raise PageError('cannot open %s as a photo (%s)' % (name, str(err).replace(path, name)[:200])) from None
         height, width = rgb.shape[:2]
         state = {'photo': self.store.add(rgb), 'name': name, 'stem': safe_stem(name), 'width': width,
-                 'height': height, 'points': [], 'probe': None}
-        if previous:
-            self.store.discard(previous.get('photo'))
+                 'height': height, 'points': []}
+        if previous and previous.get('photo'):
+            self.store.discard(previous['photo'])
         return state
 
     def add_hint(self, state, x, y, color, size=None):
-        """A hint at the photo's pixel (x, y) with ``color`` '#rrggbb'; a model without hint input only
-        probes the point (its palette) and says why no hint was placed."""
+        """A hint at the photo's pixel (x, y) with ``color`` '#rrggbb' (every checkpoint takes hints: they
+        are spread along lightness edges and fused with its prediction, ``propagate.py``)."""
         state = need_photo(state)
-        point = {'x': x, 'y': y, 'color': color}
-        if size:
-            point['size'] = size
-        if not self.takes_hints:
-            self.check_point(point, state)
-            return dict(state, probe=(point['x'], point['y']))
+        point = {'x': x, 'y': y, 'color': limits.color_text(color)}
+        if size is not None:
+            point['size'] = limits.whole_number(size, 'the hint size', 1, limits.max_hint_size(state['width'],
+                                                                                               state['height']))
         point = self.check_point(point, state)
-        return dict(state, points=state['points'] + [point], probe=None)
+        if len(state['points']) >= config.APP_MAX_HINTS:
+            raise PageError('this photo has %d hints, the most the page takes: undo or clear some first'
+                            % len(state['points']))
+        points = limits.check_hints(state['points'] + [point], state['width'], state['height'])
+        return dict(state, points=points)
 
     def check_point(self, point, state):
         try:
@@ -234,6 +251,7 @@ class Engine:
     def recolor_last(self, state, color):
         """The last hint takes ``color`` (a palette pick)."""
         state = need_photo(state)
+        color = limits.color_text(color, 'the picked colour')
         if not state['points']:
             return state
         last = {k: v for k, v in state['points'][-1].items() if k != 'ab'}   # a loaded point's colour goes
@@ -244,29 +262,18 @@ class Engine:
         state = need_photo(state)
         if not state['points']:
             raise PageError('there is no hint to undo')
-        return dict(state, points=state['points'][:-1], probe=None)
+        return dict(state, points=state['points'][:-1])
 
     def clear(self, state):
-        return dict(need_photo(state), points=[], probe=None)
+        return dict(need_photo(state), points=[])
 
-    def load_hints(self, state, path):
+    def load_hints(self, state, path, name=None):
         """A hint JSON file (colorize.py's; hint images only there) -> its points replace the state's;
-        PageError otherwise."""
+        PageError otherwise (within the page's limits: app_limits)."""
         state = need_photo(state)
-        if not self.takes_hints:
-            raise PageError(NO_HINT_MODEL)
-        name = os.path.basename(path)
-        if os.path.getsize(path) > MAX_HINTS_FILE_BYTES:
-            raise PageError('%s is not a hints file: over %d bytes' % (name, MAX_HINTS_FILE_BYTES))
-        try:
-            with open(path, encoding='utf-8') as f:
-                obj = json.load(f)
-            points = hints.points_from_json(obj, state['width'], state['height'])
-        except (ValueError, UnicodeDecodeError) as err:   # HintError is a ValueError too
-            if isinstance(err, hints.HintError):
-                raise PageError('%s: %s' % (name, err)) from None
-            raise PageError('%s is not a hints file (not JSON: %s)' % (name, err)) from None
-        return dict(state, points=points, probe=None)
+        name = name or os.path.basename(path)
+        obj = limits.read_hints_json(path, name)
+        return dict(state, points=limits.points_from_json(obj, state['width'], state['height'], name))
 
     # --- the picture --------------------------------------------------------------------
 
@@ -276,205 +283,80 @@ class Engine:
                                        edge_aware=self.edge_aware)
 
     def suggestions(self, rgb, state):
-        """The palette: the most likely colours at the last hint (given the others) or at the probed point."""
-        if state.get('probe') is not None:
-            (x, y), others = state['probe'], None
-        elif state['points']:
-            last = state['points'][-1]
-            (x, y), others = (last['x'], last['y']), state['points'][:-1]
-        else:
+        """The palette: the most likely colours at the last hint (given the others)."""
+        if not state['points']:
             return []
+        last = state['points'][-1]
+        (x, y), others = (last['x'], last['y']), state['points'][:-1]
         return list(self.colorizer.suggest_colors(rgb, x, y, hints=others, count=PALETTE_SIZE))
 
     def render(self, state, show_dots=True):
-        """-> dict: picture (shown, PNG path), png (full resolution), hints (JSON), palette, seconds."""
+        """-> dict: picture (shown, PIL, at most DISPLAY_MAX_SIDE, dots drawn), palette, seconds (colorizing).
+
+        The full-resolution PNG is written when it is downloaded (:meth:`write_png`), not at every click.
+        """
+        state = need_photo(state)
+        rgb = self.store.get(state['photo'])
+        palette = self.palettes.submit(self.suggestions, rgb, state)   # at the same time (it needs no picture)
+        start = time.perf_counter()
+        result = self.colorize(rgb, state['points'])
+        seconds = time.perf_counter() - start
+        picture = shown_picture(result, state['points'] if show_dots else [])
+        return {'picture': picture, 'palette': palette.result(), 'seconds': seconds}
+
+    def write_png(self, state, key='picture'):
+        """The full-resolution picture of ``state`` as a PNG in its photo's folder (``KEY.png``, written once;
+        the photo's other PNGs go) -> its path.  The same pixels as ``colorize.py --hints``."""
         state = need_photo(state)
         rgb = self.store.get(state['photo'])
         folder = self.store.folder(state['photo'])
-        start = time.perf_counter()
-        result = self.worker.submit(self.colorize, rgb, state['points']).result()
-        seconds = time.perf_counter() - start
-        palette = self.worker.submit(self.suggestions, rgb, state)   # while the pictures are written
-        png = os.path.join(folder, state['stem'] + '.png')
-        colorize.save_png(png, result, colorize.PNG_COMPRESSION)
-        hints_path = os.path.join(folder, state['stem'] + '.json')
-        with open(hints_path, 'w') as f:
-            json.dump(hints.points_to_json(state['points']), f, indent=1)
-        picture = os.path.join(folder, 'shown.png')
-        dots = state['points'] if show_dots else []
-        shown_picture(result, dots).save(picture, compress_level=colorize.PNG_COMPRESSION)
-        return {'picture': picture, 'png': png, 'hints': hints_path, 'palette': palette.result(),
-                'seconds': seconds}
+        path = os.path.join(folder, '%s.png' % key)
+        if not os.path.exists(path):
+            for old in os.listdir(folder):
+                os.remove(os.path.join(folder, old))
+            partial = os.path.join(folder, 'partial-%s.png' % key)   # a download never gets half a file
+            colorize.save_png(partial, self.colorize(rgb, state['points']), colorize.PNG_COMPRESSION)
+            os.replace(partial, path)
+        return path
+
+    def hints_json(self, state):
+        """The hints file of ``state`` (the JSON ``colorize.py --hints`` reads)."""
+        return json.dumps(hints.points_to_json(need_photo(state)['points']), indent=1)
+
+    def command_line(self, state):
+        """The shell command that writes the same picture (every name quoted for the shell)."""
+        words = ['python', 'colorize.py', '-m', self.checkpoint]
+        if self.method != 'annealed':
+            words += ['--decode', self.method]
+        if self.temperature != utils.DEFAULT_TEMPERATURE:
+            words += ['-T', repr(self.temperature)]
+        if self.edge_aware:
+            words += ['--edge-aware']
+        files = [state['stem'] + '.json', state['name']]
+        return shlex.join(words + ['--hints'] + ['./' + f if f.startswith('-') else f for f in files])   # no option
 
     def status(self, state, seconds):
         points = len(state['points'])
-        text = '**%s**: %d x %d pixels, %s, colorized in %.2f s.' % (
-            state['name'], state['width'], state['height'],
-            '%d hint%s' % (points, '' if points == 1 else 's') if self.takes_hints else 'no hints', seconds)
-        if self.takes_hints:
-            flags = ''.join([' --decode %s' % self.method if self.method != 'annealed' else '',
-                             ' -T %r' % self.temperature if self.temperature != utils.DEFAULT_TEMPERATURE else '',
-                             ' --edge-aware' if self.edge_aware else ''])
-            text += ' The same picture from the command line: `python colorize.py -m %s%s --hints %s.json %s`' % (
-                self.checkpoint, flags, state['stem'], state['name'])
-        return text
+        text = '**%s**: %d x %d pixels, %d hint%s, colorized in %.2f s.' % (
+            state['name'], state['width'], state['height'], points, '' if points == 1 else 's', seconds)
+        return text + ' The same picture from the command line: %s' % code_span(self.command_line(state))
 
 
 def need_photo(state):
-    if not state or not state.get('photo'):
+    if not isinstance(state, dict) or not state.get('photo'):
         raise PageError('upload a photo first (or pick a bundled one)')
     return state
 
 
 def safe_stem(name):
     stem = os.path.splitext(os.path.basename(name))[0]
-    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in stem).strip('.') or 'photo'
+    return ''.join(c if c.isalnum() or c in '-_.' else '_' for c in stem).strip('.')[:100] or 'photo'
 
 
-# --------------------------------------------------------------------------
-# the page (Gradio)
-# --------------------------------------------------------------------------
-
-PALETTE_TEMPLATE = (
-    "<div class='palette-title'>Likely colours at the last hint (a pick recolours it)</div>"
-    "<div class='palette'>${(value && value.length) ? value.map(c => "
-    "`<button type='button' class='swatch' data-color='${c}' title='${c}' style='background:${c}'></button>`"
-    ").join('') : `<span class='empty'>click the photo: the model's likely colours there appear here</span>`}</div>")
-PALETTE_CSS = """
-.palette { display: flex; flex-wrap: wrap; gap: 6px; min-height: 34px; align-items: center; }
-.swatch { width: 26px; height: 26px; border-radius: 6px; border: 2px solid #fff; outline: 1px solid #888;
-          cursor: pointer; padding: 0; }
-.swatch:hover { outline: 2px solid #000; }
-.empty { color: #888; font-size: 0.85em; }
-.palette-title { font-size: var(--block-label-text-size, 0.85em); color: var(--block-label-text-color, #555);
-                 margin-bottom: 6px; }
-"""
-PALETTE_JS = ("element.addEventListener('click', (e) => { const b = e.target.closest('.swatch'); "
-              "if (b) trigger('click', {color: b.dataset.color}); });")
-PAGE_CSS = '#picture img { cursor: crosshair; } #error p { color: #c0392b; font-weight: 600; }'
-
-
-def bundled_photos():
-    """[(path, name)] of the photos bundled with scikit-image (written to data/bundled once)."""
-    try:
-        folder = data_loader.materialise_bundled()
-    except Exception as err:   # a read-only checkout: the page still takes uploads
-        print('warning: no bundled photos (%s)' % err, file=sys.stderr)
-        return []
-    return [(os.path.join(folder, rel), os.path.splitext(rel)[0]) for rel in data_loader.find_images(folder)]
-
-
-def build_page(engine):
-    """The Gradio Blocks of the page for ``engine``."""
-    import gradio as gr
-
-    photos = bundled_photos()
-
-    def answer(state, show_dots, picker=None):
-        """Outputs after a change of ``state``: state, picture, palette, status, error, png, hints, picker."""
-        shown = engine.render(state, show_dots)
-        return (state, shown['picture'], shown['palette'], engine.status(state, shown['seconds']), '',
-                gr.DownloadButton(value=shown['png'], interactive=True),
-                gr.DownloadButton(value=shown['hints'], interactive=engine.takes_hints),
-                gr.skip() if picker is None else picker)
-
-    def guarded(fn, count=8):
-        """``fn`` whose PageError is a warning and an error line, every other output left as it was."""
-        @functools.wraps(fn)   # Gradio reads the signature: SelectData / EventData parameters
-        def run(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except PageError as err:
-                gr.Warning(str(err))
-                return (gr.skip(),) * 4 + ('**%s**' % err,) + (gr.skip(),) * (count - 5)
-        return run
-
-    def opened(state, show_dots):
-        """After a new photo: also the hint size slider fitted to it."""
-        size = hints.default_size(state['width'], state['height'])
-        return answer(state, show_dots) + (gr.Slider(value=size, maximum=max(HINT_SIZE_MAX, min(state['width'],
-                                                                                     state['height']) // 4)),)
-
-    def on_upload(state, path, show_dots):
-        if not path:
-            raise PageError('the upload was empty')
-        return opened(engine.open_photo(path, previous=state), show_dots)
-
-    def on_bundled(state, show_dots, evt: gr.SelectData):
-        path, _ = photos[evt.index]
-        return opened(engine.open_photo(path, previous=state), show_dots)
-
-    def on_click(state, color, size, show_dots, evt: gr.SelectData):
-        state = need_photo(state)
-        shown = display_size(state['width'], state['height'])
-        x = to_photo_pixel(evt.index[0], shown[0], state['width'])
-        y = to_photo_pixel(evt.index[1], shown[1], state['height'])
-        return answer(engine.add_hint(state, x, y, color, int(size) if size else None), show_dots)
-
-    def on_swatch(state, show_dots, evt: gr.EventData):
-        color = getattr(evt, 'color', None)
-        if not color:
-            return (gr.skip(),) * 8
-        return answer(engine.recolor_last(state, color), show_dots, picker=color)
-
-    outputs_count = 8
-    with gr.Blocks(title='colorizer-fcn: colorize a photo', analytics_enabled=False,
-                   delete_cache=(600, 3600)) as page:
-        state = gr.State(None, time_to_live=24 * 3600,   # an expired or closed session's photo goes too
-                         delete_callback=lambda old: engine.store.discard(old['photo']) if old else None)
-        gr.Markdown('## Colorize a photo, then correct it with colour hints\n'
-                    'Upload a photo (or pick a bundled one). Click the picture to add a hint there with the '
-                    'hint colour; every click re-colorizes.')
-        if not engine.takes_hints:
-            gr.Markdown('**%s**' % NO_HINT_MODEL, elem_id='no-hints')
-        with gr.Row():
-            with gr.Column(scale=3):
-                picture = gr.Image(label='Colorized (click to add a hint)', type='filepath', format='png',
-                                   interactive=False, elem_id='picture', buttons=['fullscreen'], height=600)
-                with gr.Row():
-                    download_png = gr.DownloadButton('Download PNG (full resolution)', interactive=False,
-                                                     size='md', elem_id='download-png')
-                    download_hints = gr.DownloadButton('Download hints (.json)', interactive=False, size='md',
-                                                       elem_id='download-hints')
-                    upload_hints = gr.UploadButton('Upload hints (.json)', size='md', elem_id='upload-hints',
-                                                   interactive=engine.takes_hints)
-                error = gr.Markdown(elem_id='error')
-                status = gr.Markdown(elem_id='status')
-            with gr.Column(scale=1, min_width=300):
-                upload = gr.UploadButton('Upload a photo', variant='primary', elem_id='upload-photo')
-                gallery = gr.Gallery([(p, n) for p, n in photos], label='... or pick a bundled photo',
-                                     columns=4, height=150, allow_preview=False, elem_id='bundled',
-                                     interactive=False) if photos else None
-                picker = gr.ColorPicker(DEFAULT_COLOR, label='Hint colour (for the next click)',
-                                        elem_id='hint-color')
-                palette = gr.HTML([], html_template=PALETTE_TEMPLATE, css_template=PALETTE_CSS,
-                                  js_on_load=PALETTE_JS, elem_id='palette', container=True, padding=True)
-                size = gr.Slider(1, HINT_SIZE_MAX, value=config.HINT_SWEEP['patch'], step=1, label='Hint size (pixels of the photo)',
-                                 elem_id='hint-size')
-                show_dots = gr.Checkbox(True, label='Show the hints as dots', elem_id='show-dots')
-                with gr.Row():
-                    undo = gr.Button('Undo last hint', size='md', min_width=100, elem_id='undo')
-                    clear = gr.Button('Clear hints', size='md', min_width=100, elem_id='clear')
-        outputs = [state, picture, palette, status, error, download_png, download_hints, picker]
-        assert len(outputs) == outputs_count
-        work = dict(concurrency_limit=1, concurrency_id='colorize', show_progress='minimal')
-        upload.upload(guarded(on_upload, 9), [state, upload, show_dots], outputs + [size], api_name='open_photo',
-                      **work)
-        if gallery is not None:
-            gallery.select(guarded(on_bundled, 9), [state, show_dots], outputs + [size], api_name='open_bundled',
-                           **work)
-        picture.select(guarded(on_click), [state, picker, size, show_dots], outputs, api_name='click', **work)
-        palette.click(guarded(on_swatch), [state, show_dots], outputs, api_name='pick_colour', **work)
-        undo.click(guarded(lambda s, d: answer(engine.undo(s), d)), [state, show_dots], outputs,
-                   api_name='undo', **work)
-        clear.click(guarded(lambda s, d: answer(engine.clear(s), d)), [state, show_dots], outputs,
-                    api_name='clear', **work)
-        show_dots.change(guarded(lambda s, d: answer(s, d) if s else (gr.skip(),) * outputs_count),
-                         [state, show_dots], outputs, api_name='show_dots', **work)
-        upload_hints.upload(guarded(lambda s, p, d: answer(engine.load_hints(s, p), d)),
-                            [state, upload_hints, show_dots], outputs, api_name='open_hints', **work)
-    page.queue(max_size=256, default_concurrency_limit=1)
-    return page
+def build_page(engine, sessions=None):
+    """The Gradio Blocks of the page for ``engine`` (app_page.build_page)."""
+    import app_page
+    return app_page.build_page(engine, sessions)
 
 
 # --------------------------------------------------------------------------
@@ -541,20 +423,24 @@ def main(argv=None):
             import gradio  # noqa: F401
         except ImportError:
             raise cli.UserError('the page needs gradio: pip install -r requirements-app.txt') from None
+        import app_page
         engine = Engine(colorizer, args.model, workdir, args.max_pixels, args.decode, args.temperature,
                         args.edge_aware)
-        page = build_page(engine)
+        sessions = app_page.Sessions(args.max_sessions)
+        page = app_page.build_page(engine, sessions)
         url = 'http://%s:%d' % ('[%s]' % args.host if ':' in args.host else args.host, args.port)
         try:
             page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
                         max_file_size=MAX_UPLOAD, footer_links=['api', 'settings'], run_history=False,
                         ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False,
-                        css=PAGE_CSS, show_error=False, prevent_thread_lock=True,
-                        state_session_capacity=args.max_sessions)
+                        css=app_page.PAGE_CSS, show_error=False, prevent_thread_lock=True,
+                        state_session_capacity=args.max_sessions,
+                        app_kwargs=app_page.server_app_kwargs(engine, sessions))
         except OSError as err:   # the port was taken between the check and the launch
             raise cli.UserError('cannot listen on %s: %s' % (url, err)) from None
-        print('colorizer page on %s (%s; Ctrl+C stops it)' % (
-            url, 'hint model' if engine.takes_hints else 'no hint input'), flush=True)
+        print('colorizer page on %s (%s; hints: %s; Ctrl+C stops it)' % (
+            url, 'hint model' if colorizer.takes_hints else 'lightness-only model',
+            colorizer.hint_method), flush=True)
         serve_until_stopped(page)
     return 0
 

@@ -29,6 +29,7 @@ line, exit 2, nothing written.
 ``load_colorizer`` / :class:`Colorizer` are the library side (``evaluate.py`` uses them).
 """
 import argparse
+import hashlib
 import os
 import sys
 
@@ -68,6 +69,7 @@ class Colorizer:
         self.im_size = tuple(int(s) for s in im_size)
         self.device = torch.device(device)
         self.config = dict(checkpoint_config or {})
+        self._last_probs = None   # (key of a photo's lightness, its probabilities): see _photo_probabilities
 
     @property
     def takes_hints(self):
@@ -142,7 +144,7 @@ class Colorizer:
         squares pasted) and ``'model'`` (the network's own prediction, bilinear, squares pasted).  With no
         hinted pixel every arm is the automatic colorization, bit for bit, except ``levin`` (grey).
         """
-        probs = self.probabilities([lightness], [hint_maps])[0]
+        probs = self._photo_probabilities(lightness, hint_maps)
         outputs = {}
         if not bool((hint_maps[1] > 0).any()):
             automatic = self.recombine(self._decoded(probs, method, temperature), lightness)
@@ -154,6 +156,16 @@ class Colorizer:
         for m, plane in self.propagated_planes(lightness, hint_maps, probs, arms, method, temperature).items():
             outputs[m] = self.recombine(plane, lightness, hint_maps, edge_aware=True)
         return {m: outputs[m] for m in methods}
+
+    def _photo_probabilities(self, lightness, hint_maps):
+        """One photo's bin probabilities ``[K, h, w]``; a lightness-only network's are kept for the last
+        photo (the web page re-colorizes one photo on every click: its prediction does not change)."""
+        if self.takes_hints:
+            return self.probabilities([lightness], [hint_maps])[0]
+        key = hashlib.blake2b(lightness.cpu().numpy().tobytes(), digest_size=16).digest()
+        if self._last_probs is None or self._last_probs[0] != key:
+            self._last_probs = (key, self.probabilities([lightness])[0])
+        return self._last_probs[1]
 
     def _decoded(self, probs, method, temperature):
         """Bin probabilities ``[K, h, w]`` -> chroma plane ``[2, h, w]``."""

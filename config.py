@@ -179,7 +179,7 @@ DEFAULTS = dict(
     hint_patch=[1, 9],         # hint square's side in network pixels, uniform over [min, max]
     hint_positions='gaussian', # 'gaussian' around the centre or 'uniform' over the image
     hint_position_sigma=0.25,  # gaussian positions: std as a share of height / width (Zhang et al.: 1/4)
-    hint_method='shrinkage',   # how given hints are spread and fused with the prediction (propagate.py;
+    hint_method='confidence',  # how given hints are spread and fused with the prediction (propagate.py;
                                # chosen on the quality experiment's validation split, docs/hints.md)
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
@@ -393,11 +393,12 @@ HINT_SWEEP = dict(points=[0, 1, 2, 5, 10, 20, 50], patch=6, side=256)
 
 # Given hints (colorize.py --hints, the web page, the sweep) are spread along lightness edges with Levin
 # et al. 2004's system at `side` pixels on the short side and fused with the prediction (propagate.py):
-# corrections spread by a walk that dies with probability `leak` per step (at side x side pixels), faded
-# where less than about `fade` of it reaches a hint;
+# corrections spread by a walk on Levin's affinities (csig = `variance_scale` x the window's variance; Levin:
+# 0.6) that dies with probability `leak` per step (at side x side pixels), faded where less than about
+# `fade` of it reaches a hint;
 # the `shrinkage` arm picks its per-photo weight by leave-one-out over at most `loo_max_folds` groups of
 # hints, solved at `loo_side` pixels.
-HINT_PROPAGATION = dict(side=256, leak=1e-5, fade=0.1, loo_side=64, loo_max_folds=16)
+HINT_PROPAGATION = dict(side=256, leak=1e-5, fade=0.1, variance_scale=0.3, loo_side=64, loo_max_folds=16)
 
 # colorize.py --edge-aware: the predicted colours upsampled by the guided filter's linear model fitted at
 # the network's size (levin.coarse_fit_guided_upsample), guided by the full-resolution lightness:

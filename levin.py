@@ -35,8 +35,11 @@ def window_offsets(radius=1):
     return [(dy, dx) for dy in span for dx in span if (dy, dx) != (0, 0)]
 
 
-def affinity_weights(lightness, radius=1):
+def affinity_weights(lightness, radius=1, variance_scale=VARIANCE_SCALE):
     """Per-pixel neighbour weights ``[K, H, W]`` (K = len(window_offsets)) and validity ``[K, H, W]``.
+
+    ``variance_scale``: csig = variance_scale * window variance (getColorExact.m: 0.6); smaller makes the
+    weights across a lightness edge smaller.
 
     Windows are cut at the image border, as in getColorExact.m: the variance uses the
     pixels that exist (centre included, population variance) and the weights of each
@@ -53,16 +56,16 @@ def affinity_weights(lightness, radius=1):
     mean = (nbr.sum(0) + y) / count
     var = ((np.where(valid, nbr - mean, 0.0) ** 2).sum(0) + (y - mean) ** 2) / count
     d2 = np.where(valid, (nbr - y) ** 2, np.inf)
-    csig = np.maximum(VARIANCE_SCALE * var, d2.min(0) / -np.log(NEAREST_WEIGHT_FLOOR))
+    csig = np.maximum(variance_scale * var, d2.min(0) / -np.log(NEAREST_WEIGHT_FLOOR))
     csig = np.maximum(csig, CSIG_FLOOR)
     weights = np.exp(-d2 / csig)            # exp(-inf) = 0 outside the image
     return weights / weights.sum(0), valid
 
 
-def affinity_matrix(lightness, radius=1):
+def affinity_matrix(lightness, radius=1, variance_scale=VARIANCE_SCALE):
     """Sparse row-stochastic W ``[N, N]`` (N = H W, row-major pixels): U(r) ~ sum_s W[r, s] U(s)."""
     h, w = np.shape(lightness)
-    weights, valid = affinity_weights(lightness, radius)
+    weights, valid = affinity_weights(lightness, radius, variance_scale)
     index = np.arange(h * w).reshape(h, w)
     rows = np.broadcast_to(index, weights.shape)[valid]
     cols = np.stack([index + dy * w + dx for dy, dx in window_offsets(radius)])[valid]

@@ -33,6 +33,9 @@ pixels.
 Planes are numpy float64 ``[2, h, w]`` (the chroma plane (a, b) of ``utils``),
 masks ``[h, w]`` bool, at the working size.
 """
+import collections
+import hashlib
+
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
@@ -74,11 +77,36 @@ def resize_plane(plane, size):
 
 class Propagator:
     """One photo's Levin affinities W ``[N, N]`` (N = h w, row-stochastic, ``levin.affinity_matrix``) at one
-    size, built once; :meth:`spread` solves for any hinted set."""
+    size, built once; :meth:`spread` solves for any hinted set.
 
-    def __init__(self, lightness):
+    The web page re-solves one photo on every click: :meth:`of` keeps the last few photos' propagators,
+    and each keeps its last few factorisations, so a recoloured hint or an undo solves without one.
+    """
+    KEPT_LIGHTNESS = 4          # propagators kept by ``of`` (a photo has two: working and leave-one-out size)
+    KEPT_FACTORS = 2            # factorisations kept per propagator (~90 MB each at 256 x 341 pixels)
+    _recent = collections.OrderedDict()
+
+    def __init__(self, lightness, variance_scale=levin.VARIANCE_SCALE):
         self.shape = np.shape(lightness)
-        self.weights = levin.affinity_matrix(lightness)
+        self.weights = levin.affinity_matrix(lightness, variance_scale=variance_scale)
+        self._factors = collections.OrderedDict()
+
+    @classmethod
+    def of(cls, lightness, variance_scale=levin.VARIANCE_SCALE):
+        """The propagator of ``lightness`` ``[h, w]``, built or, for the same values, reused."""
+        lightness = np.ascontiguousarray(lightness, dtype=np.float64)
+        key = (lightness.shape, variance_scale, hashlib.blake2b(lightness.tobytes(), digest_size=16).digest())
+        return _recently_used(cls._recent, key, lambda: cls(lightness, variance_scale), cls.KEPT_LIGHTNESS)
+
+    def _factor(self, hinted, leak):
+        """Sparse LU of the free rows' system, and the rows' matrix, for one hinted set and leak."""
+        key = (leak, hashlib.blake2b(np.packbits(hinted).tobytes(), digest_size=16).digest())
+
+        def build():
+            system = scipy.sparse.identity(hinted.size, format='csr') - (1.0 - leak) * self.weights
+            a_free = system[~hinted]
+            return levin._factorize(a_free[:, ~hinted]), a_free[:, hinted]
+        return _recently_used(self._factors, key, build, self.KEPT_FACTORS)
 
     def spread(self, hinted, values, leak=0.0):
         """``hinted`` ``[h, w]`` bool, ``values`` ``[C, h, w]`` -> ``[C, h, w]``: equal to ``values`` on the
@@ -93,13 +121,9 @@ class Propagator:
         channels = values.shape[0]
         flat = np.asarray(values, dtype=np.float64).reshape(channels, -1).T
         out = np.where(hinted[:, None], flat, 0.0)
-        free = ~hinted
-        if hinted.any() and free.any():
-            n = hinted.size
-            system = scipy.sparse.identity(n, format='csr') - (1.0 - leak) * self.weights
-            a_free = system[free]
-            rhs = -(a_free[:, hinted] @ flat[hinted])
-            out[free] = levin._factorize(a_free[:, free]).solve(np.ascontiguousarray(rhs))
+        if hinted.any() and not hinted.all():
+            lu, a_free_hinted = self._factor(hinted, leak)
+            out[~hinted] = lu.solve(np.ascontiguousarray(-(a_free_hinted @ flat[hinted])))
         return out.T.reshape((channels,) + self.shape)
 
     def spread_corrections(self, hinted, corrections, leak, fade):
@@ -114,6 +138,17 @@ class Propagator:
         spread = self.spread(hinted, np.concatenate([corrections, ones]), leak)
         reach = np.maximum(spread[-1], 1e-12)
         return spread[:-1] * (reach * (1.0 + fade ** 2) / (reach ** 2 + fade ** 2))
+
+
+def _recently_used(cache, key, build, kept):
+    """``cache[key]``, built by ``build()`` when absent; the cache keeps its ``kept`` most recent entries."""
+    if key in cache:
+        cache.move_to_end(key)
+    else:
+        cache[key] = build()
+        while len(cache) > kept:
+            cache.popitem(last=False)
+    return cache[key]
 
 
 def leak_at(shape, settings):
@@ -139,16 +174,19 @@ def shrinkage_factor(lightness, hint_plane, hinted, prediction, settings):
     For hint j left out, Levin from the other hints predicts it as a P + S_j(h - a P) =
     S_j(h) + a (P - S_j(P)) (S_j: Levin's system with the other hints, linear in what it spreads); its
     error r_h - a r_P (r_h = h - S_j(h), r_P = P - S_j(P) on hint j) is linear in a, so the
-    least-squares a over every hint is sum r_h . r_P / sum |r_P|^2, clipped to [0, 1].  A single hint
-    is predicted from none (S_j = 0): a = h . P / |P|^2.  Inputs at the working size (numpy); 1 when
-    the hints say nothing about it.
+    least-squares a over every hint is sum r_h . r_P / sum |r_P|^2, clipped to [0, 1].  Inputs at the
+    working size (numpy).  1 (the prediction kept whole) when the hints say nothing about it: a single
+    hint (or one connected group) has no other hint to be predicted from, and a correction is no evidence
+    against the prediction elsewhere.
     """
     size = working_size(*lightness.shape, settings['loo_side'])
     small_l = resize_lightness(torch.from_numpy(lightness), size)
     small_h, small_mask = resize_hints(torch.from_numpy(hint_plane * hinted), torch.from_numpy(hinted * 1.0), size)
     small_p = resize_plane(torch.from_numpy(prediction), size)
     folds = loo_folds(small_mask, settings['loo_max_folds'])
-    propagator = Propagator(small_l)
+    if folds.max() < 2:
+        return 1.0
+    propagator = Propagator.of(small_l)
     both = np.concatenate([small_h, small_p])
     num = den = 0.0
     for fold in range(1, folds.max() + 1):
@@ -190,10 +228,10 @@ def fused_planes(methods, lightness, hint_plane, hinted, prediction, certainty=N
     if not hinted.any():
         return {m: np.zeros_like(prediction) if m == 'levin' else prediction for m in methods}
     leak, fade = leak_at(lightness.shape, settings), settings['fade']
-    propagator = Propagator(lightness)
     out = {}
     if 'levin' in methods:
-        out['levin'] = propagator.spread(hinted, hint_plane)
+        out['levin'] = Propagator.of(lightness).spread(hinted, hint_plane)
+    propagator = Propagator.of(lightness, settings['variance_scale'])
     weights, leaks = {'corrections': 1.0}, {'corrections': leak, 'confidence': leak}
     if 'shrinkage' in methods:
         weights['shrinkage'] = shrinkage_factor(lightness, hint_plane, hinted, prediction, settings)

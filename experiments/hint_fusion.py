@@ -1,16 +1,18 @@
-"""How far should a hint's correction reach?  Tunes ``config.HINT_PROPAGATION``'s ``leak`` on validation.
+"""How far should a hint's correction reach, at what working size?  Tunes ``config.HINT_PROPAGATION``'s
+``leak`` and ``side`` on validation.
 
     python experiments/hint_fusion.py -m MODEL --photos DIR [--split val] [--points 2,10,50]
-                                      [--leaks 0,1e-6,1e-5,1e-4]
+                                      [--leaks 0,1e-6,1e-5,1e-4] [--sides 256]
 
 For every photo of ``DIR/split_<split>.txt``, N hint points drawn as in ``evaluate.py
---hint-points`` (same seeds) and each leak, scores every arm of ``propagate.HINT_METHODS``
+--hint-points`` (same seeds) and each leak and side, scores every arm of ``propagate.HINT_METHODS``
 through the library's path (``Colorizer.hinted_outputs``), on the photos scaled down to
 ``--max-side`` pixels (a tuning proxy: the sweep itself runs at full size).  Run it on the validation
-split, never the test split.  Prints mean PSNR dB / rebalanced AuC % per leak, arm and N, and writes them as JSON
+split, never the test split.  Prints mean PSNR dB / rebalanced AuC % per side, leak, arm and N, and writes them as JSON
 with ``--out FILE``.
 """
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -34,9 +36,14 @@ def numbers(text):
         values = [float(part) for part in text.split(',')]
     except ValueError:
         raise argparse.ArgumentTypeError('%r is not a comma-separated list of numbers' % text) from None
-    if not all(0 <= v < 1 for v in values):
-        raise argparse.ArgumentTypeError('leaks must be in [0, 1): %r' % text)
+    if not all(0 <= v for v in values):
+        raise argparse.ArgumentTypeError('must be >= 0: %r' % text)
     return values
+
+
+def numbers_int(text):
+    """argparse type: '192,256' -> [192, 256]."""
+    return [cli.positive_int(part) for part in text.split(',')]
 
 
 def scaled_down(rgb, max_side):
@@ -68,6 +75,10 @@ def main(argv=None):
     p.add_argument('--split', default='val', choices=('train', 'val'), help='photos to tune on (default val)')
     p.add_argument('--points', type=evaluate.hint_counts, default=[2, 10, 50], help='hint points per photo')
     p.add_argument('--leaks', type=numbers, default=[0.0, 1e-6, 1e-5, 1e-4], help='leaks to try')
+    p.add_argument('--variance-scales', type=numbers, default=[config.HINT_PROPAGATION['variance_scale']],
+                   help="csig / window variance of the corrections' affinities to try")
+    p.add_argument('--sides', type=numbers_int, default=[config.HINT_PROPAGATION['side']],
+                   help='working sizes (short side, pixels) to try')
     p.add_argument('--max-side', type=cli.positive_int, default=1024,
                    help='photos are scaled down to this long side first, for speed (default %(default)s)')
     p.add_argument('--out', default=None, help='also write the table as JSON here')
@@ -87,21 +98,21 @@ def main(argv=None):
         for count in args.points:
             points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
             maps = colorizer.full_hint_maps(points, *lightness.shape)
-            for leak in args.leaks:
-                config.HINT_PROPAGATION['leak'] = leak
+            for side, leak, scale in itertools.product(args.sides, args.leaks, args.variance_scales):
+                config.HINT_PROPAGATION.update(side=side, leak=leak, variance_scale=scale)
                 outputs = colorizer.hinted_outputs(lightness, maps, config.HINT_METHODS)
                 for arm, out in outputs.items():
                     m = utils.colorization_metrics(rgb, out, ab_truth, rebalance)
-                    scores.setdefault(str(leak), {}).setdefault(arm, {}).setdefault(str(count), []).append(
-                        (m['psnr'], m['auc_rebal']))
+                    scores.setdefault('side %d leak %g vs %g' % (side, leak, scale), {}).setdefault(
+                        arm, {}).setdefault(str(count), []).append((m['psnr'], m['auc_rebal']))
         print('scored %s' % name, flush=True)
-    table = {leak: {arm: {n: np.mean(v, axis=0).tolist() for n, v in per_n.items()} for arm, per_n in arms.items()}
-             for leak, arms in scores.items()}
+    table = {key: {arm: {n: np.mean(v, axis=0).tolist() for n, v in per_n.items()} for arm, per_n in arms.items()}
+             for key, arms in scores.items()}
     print('%d %s photos: PSNR dB / AuC rebal. %%' % (len(names), args.split))
-    for leak, arms in table.items():
+    for key, arms in table.items():
         for arm, per_n in arms.items():
-            print('  leak %-6s %-12s %s' % (leak, arm, '  '.join('N=%s %6.2f / %6.2f' % (n, *v)
-                                                                   for n, v in per_n.items())))
+            print('  %-28s %-12s %s' % (key, arm, '  '.join('N=%s %6.2f / %6.2f' % (n, *v)
+                                                              for n, v in per_n.items())))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(table, f, indent=2)

@@ -37,7 +37,7 @@ def flat_prediction(height, width):
     return np.broadcast_to(PREDICTED_AB[:, None, None], (2, height, width)).copy()
 
 
-@pytest.mark.parametrize('method', ['corrections', 'confidence'])
+@pytest.mark.parametrize('method', ['corrections', 'confidence', 'shrinkage'])
 def test_a_hint_recolours_its_region_far_from_it_and_the_other_region_keeps_the_prediction(method):
     lightness = two_regions()
     plane, mask = one_hint(*lightness.shape)
@@ -240,3 +240,24 @@ def test_the_sweep_scores_every_arm_and_default_for_a_lightness_only_checkpoint(
     assert result['levin']['0'] == result['grayscale']['0']
     assert result['default'] == result[config.DEFAULTS['hint_method']]
     assert result['levin']['10']['psnr'] > result['levin']['0']['psnr']
+
+
+def test_a_propagator_is_reused_for_the_same_lightness_and_a_factorisation_for_the_same_hints(monkeypatch):
+    """The web page's re-solves: same photo -> same affinities; same hinted set (a recoloured hint) -> no new
+    factorisation, and the answer is the same as a fresh solve's."""
+    lightness = two_regions() + 0.01 * np.random.default_rng(1).random((40, 60))
+    plane, mask = one_hint(40, 60)
+    fresh = propagate.Propagator(lightness).spread(mask, plane)
+    first = propagate.Propagator.of(lightness)
+    assert propagate.Propagator.of(lightness.copy()) is first
+    assert propagate.Propagator.of(lightness + 1e-9) is not first
+    calls = []
+    factorize = levin._factorize
+    monkeypatch.setattr(levin, '_factorize', lambda m: calls.append(1) or factorize(m))
+    a = first.spread(mask, plane)
+    b = first.spread(mask, 2 * plane)
+    assert len(calls) == 1
+    np.testing.assert_allclose(b, 2 * a, atol=1e-12)
+    np.testing.assert_allclose(a, fresh, atol=1e-12)
+    first.spread(mask, plane, leak=0.01)
+    assert len(calls) == 2
