@@ -17,16 +17,17 @@ propagated planes, written ``S(v)``: the solution that equals ``v`` on the hinte
 pixels.
 
 * ``levin``: ``S(h)``, the hints alone (grey where no hint is, with no hints at all);
-* ``corrections``: ``P + S(h - P)``, the prediction plus the propagated corrections;
-  S here fades where the hints hardly reach (``leak``, ``fade``:
-  :meth:`Propagator.spread_corrections`), so the prediction stays behind sharp edges;
-* ``shrinkage``: ``a P + S(h - a P)`` with one ``a`` in [0, 1] per photo, chosen
+* ``corrections``: ``P + S'(h - P)``, the prediction plus the propagated corrections;
+  S' walks on sharper affinities (``variance_scale``) and fades where the hints
+  hardly reach (``leak``, ``fade``: :meth:`Propagator.spread_corrections`), so the
+  prediction stays behind sharp edges;
+* ``shrinkage``: ``a P + S'(h - a P)`` with one ``a`` in [0, 1] per photo, chosen
   from the hints themselves: each hint (a connected hinted region) is predicted
   from the others (leave-one-out, at ``loo_side`` pixels), and ``a`` minimises
   those predictions' squared error (a closed form: the error is linear in ``a``);
   its corrections leak ``a`` times as much (a distrusted prediction is replaced
   as far as the hints reach);
-* ``confidence``: ``c P + S(h - c P)``, ``c`` per pixel the prediction's own
+* ``confidence``: ``c P + S'(h - c P)``, ``c`` per pixel the prediction's own
   confidence, 1 - its distribution's normalised entropy (peaked: trusted; flat: the
   hints win).
 

@@ -67,6 +67,14 @@ def split_photos(photos, split):
     return list_path, names
 
 
+def read_photo(photos, name, list_path):
+    """uint8 ``[H, W, 3]`` of ``photos/name`` (listed in ``list_path``); an unreadable one is a UserError."""
+    try:
+        return data_loader.load_rgb(os.path.join(photos, name), config.DEFAULTS['max_image_pixels'])
+    except data_loader.UnreadableImage as err:
+        raise cli.UserError('%s (listed in %s) cannot be read: %s' % (name, list_path, err)) from None
+
+
 def main(argv=None):
     import evaluate
     p = cli.ArgumentParser(description=__doc__.strip().splitlines()[0])
@@ -87,11 +95,7 @@ def main(argv=None):
     colorizer = colorize.load_colorizer(args.model)
     scores = {}   # leak -> arm -> N -> [(psnr, auc_rebal)]
     for name in names:
-        try:
-            rgb = data_loader.load_rgb(os.path.join(args.photos, name), config.DEFAULTS['max_image_pixels'])
-        except data_loader.UnreadableImage as err:
-            raise cli.UserError('%s (listed in %s) cannot be read: %s' % (name, list_path, err)) from None
-        rgb = scaled_down(rgb, args.max_side)
+        rgb = scaled_down(read_photo(args.photos, name, list_path), args.max_side)
         ab_truth = utils.ab_channels(rgb)
         rebalance = utils.inverse_frequency_weights(ab_truth)
         lightness = colorizer.lightness(rgb)
