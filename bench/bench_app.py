@@ -3,6 +3,8 @@ as the server does it and as a person feels it in a browser; and the worst reque
 
     .venv/bin/python bench/bench_app.py [--threads 2] [--repeats 7] [--hints 10] [--hint-model] [--no-browser]
                                         [--worst]
+    .venv/bin/python bench/bench_app.py --screenshot figures/app-screenshot.png -m CKPT --photo PHOTO \
+                                        --click X,Y,#rrggbb [--click ...]     # the README's figure
 
 What a click costs the server: the hint is added (app.Engine.add_hint), the
 photo is colorized at full resolution with every hint (Colorizer.colorize),
@@ -173,6 +175,59 @@ def click_picture(driver, x, y):
         img, int(round(at_x - int(left + width / 2))), int(round(at_y - int(top + height / 2)))).click().perform()
 
 
+def set_colour(driver, hex_color):
+    """Pick ``hex_color`` in the page's colour picker (the colour of the next click's hint)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    driver.find_element(By.CSS_SELECTOR, '#hint-color button.dialog-button').click()
+    field = driver.find_element(By.CSS_SELECTOR, '#hint-color .color-picker input[type=text]')
+    field.send_keys(Keys.CONTROL, 'a')
+    field.send_keys(hex_color, Keys.ENTER)
+    driver.find_element(By.TAG_NAME, 'h2').click()   # closes the picker
+    rgb = tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    wait_for(driver, lambda d: 'rgb%s' % (rgb,) in d.find_element(
+        By.CSS_SELECTOR, '#hint-color button.dialog-button').get_attribute('style').replace(' ', '').replace(
+        ',', ', '), 'the colour picker shows %s' % hex_color, 10)
+
+
+def screenshot(ckpt, photo, clicks, out, threads, tmp):
+    """The page in headless Chromium with ``photo`` open and ``clicks`` [(x, y, '#rrggbb')] (in the shown
+    picture's pixels) made one by one, saved as the PNG ``out`` (the README's figure)."""
+    from selenium.webdriver.common.by import By
+    with open(os.path.join(tmp, 'server.log'), 'w') as log:
+        process, url = start_server(ckpt, threads, log)
+        driver = None
+        try:
+            driver = chromium()
+            driver.get(url)
+            status = lambda d: d.find_element(By.ID, 'status').text   # noqa: E731
+            upload = 'input[data-testid="Upload a photo-upload-button"]'
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, upload), 'the page loads')
+            driver.find_element(By.CSS_SELECTOR, upload).send_keys(os.path.abspath(photo))
+            wait_for(driver, lambda d: os.path.basename(photo) in status(d), 'the photo is colorized')
+            for count, (x, y, colour) in enumerate(clicks, 1):
+                set_colour(driver, colour)
+                click_picture(driver, x, y)
+                wait_for(driver, lambda d: '%d hint%s,' % (count, '' if count == 1 else 's') in status(d),
+                         'hint %d placed' % count)
+            time.sleep(1)   # the palette's swatches
+            driver.save_screenshot(out)
+        finally:
+            if driver is not None:
+                driver.quit()
+            process.terminate()
+            process.wait(30)
+
+
+def click_spec(text):
+    """argparse type: 'X,Y,#rrggbb' -> (x, y, '#rrggbb')."""
+    try:
+        x, y, colour = text.split(',')
+        return int(x), int(y), colour
+    except ValueError:
+        raise cli.UserError('--click %r: expected X,Y,#rrggbb' % text) from None
+
+
 def browser_click_seconds(ckpt, photo, points, repeats, threads, tmp):
     """[(in the page, painted)] seconds of ``repeats`` clicks in headless Chromium (after one warm-up)."""
     from selenium.webdriver.common.by import By
@@ -250,8 +305,20 @@ def main():
     p.add_argument('--hint-model', action='store_true', help='a network with hint input (default: lightness only)')
     p.add_argument('--no-browser', action='store_true', help='only the server side')
     p.add_argument('--worst', action='store_true', help='also the heaviest request the page accepts (16 MP)')
+    p.add_argument('--screenshot', metavar='PNG', help='instead: the page with -m CKPT, --photo and --click '
+                   'X,Y,#rrggbb (repeatable, shown-picture pixels) in headless Chromium, saved to PNG')
+    p.add_argument('-m', '--model', help='--screenshot: the checkpoint served')
+    p.add_argument('--photo', help='--screenshot: the photo uploaded')
+    p.add_argument('--click', type=click_spec, action='append', default=[], help='--screenshot: a click')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.screenshot:
+        if not (args.model and args.photo):
+            raise cli.UserError('--screenshot needs -m CKPT and --photo FILE')
+        with tempfile.TemporaryDirectory() as tmp:
+            screenshot(args.model, args.photo, args.click, args.screenshot, args.threads, tmp)
+        print('wrote %s' % args.screenshot)
+        return 0
     rng = np.random.RandomState(1)
     with tempfile.TemporaryDirectory() as tmp:
         photo, ckpt = os.path.join(tmp, 'photo.jpg'), os.path.join(tmp, 'model.pth.tar')

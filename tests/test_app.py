@@ -44,6 +44,10 @@ import config  # noqa: E402
 import hints  # noqa: E402
 import trainer  # noqa: E402
 
+sys.path.insert(0, os.path.join(REPO_DIR, 'bench'))
+# the benchmark's colour picking and its timing in the page ([in the page, painted] per new picture)
+from bench_app import LATENCY_JS, set_colour  # noqa: E402
+
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
 # the README's picture of the page; a test run rewrites it only when asked (UPDATE_FIGURES=1)
 SCREENSHOT = os.path.join(REPO_DIR, 'figures', 'app-screenshot.png')
@@ -747,20 +751,6 @@ def status_text(driver):
     return driver.find_element(By.ID, 'status').text
 
 
-def set_colour(driver, hex_color):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    driver.find_element(By.CSS_SELECTOR, '#hint-color button.dialog-button').click()
-    field = driver.find_element(By.CSS_SELECTOR, '#hint-color .color-picker input[type=text]')
-    field.send_keys(Keys.CONTROL, 'a')
-    field.send_keys(hex_color, Keys.ENTER)
-    driver.find_element(By.TAG_NAME, 'h2').click()   # closes the picker
-    rgb = tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    wait_for(driver, lambda d: 'rgb%s' % (rgb,) in d.find_element(
-        By.CSS_SELECTOR, '#hint-color button.dialog-button').get_attribute('style').replace(' ', '').replace(
-        ',', ', '), 'the colour picker shows %s' % hex_color, 10)
-
-
 def set_hint_size(driver, size):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -894,8 +884,6 @@ def test_browser_palette_pick_recolours_the_last_hint_then_undo_and_clear(hinted
 def test_browser_click_to_new_picture_latency(hinted_page):
     """Five clicks, each timed in Chromium from the mouse button to the new picture painted."""
     import re
-    sys.path.insert(0, os.path.join(REPO_DIR, 'bench'))
-    from bench_app import LATENCY_JS     # the benchmark's own timing: [in the page, painted] per picture
     driver = hinted_page[0]
     driver.execute_script(LATENCY_JS)
     count = int(re.search(r'(\d+) hints?,', status_text(driver)).group(1))
