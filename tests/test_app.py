@@ -49,8 +49,6 @@ sys.path.insert(0, os.path.join(REPO_DIR, 'bench'))
 from bench_app import LATENCY_JS, set_colour  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
-# the README's picture of the page; a test run rewrites it only when asked (UPDATE_FIGURES=1)
-SCREENSHOT = os.path.join(REPO_DIR, 'figures', 'app-screenshot.png')
 PHOTO_SIZE = (320, 240)               # shown at its own size on the page: a click is one photo pixel
 GREEN, BLUE = '#20c040', '#2050e0'    # hues far from the untrained model's faint sepia
 POINT_A, POINT_B = (70, 60), (250, 180)
@@ -819,8 +817,6 @@ def hinted_page(server, browser, photo):
 def test_browser_two_clicks_colour_their_points(hinted_page):
     driver, before, after = hinted_page
     assert after.shape == before.shape == (240, 320, 3)
-    if os.environ.get('UPDATE_FIGURES') == '1':
-        driver.save_screenshot(SCREENSHOT)
     for (x, y), colour in ((POINT_A, GREEN), (POINT_B, BLUE)):
         hue, chroma = hue_chroma(ring_mean(after, x, y, 10, 16))   # outside the dot, inside the square
         assert chroma > 0.1 and hue_distance(hue, hex_hue(colour)) < 0.06, (colour, hue, chroma)
