@@ -249,8 +249,8 @@ class Colorizer:
         '#rrggbb', most likely first: the bins' centres at the pixel's lightness (Zhang et al.'s palette)."""
         lightness = self.lightness(rgb)
         height, width = lightness.shape
-        maps = None if hints is None else self.full_hint_maps(hints, height, width)
-        probs = self.probabilities([lightness], [maps])[0]
+        maps = self.full_hint_maps(hints, height, width) if hints is not None and self.takes_hints else None
+        probs = self._photo_probabilities(lightness, maps)
         h, w = probs.shape[-2:]
         p = probs[:, min(h - 1, int(y * h / height)), min(w - 1, int(x * w / width))].float().cpu()
         if self.encoder.binning == 'one-hot':
