@@ -412,9 +412,11 @@ configurations[199] = dict(
     stats_num_images=20, stats_pixels_per_image=200, interval_validate=2, viz_images=2,
     workers=0,
 )
-# ... with colour-hint input (tests of the hint paths and the web page): larger squares anywhere,
-# so that a few hundred steps teach the tiny model to take colours from them
-configurations[198] = dict(configurations[199], hints=True, hint_patch=[6, 12], hint_positions='uniform')
+# ... with colour-hint input (tests of the hint paths and the web page): larger squares anywhere and
+# about 19 of them per image (P(none) = 1/20), so that a few hundred steps teach the tiny model to take
+# colours from them (tests/conftest.py's hint_model, on photos whose colour only the hints tell)
+configurations[198] = dict(configurations[199], hints=True, hint_patch=[6, 12], hint_positions='uniform',
+                           hint_none_share=0.05)
 
 
 # experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.

@@ -106,7 +106,8 @@ def server_click_medians(engine, state, rng, repeats):
 # --------------------------------------------------------------------------
 
 def browser_missing():
-    if not shutil.which('chromium'):
+    """Why the browser cannot run here (one line), or None."""
+    if not (shutil.which('chromium') or os.path.exists('/usr/bin/chromium')):
         return 'no chromium (apt-get install chromium chromium-driver)'
     if not os.path.exists(CHROMEDRIVER):
         return 'no %s (apt-get install chromium-driver)' % CHROMEDRIVER

@@ -1,5 +1,6 @@
 """Shared test fixtures: small photo folders cut from scikit-image's photos, throw-away run folders,
 and a runner for the training entry point (config 199: 64x64 images, K=8, fc_channels=32)."""
+import contextlib
 import os
 import socket
 import sys
@@ -103,36 +104,67 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'browser: drives the web page (app.py) in headless Chromium (`-m browser`)')
 
 
-HINT_MODEL_ITERATIONS = 300   # config 198 (64x64, batch 2): about a minute on 2 idle cores
+HINT_MODEL_ITERATIONS = 250   # config 198 (64x64, batch 2): about 40 CPU-seconds per 100 iterations
+HINT_MODEL_THREADS = 1        # ... in one thread (any machine, however busy), with deterministic algorithms
+HINT_HUES = (0.1, 0.6)        # an orange and a blue, opposite on the chroma plane
 
 
-def recoloured_photos(folder, count=24, size=PHOTO_SIZE, seed=0, names=PHOTOS[:3]):
-    """A few photos' lightness, each copy in one random hue at a strong chroma: the same lightness
-    comes in every hue, so nothing but the hints can tell a model the colour, and a model trained
-    on them learns to take its colours from the hints."""
+def recoloured_photos(folder, count=24, size=PHOTO_SIZE, seed=0, names=PHOTOS[:3], hues=HINT_HUES):
+    """A few photos' lightness, squeezed into [0.3, 0.7] (where every hue fits at chroma 0.6), each
+    copy's left half in one of ``hues`` and its right half in the other, which side which drawn at
+    random: the same lightness comes both ways round, so nothing but hints can tell a model the
+    colour of a half.  Every photo holds both hues, so that the BatchNorm statistics of a batch of
+    two keep the colour the hints tell (two photos of one hue each would reduce it to which of the
+    two is the more orange); a model trained on them learns to take its colours from the hints."""
     import torch
     import utils
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     for i in range(count):
         rgb = torch.from_numpy(skimage_photo(names[i % len(names)], size).copy()).permute(2, 0, 1).float() / 255
-        _, _, lightness = utils.rgb_to_hcl(rgb)
-        hue = torch.full_like(lightness, float(rng.random()))
+        lightness = 0.3 + 0.4 * utils.rgb_to_hcl(rgb)[2]
+        left, right = hues if rng.random() < 0.5 else hues[::-1]
+        hue = torch.full_like(lightness, left)
+        hue[:, lightness.shape[1] // 2:] = right
         out = utils.hcl_to_rgb(hue, torch.full_like(lightness, 0.6), lightness)
         Image.fromarray(utils.to_uint8(out)).save(os.path.join(folder, '%02d.png' % i))
     return folder
 
 
+@contextlib.contextmanager
+def deterministic_torch(threads):
+    """torch's deterministic algorithms in ``threads`` threads, as before afterwards."""
+    import torch
+    before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.set_num_threads(before[1])
+
+
+def train_hint_model(photos, run, seed=0, iterations=HINT_MODEL_ITERATIONS):
+    """Config 198 trained on ``photos`` in ``HINT_MODEL_THREADS`` threads with deterministic algorithms;
+    validated only before the first step and after the last, so its model_best.pth.tar is the last
+    iterate (checked), not one picked by a noisy validation loss.  Returns that path."""
+    import trainer
+    with deterministic_torch(HINT_MODEL_THREADS):
+        trainer.main('fcn32s', ['-c', '198', '-j', '0', '-d', str(photos), '-o', str(run), '--max-iter', str(iterations),
+                                '--set', 'seed=%d' % seed, '--set', 'interval_validate=%d' % iterations])
+    path = os.path.join(str(run), trainer.MODEL_BEST)
+    assert trainer.load_checkpoint(path)['iteration'] == iterations, \
+        'the last iterate of the hint model is not its model_best: training made it worse than untrained'
+    return path
+
+
 @pytest.fixture(scope='session')
 def hint_model(tmp_path_factory):
-    """model_best.pth.tar of a tiny hint model (config 198) trained once for the session on
-    :func:`recoloured_photos`."""
-    import trainer
+    """model_best.pth.tar of a tiny hint model (config 198: :func:`train_hint_model`, seed 0; its
+    last iterate) trained once for the session on :func:`recoloured_photos`."""
     photos = recoloured_photos(str(tmp_path_factory.mktemp('recoloured')))
-    run = tmp_path_factory.mktemp('hint-model') / 'run'
-    trainer.main('fcn32s', ['-c', '198', '-j', '0', '-d', photos, '-o', str(run),
-                                         '--max-iter', str(HINT_MODEL_ITERATIONS), '--set', 'interval_validate=50'])
-    return str(run / trainer.MODEL_BEST)
+    return train_hint_model(photos, tmp_path_factory.mktemp('hint-model') / 'run')
 
 
 @pytest.fixture(scope='session')

@@ -46,7 +46,7 @@ import trainer  # noqa: E402
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'bench'))
 # the benchmark's colour picking and its timing in the page ([in the page, painted] per new picture)
-from bench_app import LATENCY_JS, set_colour  # noqa: E402
+from bench_app import LATENCY_JS, browser_missing, set_colour  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
 PHOTO_SIZE = (320, 240)               # shown at its own size on the page: a click is one photo pixel
@@ -703,18 +703,6 @@ def test_pictures_and_downloads_only_to_their_session_and_no_server_path(server,
 
 
 # --- the page in a real browser (-m browser) -------------------------------------------
-
-def browser_missing():
-    if not (shutil.which('chromium') or os.path.exists(CHROMIUM)):
-        return 'no chromium (apt-get install chromium chromium-driver)'
-    if not os.path.exists(CHROMEDRIVER):
-        return 'no %s (apt-get install chromium-driver)' % CHROMEDRIVER
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return 'no selenium (pip install -r requirements-app.txt)'
-    return None
-
 
 @pytest.fixture(scope='module')
 def browser(tmp_path_factory):

@@ -14,6 +14,8 @@ import hints
 import utils
 
 HINT_COLOURS = ('#10c030', '#2050e0')   # a green and a blue
+HINTED_RATIO = 0.5   # the trained hint model: with / without hints at most this (measured: 0.0003 to 0.04)
+UNSEEN_PHOTOS = ('rocket', 'motorcycle_left', 'immunohistochemistry')   # none of the hint model's
 
 
 @pytest.fixture(scope='module')
@@ -48,11 +50,18 @@ def test_a_hint_checkpoint_cannot_start_a_run_without_hints(hint_model, tmp_path
 
 
 def test_the_trained_hint_model_colours_a_hinted_region_towards_the_hint(hint_model, tmp_path):
-    """On photos it never saw (the same lightness in new hues: only hints can tell the colour), the
-    network's own prediction (before the hints are applied on their squares) over four hinted
-    squares is closer to the hints' colours than without hints."""
+    """On photos it never saw (conftest.recoloured_photos with another seed: which half is orange and
+    which blue only hints can tell), the network's own prediction (before the hints are applied on
+    their squares) over four hinted squares, two in each half, is far closer to the hints' colours
+    than without hints: the mean distance on the chroma plane with hints is under HINTED_RATIO of
+    the one without.
+
+    Measured ratios (hint_model's training, config 198, seeds 0-4; 2-core Intel Xeon, KVM):
+    0.0006, 0.0029, 0.0156, 0.0118 and 0.0256; the threshold, 0.5, is 20 times the largest.  Before issue 29 (one random hue per
+    photo, model_best of validations every 50 iterations) it was 0.89, 1.04 and 1.05 for seeds 0-2
+    against a threshold of 0.9."""
     import conftest
-    folder = conftest.recoloured_photos(str(tmp_path), count=8, seed=1)
+    folder = conftest.recoloured_photos(str(tmp_path), count=8, seed=1, names=UNSEEN_PHOTOS)
     colorizer = colorize.load_colorizer(hint_model)
     distances = []
     for name in sorted(os.listdir(folder)):
@@ -70,7 +79,7 @@ def test_the_trained_hint_model_colours_a_hinted_region_towards_the_hint(hint_mo
             return float((plane - wanted[0]).norm(dim=0)[hinted].mean())
         distances.append((distance(colorizer.full_hint_maps([], height, width)), distance(maps)))
     without, with_hints = np.mean(distances, axis=0)
-    assert with_hints < 0.9 * without, distances
+    assert with_hints < HINTED_RATIO * without, distances
 
 
 def test_colorize_hints_from_json_and_png_give_the_same_picture(hint_model, photo, tmp_path):

@@ -193,6 +193,46 @@ def test_sweep_points_are_zhangs_test_patches():
         np.testing.assert_allclose(p['ab'], expected, atol=1e-5)
 
 
+def test_the_sweep_seeds_its_points_by_photo_and_count_and_every_method_sees_them(monkeypatch):
+    """docs/hints.md's protocol, through hint_sweep.score_photo as evaluate.py calls it: a photo's
+    points for N are one draw per (photo, N), which every method is scored on, seeded by (its file
+    name, N): the same in every run and wherever its folder is, different for another photo (even
+    with the same pixels) and for another N (the 5 points of N = 5 do not start with the 2 of N = 2)."""
+    import colorize
+    import hint_sweep
+    import targets
+    bins = targets.GMMBins(np.full(4, 0.25), np.array([[h, 0.4] for h in (0.0, 0.25, 0.5, 0.75)]),
+                           np.tile(np.eye(2) * 0.05 ** 2, (4, 1, 1)))
+    torch.manual_seed(0)
+    network = models.build_model('fcn32s', n_class=4, fc_channels=8, in_channels=4).eval()
+    colorizer = colorize.Colorizer(network, targets.ColorEncoder(bins, mean_l=0.5), (64, 64), 'cpu')
+    photo = np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8)
+    counts = (1, 2, 5, 10)
+    draws, sample = [], hints.sample_sweep_points
+
+    def recorded(rgb, count, seed):
+        draws.append(sample(rgb, count, seed))
+        return draws[-1]
+    monkeypatch.setattr(hints, 'sample_sweep_points', recorded)
+
+    def sweep(name):
+        draws.clear()
+        scores, _, drawn = hint_sweep.score_photo(colorizer, photo, name, counts)
+        assert draws == [drawn[n] for n in counts]          # one draw per N: every method's points
+        assert {'model', 'levin'} <= set(scores[counts[0]])
+        assert [len(drawn[n]) for n in counts] == list(counts)
+        return {n: [(p['x'], p['y']) for p in drawn[n]] for n in counts}
+
+    cat = sweep('photos/cat.png')
+    assert cat == sweep('photos/cat.png') == sweep('/elsewhere/cat.png')   # by file name: every run, any root
+    dog = sweep('photos/dog.png')
+    for n in counts:
+        assert cat[n] != dog[n], 'the %d points of cat.png and dog.png are the same' % n
+    for small, large in zip(counts, counts[1:]):
+        assert cat[large][:small] != cat[small], 'N = %d starts with the points of N = %d' % (large, small)
+    assert len({hints.sweep_seed(name, n) for name in ('cat.png', 'dog.png') for n in counts}) == 2 * len(counts)
+
+
 # --------------------------------------------------------------------------
 # the network's input
 # --------------------------------------------------------------------------

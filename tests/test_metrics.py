@@ -125,7 +125,7 @@ def test_rebalancing_makes_errors_on_rare_colours_count():
     output = truth.copy()
     output[:1] = (30, 30, 220)
     scores = utils.colorization_metrics(truth, output)
-    assert scores['auc'] > 89.0 and scores['auc_rebal'] < 60.0
+    assert scores['auc'] > 85.0 and scores['auc_rebal'] < 60.0   # 90.57 and 52.83 (float64, on any CPU)
     assert scores['auc_rebal'] == pytest.approx(
         auc_by_loop(utils.ab_error(utils.ab_channels(truth), utils.ab_channels(output)),
                     utils.inverse_frequency_weights(utils.ab_channels(truth))))

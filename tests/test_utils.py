@@ -93,7 +93,7 @@ def test_lowpass_keeps_red_red_across_the_hue_seam():
     chroma = torch.full_like(hue, 0.8)
     h, c = utils.lowpass_hue_chroma(hue, chroma, 4)
     circular_distance_to_red = torch.minimum(h, 1 - h)
-    assert circular_distance_to_red.max() < 0.021
+    assert circular_distance_to_red.max() < 0.05   # 0.02: each side keeps its own red (a plain blur: 0.5)
     assert c.min() > 0.7
 
 
