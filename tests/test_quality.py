@@ -102,7 +102,7 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     goal = hints_result['propagation_goals']['default_test']
     assert all(v['met'] for v in goal['zero_points'].values())   # 0 points: the automatic figures exactly
     assert set(goal['points']) == {str(n) for n in config.QUALITY_EXPERIMENT['hint_points'] if n > 0}
-    assert '### Hint sweep of the default model, test split' in md and 'Hint method with the best validation' in md
+    assert '### Hint sweep of the default model, test split' in md and 'Hint method chosen on validation' in md
     assert '### Hint sweep of the hint model' in md and '### Quality goals' in md
 
     marker = out / 'default' / 'seed0' / 'fcn8s' / quality.DONE_MARKER
