@@ -12,6 +12,8 @@ Two tools that make colour follow the lightness image:
 Colour is the chroma plane (a, b) = C (cos 2 pi H, sin 2 pi H) of ``utils``;
 planes are ``[2, H, W]``, lightness ``[H, W]`` in [0, 1].
 """
+import functools
+
 import numpy as np
 import scipy.ndimage
 import scipy.sparse
@@ -23,6 +25,7 @@ import scipy.sparse.linalg
 VARIANCE_SCALE = 0.6           # csig = 0.6 * var: the window variance, tightened
 NEAREST_WEIGHT_FLOOR = 0.01    # the most similar neighbour keeps at least this unnormalised weight
 CSIG_FLOOR = 2e-6              # flat windows (var = 0): all neighbours weigh the same
+ND_LEAF = 3                    # nested dissection stops at blocks of this side (fill and time lowest at 256 x 341)
 
 
 # --------------------------------------------------------------------------
@@ -72,17 +75,57 @@ def affinity_matrix(lightness, radius=1, variance_scale=VARIANCE_SCALE):
     return scipy.sparse.csr_matrix((weights[valid], (rows, cols)), shape=(h * w, h * w))
 
 
-def _factorize(matrix):
-    """Sparse LU of a square matrix with a symmetric nonzero pattern (both our systems).
+@functools.lru_cache(maxsize=8)
+def nested_dissection_order(height, width, separator=1, leaf=ND_LEAF):
+    """The pixels of a ``height`` x ``width`` grid (flat, row-major indices ``[height * width]``) in nested
+    dissection order: the longer side is cut by a line ``separator`` pixels wide, each half ordered
+    likewise, the line last, down to blocks of ``leaf`` x ``leaf``.  With a stencil of radius
+    ``separator`` the halves never touch, so eliminating them fills nothing between them (George 1973)."""
+    order = []
 
-    Minimum degree on A^T + A with the diagonal as pivots (SuperLU's symmetric mode):
-    ~2x less fill and ~1.5x faster than COLAMD with partial pivoting at 256x384, and safe:
-    I - W restricted to the unhinted pixels is a nonsingular M-matrix (W >= 0, rows sum
-    to 1, every pixel linked to a hint), whose LU needs no pivoting; the normal
-    equations of the prior term are symmetric positive definite.
+    def visit(r0, r1, c0, c1):
+        if (r1 - r0) * (c1 - c0) <= leaf * leaf or min(r1 - r0, c1 - c0) <= 2 * separator:
+            order.append((np.arange(r0, r1)[:, None] * width + np.arange(c0, c1)).ravel())
+        elif c1 - c0 >= r1 - r0:
+            m = (c0 + c1 - separator) // 2
+            visit(r0, r1, c0, m)
+            visit(r0, r1, m + separator, c1)
+            order.append((np.arange(r0, r1)[:, None] * width + np.arange(m, m + separator)).ravel())
+        else:
+            m = (r0 + r1 - separator) // 2
+            visit(r0, m, c0, c1)
+            visit(m + separator, r1, c0, c1)
+            order.append((np.arange(m, m + separator)[:, None] * width + np.arange(c0, c1)).ravel())
+    visit(0, height, 0, width)
+    out = np.concatenate(order)
+    out.flags.writeable = False
+    return out
+
+
+class GridLU:
+    """Sparse LU of a system on the ``free`` pixels ``[h, w]`` of a grid, rows and columns in
+    :func:`nested_dissection_order` (~1.5x faster than SuperLU's minimum degree at 256 x 341, with
+    less fill); :meth:`solve` takes and returns the free pixels in row-major order.
+
+    Diagonal pivots are safe: I - W restricted to the unhinted pixels is a nonsingular M-matrix
+    (W >= 0, rows sum to at most 1, every pixel linked to a hint), whose LU needs no pivoting in
+    any symmetric order; the normal equations of the prior term are symmetric positive definite.
     """
-    return scipy.sparse.linalg.splu(matrix.tocsc(), permc_spec='MMD_AT_PLUS_A', diag_pivot_thresh=0.0,
-                                    options={'SymmetricMode': True})
+
+    def __init__(self, matrix, free, separator=1):
+        free = np.asarray(free, bool)
+        position = np.cumsum(free.ravel()) - 1
+        order = nested_dissection_order(*free.shape, separator)
+        self.perm = position[order[free.ravel()[order]]]
+        matrix = matrix.tocsr()[self.perm][:, self.perm]
+        self.lu = scipy.sparse.linalg.splu(matrix.tocsc(), permc_spec='NATURAL', diag_pivot_thresh=0.0,
+                                           options={'SymmetricMode': True})
+
+    def solve(self, rhs):
+        """``rhs`` ``[n_free]`` or ``[n_free, C]`` -> the solution, same shape."""
+        out = np.empty_like(rhs, dtype=np.float64)
+        out[self.perm] = self.lu.solve(np.ascontiguousarray(rhs[self.perm], dtype=np.float64))
+        return out
 
 
 def levin_colorize(lightness, hint_plane, hint_mask, prior_plane=None, prior_weight=0.0, radius=1):
@@ -120,7 +163,7 @@ def levin_colorize(lightness, hint_plane, hint_mask, prior_plane=None, prior_wei
             rhs = a_t @ rhs + prior_weight * prior
         else:
             system = a_ff
-        out[free] = _factorize(system).solve(np.ascontiguousarray(rhs))
+        out[free] = GridLU(system, free.reshape(h, w), separator=2 * radius if use_prior else radius).solve(rhs)
     return out.T.reshape(2, h, w)
 
 
@@ -129,7 +172,8 @@ def levin_colorize(lightness, hint_plane, hint_mask, prior_plane=None, prior_wei
 # --------------------------------------------------------------------------
 
 def bilinear_matrix(n_out, n_in):
-    """``[n_out, n_in]`` 1-D linear interpolation with half-pixel centres and edge clamping.
+    """``[n_out, n_in]`` 1-D linear interpolation with half-pixel centres and edge clamping (sparse CSR:
+    two weights a row).
 
     The same sampling as torch ``F.interpolate(mode='bilinear', align_corners=False)``
     and ``skimage.transform.resize(order=1, mode='edge')`` without anti-aliasing.
@@ -138,26 +182,26 @@ def bilinear_matrix(n_out, n_in):
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = src - lo
-    m = np.zeros((n_out, n_in))
-    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
-    np.add.at(m, (np.arange(n_out), hi), frac)
-    return m
+    rows = np.repeat(np.arange(n_out), 2)
+    return scipy.sparse.csr_matrix((np.stack([1.0 - frac, frac], 1).ravel(), (rows, np.stack([lo, hi], 1).ravel())),
+                                   shape=(n_out, n_in))
 
 
 def area_matrix(n_out, n_in):
-    """``[n_out, n_in]`` 1-D area averaging: output cell i is the mean of input [i s, (i + 1) s), s = n_in / n_out."""
+    """``[n_out, n_in]`` 1-D area averaging: output cell i is the mean of input [i s, (i + 1) s), s = n_in / n_out
+    (sparse CSR)."""
     scale = n_in / n_out
     lo = np.arange(n_out)[:, None] * scale
     pix = np.arange(n_in)[None, :]
-    return np.clip(np.minimum(pix + 1, lo + scale) - np.maximum(pix, lo), 0.0, None) / scale
+    return scipy.sparse.csr_matrix(np.clip(np.minimum(pix + 1, lo + scale) - np.maximum(pix, lo), 0.0, None) / scale)
 
 
 def bilinear_resize(plane, size):
-    """Bilinear resize of ``[C, h, w]`` to ``[C, H, W]`` = size, as two small matrix products per channel."""
+    """Bilinear resize of ``[C, h, w]`` to ``[C, H, W]`` = size, as two sparse matrix products per channel."""
     plane = np.asarray(plane, dtype=np.float64)
     rows = bilinear_matrix(size[0], plane.shape[-2])
     cols_t = bilinear_matrix(size[1], plane.shape[-1]).T
-    return np.stack([(rows @ channel) @ cols_t for channel in plane])
+    return np.stack([(cols_t.T @ (rows @ channel).T).T for channel in plane])
 
 
 def box_mean(x, radius):
@@ -195,7 +239,7 @@ def coarse_fit_guided_upsample(guide, plane, radius, eps):
     guide = np.asarray(guide, dtype=np.float64)
     plane = np.asarray(plane, dtype=np.float64)
     c, h, w = plane.shape
-    small = area_matrix(h, guide.shape[0]) @ guide @ area_matrix(w, guide.shape[1]).T
+    small = (area_matrix(w, guide.shape[1]) @ (area_matrix(h, guide.shape[0]) @ guide).T).T
     means = box_mean(np.concatenate([small[None], (small * small)[None], plane, small * plane]), radius)
     mean_i, mean_ii, mean_p, mean_ip = means[0], means[1], means[2:2 + c], means[2 + c:]
     a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + eps)

@@ -106,7 +106,7 @@ class Propagator:
         def build():
             system = scipy.sparse.identity(hinted.size, format='csr') - (1.0 - leak) * self.weights
             a_free = system[~hinted]
-            return levin._factorize(a_free[:, ~hinted]), a_free[:, hinted]
+            return levin.GridLU(a_free[:, ~hinted], ~hinted.reshape(self.shape)), a_free[:, hinted]
         return _recently_used(self._factors, key, build, self.KEPT_FACTORS)
 
     def spread(self, hinted, values, leak=0.0):
@@ -124,7 +124,7 @@ class Propagator:
         out = np.where(hinted[:, None], flat, 0.0)
         if hinted.any() and not hinted.all():
             lu, a_free_hinted = self._factor(hinted, leak)
-            out[~hinted] = lu.solve(np.ascontiguousarray(-(a_free_hinted @ flat[hinted])))
+            out[~hinted] = lu.solve(-(a_free_hinted @ flat[hinted]))
         return out.T.reshape((channels,) + self.shape)
 
     def spread_corrections(self, hinted, corrections, leak, fade):

@@ -203,3 +203,23 @@ def test_coarse_fit_upsampling_restores_the_step_at_the_lightness_edge():
     assert out.shape == ideal.shape
     assert np.abs(out - ideal).max() < 0.01                      # every pixel, the edge columns included
     assert np.abs(out - ideal).mean() < 0.05 * np.abs(bilinear - ideal).mean()
+
+
+def test_nested_dissection_orders_every_pixel_once_and_cuts_the_fill_of_row_major_order():
+    """GridLU's order: a permutation of the grid (any shape), and its factor of Levin's 9-point system
+    has far less fill than the natural row-major order's (a band of the width), with the same solution."""
+    import scipy.sparse
+    import scipy.sparse.linalg
+    for h, w, separator in ((1, 1, 1), (3, 17, 1), (40, 61, 1), (29, 30, 2)):
+        order = levin.nested_dissection_order(h, w, separator)
+        np.testing.assert_array_equal(np.sort(order), np.arange(h * w))
+    y = np.random.RandomState(3).rand(48, 64)
+    free = np.ones(y.shape, bool)
+    free[10:14, 20:30] = False
+    system = (scipy.sparse.identity(y.size, format='csr') - 0.99 * levin.affinity_matrix(y))[free.ravel()][:, free.ravel()]
+    grid = levin.GridLU(system, free)
+    row_major = scipy.sparse.linalg.splu(system.tocsc(), permc_spec='NATURAL', diag_pivot_thresh=0.0,
+                                         options={'SymmetricMode': True})
+    assert grid.lu.L.nnz + grid.lu.U.nnz < 0.5 * (row_major.L.nnz + row_major.U.nnz)
+    rhs = np.random.RandomState(4).rand(system.shape[0], 2)
+    np.testing.assert_allclose(grid.solve(rhs), scipy.sparse.linalg.spsolve(system.tocsc(), rhs), rtol=0, atol=1e-10)
