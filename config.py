@@ -446,6 +446,10 @@ QUALITY_EXPERIMENT = dict(
     ),
     variant_order=('stages', 'rebalance', 'gmm_space', 'augmentation', 'binning', 'numbins', 'decoding'),
     choose_on='auc_rebal',      # validation metric that picks an arm (higher is better)
+    folds=4,                    # k of the cross-validation over the non-test photos (by photo); 1: split_val.txt
+    # the rule that picks a stage, a decoding or an arm on the folds' means (experiments/quality_folds.py):
+    # the highest mean `metric` among those whose plain AuC is within `auc_points` of grayscale's
+    selection=dict(metric='auc_rebal', auc_points=1.0),
     overrun_warning=2.0,        # warn when a run's wall time exceeds this multiple of its budget
 )
 

@@ -37,11 +37,8 @@ and only the missing runs are trained.
 """
 import argparse
 import datetime
-import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import time
 
@@ -50,22 +47,16 @@ sys.path.insert(0, REPO_DIR)
 
 import config  # noqa: E402
 import data_loader  # noqa: E402
+import quality_folds  # noqa: E402
 import quality_hints  # noqa: E402
 from quality_report import DEFAULT_ARM, METRICS, duration, markdown, within_spread  # noqa: E402
+from quality_runs import (DONE_MARKER, FINAL_MODEL, UserError, evaluate, read_json, run_child,  # noqa: E402
+                          save_colorizer_checkpoint, say, set_pairs, train, write_json)
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
 METHODS = ('model', 'grayscale', 'target')
 SPLITS = ('val', 'test')
-DONE_MARKER = 'quality_run.json'     # written into a run folder once its training finished
-FINAL_MODEL = 'checkpoint.pth.tar'   # the trainer's checkpoint at the last iteration
-MODEL_SELECTION = 'final'            # recorded in DONE_MARKER: later stages start from the final model
-RESUME_ONLY_KEYS = ('optim_state_dict', 'scaler_state_dict', 'sample_in_epoch', 'validated_at', 'log_rows',
-                    'rng', 'world_size', 'elapsed_time', 'nonfinite_steps')  # not needed to colorize
-PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
-
-
-class UserError(Exception):
-    """A mistake in the command line or the photo folder: one ``error:`` line, exit status 2."""
+ALL = 'all'                          # the fold of the runs trained on every non-test photo
 
 
 # --------------------------------------------------------------------------
@@ -73,14 +64,22 @@ class UserError(Exception):
 # --------------------------------------------------------------------------
 
 class Run:
-    """One training run: an arm (a set of config overrides), a seed and a stage of the chain."""
+    """One training run: an arm (a set of config overrides), a seed, a fold and a stage of the chain.
 
-    def __init__(self, arm, overrides, seed, stage_index, arch, config_number, iterations, budget_s, out):
-        self.arm, self.overrides, self.seed = arm, overrides, seed
+    ``fold``: None trains on split_train.txt and is scored on split_val.txt and the test split (``--folds
+    1``); an integer f trains on every fold but f and is scored on fold f; ``ALL`` trains on every
+    non-test photo and is scored on the test split (the recommended model).  ``lists``: split -> the
+    photo list it is scored on (and ``train``: the list it trains on, None for split_train.txt)."""
+
+    def __init__(self, arm, overrides, seed, stage_index, arch, config_number, iterations, budget_s, out,
+                 fold=None, lists=None):
+        self.arm, self.overrides, self.seed, self.fold = arm, overrides, seed, fold
         self.stage_index, self.arch, self.config_number = stage_index, arch, config_number
         self.iterations, self.budget_s = iterations, budget_s
-        self.name = '%s/seed%d/%s' % (arm, seed, arch)
-        self.dir = os.path.join(out, arm, 'seed%d' % seed, arch)
+        parts = [arm, 'seed%d' % seed] + ([] if fold is None else [fold_name(fold)]) + [arch]
+        self.name = '/'.join(parts)
+        self.dir = os.path.join(out, *parts)
+        self.lists = lists or {}
         self.previous = None          # the Run whose final model initialises this one
         self.failed = False
 
@@ -93,6 +92,10 @@ class Run:
         return os.path.join(self.dir, 'eval-final-%s-%s' % (split, decode))
 
 
+def fold_name(fold):
+    return 'all' if fold == ALL else 'fold%d' % fold
+
+
 def effective_config(config_number, override_pairs):
     """config N updated by ``--set`` pairs (strings) -> dict; raises UserError on a bad key."""
     import cli
@@ -102,13 +105,6 @@ def effective_config(config_number, override_pairs):
     except (KeyError, ValueError) as e:
         raise UserError(str(e).strip('"'))
     return cfg
-
-
-def set_pairs(overrides):
-    """{'rebalance_lambda': None} -> ['rebalance_lambda=null'] (YAML values, as --set reads them)."""
-    import yaml
-    return ['%s=%s' % (k, yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip())
-            for k, v in sorted(overrides.items())]
 
 
 def stage_iterations(budget_min, batch_size, stage_index):
@@ -138,38 +134,45 @@ def plan(args, chain, variants, seeds):
     reuses the default's FCN-32s.
     """
     base_pairs = list(args.overrides)
+    folds = list(range(args.folds)) if args.folds > 1 else [None]
     runs, by_key = [], {}
 
-    def run_of(arm, overrides, seed, stage_index):
-        key = (arm, seed, stage_index)
+    def run_of(arm, overrides, seed, stage_index, fold):
+        key = (arm, seed, fold, stage_index)
         if key not in by_key:
             arch, number = chain[stage_index]
             cfg = effective_config(number, base_pairs + set_pairs(overrides))
             iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
-            run = Run(arm, overrides, seed, stage_index, arch, number, iterations, budget_s, args.out)
+            run = Run(arm, overrides, seed, stage_index, arch, number, iterations, budget_s, args.out, fold,
+                      run_lists(args, fold))
             if stage_index > 0:
-                run.previous = run_of(arm, overrides, seed, stage_index - 1)
+                run.previous = run_of(arm, overrides, seed, stage_index - 1, fold)
             runs.append(run)
             by_key[key] = run
         return by_key[key]
 
     chain_seeds = seeds if 'stages' in variants else seeds[:1]
     for seed in chain_seeds:
+        for fold in folds:
+            for stage_index in range(len(chain)):
+                run_of(DEFAULT_ARM, {}, seed, stage_index, fold)
+    if args.folds > 1:   # the recommended model: the chain on every non-test photo, up to the chosen stage
         for stage_index in range(len(chain)):
-            run_of(DEFAULT_ARM, {}, seed, stage_index)
+            run_of(DEFAULT_ARM, {}, seeds[0], stage_index, ALL)
     if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s
-        previous = by_key[(DEFAULT_ARM, seeds[0], 0)]
+        previous = by_key[(DEFAULT_ARM, seeds[0], None, 0)]
         for stage_index, (arch, number) in enumerate(args.hint_chain):
             cfg = effective_config(number, base_pairs)
             iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
             run = Run(quality_hints.HINT_ARM, {}, seeds[0], stage_index, arch, number, iterations, budget_s,
-                      args.out)
+                      args.out, None, run_lists(args, None))
             run.previous, previous = previous, run
             runs.append(run)
     configs = [(effective_config(chain[0][1], base_pairs), DEFAULT_ARM, {})]   # (config, label, overrides)
     arms = {}
     if 'stages' in variants:
-        arms['stages'] = {arch: [by_key[(DEFAULT_ARM, s, i)] for s in seeds] for i, (arch, _) in enumerate(chain)}
+        arms['stages'] = {arch: [by_key[(DEFAULT_ARM, s, f, i)] for s in seeds for f in folds]
+                          for i, (arch, _) in enumerate(chain)}
     for name in variants:
         if name in ('stages', 'decoding'):
             continue
@@ -180,10 +183,41 @@ def plan(args, chain, variants, seeds):
             if same is None:
                 same = ('%s-%s' % (name, arm), overrides)
                 configs.append((cfg,) + same)
-            arms[name][arm] = [run_of(same[0], same[1], s, 0) for s in seeds]
+            arms[name][arm] = [run_of(same[0], same[1], s, 0, f) for s in seeds for f in folds]
     if 'decoding' in variants:
-        arms['decoding'] = {d: [run_of(DEFAULT_ARM, {}, s, 0) for s in seeds] for d in EXPERIMENT['decodings']}
+        arms['decoding'] = {d: [run_of(DEFAULT_ARM, {}, s, 0, f) for s in seeds for f in folds]
+                            for d in EXPERIMENT['decodings']}
     return runs, arms
+
+
+def fold_list_paths(out, fold):
+    """OUT/folds/<fold>-<split>.txt: the lists of one fold (written by :func:`write_fold_lists`)."""
+    return {split: os.path.join(out, 'folds', '%s-%s.txt' % (fold_name(fold), split)) for split in ('train', 'val')}
+
+
+def run_lists(args, fold):
+    """{split: list path} a run of ``fold`` trains on ('train'; None: split_train.txt) and is scored on."""
+    if fold is None:
+        return {'train': None, 'val': args.val_list, 'test': args.test_list}
+    if fold == ALL:   # its 'val' only feeds the trainer's fit curve: those photos are in its training set
+        return {'train': fold_list_paths(args.out, ALL)['train'], 'val': args.val_list, 'test': args.test_list}
+    return fold_list_paths(args.out, fold)
+
+
+def write_fold_lists(args):
+    """OUT/folds/*.txt from the photos outside the test split (quality_folds.make_folds); the folds."""
+    photos = quality_folds.non_test_photos(args.photos, args.test_list)
+    try:
+        folds = quality_folds.make_folds(photos, args.folds)
+    except ValueError as e:
+        raise UserError(str(e))
+    os.makedirs(os.path.join(args.out, 'folds'), exist_ok=True)
+    for f in range(args.folds):
+        train, val = quality_folds.fold_lists(folds, f)
+        for split, names in (('train', train), ('val', val)):
+            data_loader.write_list(fold_list_paths(args.out, f)[split], names)
+    data_loader.write_list(fold_list_paths(args.out, ALL)['train'], photos)
+    return folds
 
 
 def evaluations(run, arms):
@@ -192,7 +226,12 @@ def evaluations(run, arms):
     decodes = ['annealed']
     if 'decoding' in arms and any(run in runs for runs in arms['decoding'].values()):
         decodes = list(EXPERIMENT['decodings'])
-    return [(split, d) for d in decodes for split in SPLITS]
+    return [(split, d) for d in decodes for split in scored_splits(run)]
+
+
+def scored_splits(run):
+    """The splits a run is scored on: a fold's run its fold ('val'), the recommended model the test split."""
+    return SPLITS if run.fold is None else ('test',) if run.fold == ALL else ('val',)
 
 
 # --------------------------------------------------------------------------
@@ -238,164 +277,6 @@ def split_sizes(args):
 
 
 # --------------------------------------------------------------------------
-# running children
-# --------------------------------------------------------------------------
-
-def stamp():
-    return datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S')
-
-
-def say(text):
-    print('[%s] %s' % (stamp(), text), flush=True)
-
-
-def count_iterations(run_dir):
-    """Training rows in log.csv so far (one per iteration), for progress lines."""
-    try:
-        with open(os.path.join(run_dir, 'log.csv')) as f:
-            return sum(1 for line in f if line.split(',')[2:3] not in ([''], []))
-    except OSError:
-        return 0
-
-
-def run_child(command, log_path, label, run_dir=None, total=None):
-    """Run ``command`` with its output appended to ``log_path``; progress lines while it runs.
-    Returns (exit status, wall seconds)."""
-    start = time.time()
-    with open(log_path, 'a') as log:
-        log.write('\n$ %s\n' % ' '.join(command))
-        log.flush()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
-        last = start
-        while True:
-            try:
-                status = child.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                if time.time() - last >= PROGRESS_EVERY_S:
-                    last = time.time()
-                    progress = ' iteration %d/%d,' % (count_iterations(run_dir), total) if run_dir else ''
-                    say('  ... %s:%s %s' % (label, progress, duration(last - start)))
-            except KeyboardInterrupt:
-                child.terminate()
-                child.wait()
-                raise
-    return status, time.time() - start
-
-
-def tail(path, lines=8):
-    try:
-        with open(path) as f:
-            return ''.join(f.readlines()[-lines:])
-    except OSError:
-        return ''
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path, data):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-
-
-def set_aside(run_dir, why):
-    """A run folder that cannot be continued is renamed RUN.<why>-N beside, never deleted."""
-    n = 1
-    while os.path.exists('%s.%s-%d' % (run_dir, why, n)):
-        n += 1
-    os.replace(run_dir, '%s.%s-%d' % (run_dir, why, n))
-    return '%s.%s-%d' % (run_dir, why, n)
-
-
-def train(run, args):
-    """Train ``run`` unless its folder already holds the finished run; True when it is usable."""
-    marker = read_json(os.path.join(run.dir, DONE_MARKER))
-    if marker is not None and run.previous is not None and marker.get('selection') != MODEL_SELECTION:
-        # started from the previous stage's lowest-validation-loss model by an earlier version: kept aside
-        say('note   %s: started from another model of its previous stage, kept as %s'
-            % (run.name, set_aside(run.dir, 'superseded')))
-        marker = None
-    if marker is not None and os.path.isfile(run.model):
-        if marker['iterations'] != run.iterations:
-            raise UserError('%s was trained for %d iterations, this budget asks for %d: use another --out'
-                            % (run.dir, marker['iterations'], run.iterations))
-        return True
-    if run.previous is not None and (run.previous.failed or not os.path.isfile(os.path.join(run.previous.dir,
-                                                                                            DONE_MARKER))):
-        say('skip   %s: its previous stage did not finish' % run.name)
-        run.failed = True
-        return False
-    script = os.path.join(REPO_DIR, 'train_color_%s.py' % run.arch)
-    checkpoint = os.path.join(run.dir, 'checkpoint.pth.tar')
-    if os.path.isfile(checkpoint):
-        command = [sys.executable, script, '--resume', checkpoint]
-        how = 'resume'
-    else:
-        if os.path.exists(os.path.join(run.dir, 'log.csv')):
-            say('note   %s: interrupted before its first checkpoint, kept as %s'
-                % (run.name, set_aside(run.dir, 'interrupted')))
-        command = [sys.executable, script, '-c', str(run.config_number), '-d', args.photos, '-o', run.dir]
-        for pair in list(args.overrides) + set_pairs(dict(run.overrides, seed=run.seed)):
-            command += ['--set', pair]
-        if run.previous is not None:
-            command += ['-m', run.previous.model]
-        how = 'train'
-    command += ['--max-iter', str(run.iterations)]
-    os.makedirs(run.dir, exist_ok=True)
-    log_path = os.path.join(run.dir, 'quality.log')
-    say('%-6s %s: %d iterations (budget %s)' % (how, run.name, run.iterations, duration(run.budget_s)))
-    status, wall = run_child(command, log_path, run.name, run.dir, run.iterations)
-    if status != 0 or not os.path.isfile(run.model):
-        say('FAILED %s (exit status %d) after %s; see %s:\n%s' % (run.name, status, duration(wall), log_path,
-                                                                tail(log_path)))
-        run.failed = True
-        return False
-    previous = marker['wall_s'] if marker else 0.0
-    write_json(os.path.join(run.dir, DONE_MARKER), {
-        'iterations': run.iterations, 'budget_s': run.budget_s, 'wall_s': wall + previous,
-        'seed': run.seed, 'config': run.config_number, 'overrides': run.overrides, 'command': command,
-        'selection': MODEL_SELECTION})
-    say('done   %s in %s' % (run.name, duration(wall)))
-    if wall > EXPERIMENT['overrun_warning'] * run.budget_s + 60:
-        say('warning: %s took %s for a budget of %s: this machine (or its load) is slower than the '
-            'reference; the results are the same, only later' % (run.name, duration(wall), duration(run.budget_s)))
-    return True
-
-
-def evaluate(run, split, decode, args):
-    """metrics.json of ``run`` on ``split`` decoded by ``decode`` (reused when present), or None."""
-    out = run.eval_dir(split, decode)
-    metrics_path = os.path.join(out, 'metrics.json')
-    if os.path.isfile(metrics_path):
-        return read_json(metrics_path)
-    tmp = out + '.tmp'
-    if os.path.isdir(tmp):
-        shutil.rmtree(tmp)  # a half-written evaluation of our own
-    command = [sys.executable, os.path.join(REPO_DIR, 'evaluate.py'), '-m', run.model, '-d', args.photos,
-               '--list', args.val_list if split == 'val' else args.test_list, '--decode', decode, '-o', tmp]
-    label = '%s on %s (%s)' % (run.name, split, decode)
-    status, wall = run_child(command, os.path.join(run.dir, 'quality.log'), label)
-    if status != 0 or not os.path.isfile(os.path.join(tmp, 'metrics.json')):
-        say('FAILED evaluating %s (exit status %d); see %s' % (label, status, os.path.join(run.dir, 'quality.log')))
-        return None
-    metrics = read_json(os.path.join(tmp, 'metrics.json'))
-    metrics['wall_s'] = wall
-    write_json(os.path.join(tmp, 'metrics.json'), metrics)
-    os.replace(tmp, out)
-    say('scored %s in %s: model AuC rebal. %.2f %% (grayscale %.2f %%)'
-        % (label, duration(wall), metrics['model']['auc_rebal'], metrics['grayscale']['auc_rebal']))
-    return metrics
-
-
-# --------------------------------------------------------------------------
 # aggregating
 # --------------------------------------------------------------------------
 
@@ -414,38 +295,42 @@ def summary_of(scores):
 
 
 def collect(runs, scores, decode='annealed'):
-    """{'seeds', 'val', 'test'} over the runs whose scores exist (None when none)."""
-    done = [(r, scores.get((r.name, 'val', decode)), scores.get((r.name, 'test', decode))) for r in runs]
-    done = [(r, v, t) for r, v, t in done if v and t]
+    """{'seeds', 'folds', 'runs', 'decode', <split>: summary} over the runs scored on every split they are
+    scored on (a fold's runs: 'val', the mean over the folds; None when none)."""
+    splits = scored_splits(runs[0]) if runs else SPLITS
+    done = [(r, [scores.get((r.name, s, decode)) for s in splits]) for r in runs]
+    done = [(r, found) for r, found in done if all(found)]
     if not done:
         return None
-    return {'seeds': [r.seed for r, _, _ in done], 'runs': [r.name for r, _, _ in done], 'decode': decode,
-            'val': summary_of([v for _, v, _ in done]), 'test': summary_of([t for _, _, t in done])}
+    out = {'seeds': [r.seed for r, _ in done], 'folds': [r.fold for r, _ in done], 'runs': [r.name for r, _ in done],
+           'decode': decode}
+    for i, split in enumerate(splits):
+        out[split] = summary_of([found[i] for _, found in done])
+    return out
 
 
-def choose(arms_result, baseline, n_seeds):
-    """The arm with the best validation score; kept only when it beats the baseline beyond the spread."""
-    key = EXPERIMENT['choose_on']
+def choose(arms_result, baseline, n_runs):
+    """The arm the selection rule (quality_folds.select) picks on the validation means; whether it is
+    within the spread of the baseline's is said beside."""
     scored = {arm: r for arm, r in arms_result.items() if r}
     if not scored:
         return None
-    best = max(scored, key=lambda a: scored[a]['val']['model'][key]['mean'])
-    decision = {'metric': key, 'best_on_val': best, 'baseline': baseline, 'chosen': baseline or best}
+    selection = quality_folds.select({arm: r and r['val'] for arm, r in arms_result.items()})
+    best = selection['chosen']
+    decision = {'metric': quality_folds.SELECTION['metric'], 'rule': selection['rule'],
+                'qualified': selection['qualified'], 'best_on_val': best, 'baseline': baseline, 'chosen': best}
     if baseline in scored and best != baseline:
-        b, d = scored[best]['val']['model'][key], scored[baseline]['val']['model'][key]
-        decision['within_spread'] = within_spread(b, d)
-        decision['chosen'] = baseline if decision['within_spread'] else best
-    decision['complete'] = len(scored) == len(arms_result) and all(
-        len(r['seeds']) == n_seeds for r in scored.values())
+        key = quality_folds.SELECTION['metric']
+        decision['within_spread'] = within_spread(scored[best]['val']['model'][key],
+                                                  scored[baseline]['val']['model'][key])
+    decision['complete'] = len(scored) == len(arms_result) and all(len(r['runs']) == n_runs for r in scored.values())
     return decision
 
 
 def default_stage(stages):
-    """The default model's stage: the chain's stage with the best mean validation score (a later stage
-    on a tie), as a training run's model_best.pth.tar is its best validation; None before any is scored."""
-    key = EXPERIMENT['choose_on']
-    scored = [(r['val']['model'][key]['mean'], i, arch) for i, (arch, r) in enumerate(stages.items()) if r]
-    return max(scored)[2] if scored else None
+    """The default model's stage: the one the selection rule (quality_folds.select) picks on the validation
+    means (over the folds); None before any is scored."""
+    return quality_folds.select({arch: r and r['val'] for arch, r in stages.items()})['chosen']
 
 
 def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
@@ -459,7 +344,8 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         'stages': [{'arch': arch, 'config': number} for arch, number in chain],
         'reference_images_per_s': list(EXPERIMENT['reference_images_per_s']),
         'elapsed_s': time.time() - started,
-        'runs': [{'name': r.name, 'arm': r.arm, 'seed': r.seed, 'arch': r.arch, 'config': r.config_number,
+        'runs': [{'name': r.name, 'arm': r.arm, 'seed': r.seed, 'fold': r.fold, 'arch': r.arch,
+                  'config': r.config_number,
                   'overrides': r.overrides, 'iterations': r.iterations, 'budget_s': r.budget_s,
                   'train_wall_s': walls.get(r.name), 'finished': os.path.isfile(os.path.join(r.dir, DONE_MARKER)),
                   'metrics': {'%s/%s' % (s, d): scores.get((r.name, s, d)) for s, d in evaluations(r, arms)
@@ -467,10 +353,12 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
                  for r in runs],
         'default': {}, 'variants': {},
     }
+    result['folds'] = args.folds
     for i, (arch, _) in enumerate(chain):
-        stage_runs = [r for r in runs if r.arm == DEFAULT_ARM and r.stage_index == i]
+        stage_runs = [r for r in runs if r.arm == DEFAULT_ARM and r.stage_index == i and r.fold != ALL]
         result['default'][arch] = collect(stage_runs, scores)
     result['default_model'] = default_stage(result['default'])
+    result['selection_rule'] = quality_folds.select({})['rule']
     if args.hints:
         stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
         default = result['default'].get(result['default_model']) if result['default_model'] else None
@@ -493,8 +381,26 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
             baseline = next((a for a, rs in arm_runs.items() if rs[0].arm == DEFAULT_ARM), next(iter(arm_runs)))
             if variant == 'stages':                     # the default model's stage, best on validation
                 baseline = result['default_model'] or chain[-1][0]
-        result['variants'][variant] = {'arms': arms_result, 'decision': choose(arms_result, baseline, len(seeds))}
+        result['variants'][variant] = {'arms': arms_result,
+                                       'decision': choose(arms_result, baseline, len(seeds) * max(1, args.folds))}
+    if args.folds > 1:
+        final = recommended_run(runs, result)
+        decode = recommended_decode(result)
+        test = final and scores.get((final.name, 'test', decode))
+        result['recommended'] = {'arch': result['default_model'], 'run': final and final.name, 'decode': decode,
+                                 'test': summary_of([test]) if test else None}
     return result
+
+
+def recommended_run(runs, result):
+    """With folds: the run of the chosen stage trained on every non-test photo (None before a choice)."""
+    return next((r for r in runs if r.fold == ALL and r.arch == result['default_model']), None)
+
+
+def recommended_decode(result):
+    """The decoding the rule chose (the decoding variant), else annealed."""
+    decision = result['variants'].get('decoding', {}).get('decision') or {}
+    return decision.get('chosen') or 'annealed'
 
 
 def machine():
@@ -511,16 +417,6 @@ def machine():
 # --------------------------------------------------------------------------
 # the default model and its figure
 # --------------------------------------------------------------------------
-
-def save_colorizer_checkpoint(source, target):
-    """``source`` checkpoint without what only resuming needs (optimizer, RNG states), atomically."""
-    import torch
-    import models
-    ckpt = models.load_checkpoint(source)
-    tmp = target + '.tmp'
-    torch.save({k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, tmp)
-    os.replace(tmp, target)
-
 
 def test_grid(model_path, args, out_path):
     """original | grayscale | model for every test photo, one row each."""
@@ -579,6 +475,10 @@ def parse_args(argv=None):
                    help='config numbers of the FCN-32s, 16s and 8s stages (default %(default)s)')
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', dest='overrides',
                    help='config override for every run (as the train scripts\' --set); repeatable')
+    p.add_argument('--folds', type=int, default=EXPERIMENT['folds'],
+                   help='k of the cross-validation over the photos outside the test split: every choice is made '
+                        'on the mean over k folds and the recommended model is trained on them all (default '
+                        '%(default)s; 1: split_train.txt / split_val.txt as they are)')
     p.add_argument('--hints', action='store_true', help='also the hint chain (configs %s), its model '
                    '(OUT/hints/model_best.pth.tar) and its hint sweep on the test split'
                    % ', '.join(str(n) for _, n in EXPERIMENT['hint_chain']))
@@ -595,6 +495,25 @@ def parse_numbers(text, what, count=None):
     if not numbers or (count is not None and len(numbers) != count):
         raise UserError('%s: expected %s integers, got %r' % (what, count or 'one or more', text))
     return numbers
+
+
+def train_recommended(args, final, decode, scores, walls):
+    """Train the chosen stage's chain on every non-test photo up to ``final`` and score it once on the test
+    split (``decode``)."""
+    chain_runs = []
+    run = final
+    while run is not None:
+        chain_runs.insert(0, run)
+        run = run.previous
+    say('chosen on %d folds: %s; the recommended model trains on every photo outside the test split'
+        % (args.folds, final.arch))
+    for run in chain_runs:
+        if not train(run, args):
+            return
+        walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
+    metrics = evaluate(final, 'test', decode, args)
+    if metrics is not None:
+        scores[(final.name, 'test', decode)] = metrics
 
 
 def finish_hints(args, runs, result):
@@ -634,9 +553,19 @@ def main(argv=None):
         if args.hints and not all(effective_config(n, args.overrides)['hints'] for n in hint_numbers):
             raise UserError('--hint-configs %s: every stage needs a config with hints: true' % args.hint_configs)
         variants = selected_variants(args.variants)
+        if args.folds < 1:
+            raise UserError('--folds must be at least 1')
+        if args.hints and args.folds > 1:
+            raise UserError('--hints runs with --folds 1 for now (the hint chain and its sweeps are not '
+                            'cross-validated yet)')
         check_photos(args)
+        if args.folds > 1 and data_loader.is_imagenet_root(args.photos):
+            raise UserError('--folds %d: cross-validation needs a photo folder (get_photos.py); use --folds 1 '
+                            'with an ImageNet root' % args.folds)
         runs, arms = plan(args, chain, variants, seeds)
         os.makedirs(args.out, exist_ok=True)
+        if args.folds > 1:
+            write_fold_lists(args)
         # a finished run trained for another budget is refused before anything trains
         for run in runs:
             marker = read_json(os.path.join(run.dir, DONE_MARKER))
@@ -651,7 +580,7 @@ def main(argv=None):
     say('%d training runs (%s of training on the reference CPU) and %d evaluations into %s'
         % (len(runs), duration(budget), n_eval, args.out))
     scores, walls, deferred = {}, {}, []
-    for run in runs:
+    for run in [r for r in runs if r.fold != ALL]:   # the recommended model's runs once the choice is made
         if not train(run, args):
             continue
         walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
@@ -670,7 +599,13 @@ def main(argv=None):
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
     result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     chosen = result['default_model']
-    final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
+    if args.folds > 1:
+        final = recommended_run(runs, result)
+        if final is not None:
+            train_recommended(args, final, recommended_decode(result), scores, walls)
+            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    else:
+        final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]
     args.hint_sweeps = {}
     if final is not None and not final.failed and os.path.isfile(final.model):

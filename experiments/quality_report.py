@@ -1,6 +1,7 @@
 """results.md of experiments/quality.py: the default chain's test table, the variants table, the
 decisions, the hint chain (quality_hints.py) and the runs."""
 import config
+import quality_folds
 import quality_hints
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
@@ -32,48 +33,93 @@ def metric_cells(summary, method):
     return [cell(summary[method][k], 1 if k == 'colorfulness' else 2) for k in METRICS]
 
 
+def reference_rows(summary):
+    """Table rows of grayscale and the ground truth's colourfulness, under a model's rows."""
+    return ['| grayscale | | | %s |' % ' | '.join(metric_cells(summary, 'grayscale')),
+            '| ground truth | | | %s%s |' % (' | ' * (len(METRICS) - 1),
+                                             cell(summary['ground_truth']['colorfulness'], 1))]
+
+
+def verdict(summary):
+    """'auc_rebal beats grayscale with every seed; ...' for a summary's model against its grayscale."""
+    out = []
+    for k in ('auc_rebal', 'colorfulness', 'psnr'):
+        values = zip(summary['model'][k]['values'], summary['grayscale'][k]['values'])
+        beats = all((m > g) == HIGHER_IS_BETTER[k] for m, g in values)
+        out.append('%s %s' % (k, 'beats grayscale with every seed' if beats else 'does NOT beat grayscale'))
+    return '; '.join(out)
+
+
+def not_needed(run, result):
+    """A run of the recommended model's chain after the chosen stage (never trained)."""
+    archs = [s['arch'] for s in result['stages']]
+    return result['default_model'] in archs and archs.index(run['arch']) > archs.index(result['default_model'])
+
+
 def markdown(result):
     """results.md: the default chain's test table, the variants table, the decisions, the runs."""
+    folds = result.get('folds', 1)
+    split = 'val' if folds > 1 else 'test'           # the split of the tables
     lines = ['# Quality experiment', '',
              '`%s`' % result['command'], '',
              '- date (UTC): %s; machine: %s' % (result['date_utc'], result['machine']),
-             '- photos: %s (train %s / val %s / test %s photos); test list %s'
-             % (result['photos'], *[result['split_sizes'][s] for s in ('train', 'val', 'test')], result['test_list']),
+             ('- photos: %s (train %s / val %s / test %s photos); test list %s'
+              % (result['photos'], *[result['split_sizes'][s] for s in ('train', 'val', 'test')], result['test_list'])
+              if folds < 2 else '- photos: %s (%s photos outside the test split in %d folds by photo: OUT/folds/; '
+              'test %s photos); test list %s' % (result['photos'], sum(result['split_sizes'][s] or 0 for s in
+                                                                     ('train', 'val')), folds,
+                                                 result['split_sizes']['test'], result['test_list'])),
              '- budget: %.3g min for the chain on the reference CPU (%s); reference images/s %s'
              % (result['budget_min'], ', '.join('%s %d iterations' % (r['arch'], r['iterations'])
                                                 for r in result['runs'] if r['arm'] == DEFAULT_ARM
-                                                and r['seed'] == result['seeds'][0]),
+                                                and r['seed'] == result['seeds'][0] and r.get('fold') in (None, 0)),
                 ' / '.join('%g' % v for v in result['reference_images_per_s'])),
              '- scores: test split, annealed mean (T = 0.38) unless said; mean ± spread (half the range) '
-             'over the seeds listed; variants chosen on the validation split', '']
+             'over the seeds listed; variants chosen on the validation split' if folds < 2 else
+             '- scores: validation folds: mean ± spread (half the range) over the %d folds (each fold\'s model '
+             'trained on the other folds, the same budget) and the seeds listed; annealed mean (T = 0.38) unless '
+             'said; the test split scores the recommended model once' % folds,
+             '- selection rule: %s' % result.get('selection_rule', ''), '']
     if result['overrides']:
         lines[-1:-1] = ['- every run with --set %s' % ' '.join(result['overrides'])]
-    lines += ['## Default chain, test split', '',
+    lines += ['## Default chain, %s' % ('test split' if folds < 2 else '%d-fold cross-validation' % folds), '',
               '| stage | seeds | | %s |' % ' | '.join(METRIC_NAMES), '|---|---|---|%s' % ('---|' * len(METRICS))]
     for arch, r in result['default'].items():
         if r is None:
             lines.append('| %s | not finished | | %s|' % (arch, ' | ' * len(METRICS)))
             continue
-        seeds = ', '.join(str(s) for s in r['seeds'])
+        seeds = ', '.join(str(s) for s in sorted(set(r['seeds'])))
+        if folds > 1:
+            seeds += ' (%d folds)' % len(r['folds'])
         name = '**%s: default model**' % arch if arch == result['default_model'] else arch
-        lines.append('| %s | %s | model | %s |' % (name, seeds, ' | '.join(metric_cells(r['test'], 'model'))))
-        lines.append('| | | target (ceiling) | %s |' % ' | '.join(metric_cells(r['test'], 'target')))
+        lines.append('| %s | %s | model | %s |' % (name, seeds, ' | '.join(metric_cells(r[split], 'model'))))
+        lines.append('| | | target (ceiling) | %s |' % ' | '.join(metric_cells(r[split], 'target')))
     chosen = result['default_model']
     last = result['default'][chosen] if chosen else None
     if last:
-        lines.append('| grayscale | | | %s |' % ' | '.join(metric_cells(last['test'], 'grayscale')))
-        lines.append('| ground truth | | | %s%s |' % (' | ' * (len(METRICS) - 1),
-                                                  cell(last['test']['ground_truth']['colorfulness'], 1)))
-        verdict = []
-        for k in ('auc_rebal', 'colorfulness', 'psnr'):
-            values = zip(last['test']['model'][k]['values'], last['test']['grayscale'][k]['values'])
-            beats = all((m > g) == HIGHER_IS_BETTER[k] for m, g in values)
-            verdict.append('%s %s' % (k, 'beats grayscale with every seed' if beats else 'does NOT beat grayscale'))
-        lines += ['', 'Default model: %s, the stage with the best validation %s; against grayscale on the '
-                  'test split: %s.' % (chosen, EXPERIMENT['choose_on'], '; '.join(verdict))]
+        lines += reference_rows(last[split])
+        lines += ['', 'Default model: %s, chosen by the selection rule on the %s.' % (
+            chosen, 'validation split' if folds < 2 else 'means over the folds')]
+        if folds < 2:
+            lines[-1] += ' Against grayscale on the test split: %s.' % verdict(last['test'])
+    recommended = result.get('recommended')
+    if recommended:
+        lines += ['', '## Recommended model, test split', '']
+        if recommended['test'] is None:
+            lines.append('%s trained on every photo outside the test split: not finished.' % recommended['arch'])
+        else:
+            lines += ['| stage (decoding) | trained on | | %s |' % ' | '.join(METRIC_NAMES),
+                      '|---|---|---|%s' % ('---|' * len(METRICS)),
+                      '| %s (%s) | every non-test photo | model | %s |' % (
+                          recommended['arch'], recommended['decode'],
+                          ' | '.join(metric_cells(recommended['test'], 'model'))),
+                      '| | | target (ceiling) | %s |' % ' | '.join(metric_cells(recommended['test'], 'target'))]
+            lines += reference_rows(recommended['test'])
+            lines += ['', 'Against grayscale on the test split: %s.' % verdict(recommended['test'])]
     lines += ['']
     if result['variants']:
-        lines += ['## Variants, test split (chosen on validation: %s)' % EXPERIMENT['choose_on'], '',
+        lines += ['## Variants, %s (chosen by the selection rule)' % (
+                      'test split' if folds < 2 else 'mean over the %d folds' % folds), '',
                   '| variant | arm | seeds | %s | val AuC rebal. %% | vs baseline on val |'
                   % ' | '.join(METRIC_NAMES), '|---|---|---|%s---|---|' % ('---|' * len(METRICS))]
         for variant, v in result['variants'].items():
@@ -88,16 +134,16 @@ def markdown(result):
                 elif base:
                     a, b = r['val']['model']['auc_rebal'], base['val']['model']['auc_rebal']
                     if len(a['values']) < 2 or len(b['values']) < 2:
-                        verdict = 'one seed: no spread'
+                        spread_note = 'one seed: no spread'
                     else:
-                        verdict = 'within spread' if within_spread(a, b) else 'beyond spread'
-                    note = '%+.2f, %s' % (a['mean'] - b['mean'], verdict)
+                        spread_note = 'within spread' if within_spread(a, b) else 'beyond spread'
+                    note = '%+.2f, %s' % (a['mean'] - b['mean'], spread_note)
                 else:
                     note = ''
                 if arm == d.get('chosen'):
                     note += ' **chosen**'
                 lines.append('| %s | %s | %s | %s | %s | %s |' % (
-                    variant, arm, ', '.join(str(s) for s in r['seeds']), ' | '.join(metric_cells(r['test'], 'model')),
+                    variant, arm, ', '.join(str(s) for s in r['seeds']), ' | '.join(metric_cells(r[split], 'model')),
                     cell(r['val']['model']['auc_rebal']), note))
         lines += ['', '## Decisions', '']
         for variant, v in result['variants'].items():
@@ -105,13 +151,15 @@ def markdown(result):
             if not d:
                 lines.append('- %s: not finished' % variant)
                 continue
-            text = '- %s: best on validation %s; ' % (variant, d['best_on_val'])
-            if d['best_on_val'] == d['baseline']:
-                text += 'the baseline (%s) stays' % d['baseline']
-            elif d.get('within_spread'):
-                text += 'within the spread of the baseline (%s), which stays' % d['baseline']
-            else:
-                text += 'beyond the spread of the baseline (%s): choose %s' % (d['baseline'], d['chosen'])
+            text = '- %s: the rule chooses %s' % (variant, d['chosen'])
+            if d['chosen'] == d['baseline']:
+                text += ', the baseline'
+            elif 'within_spread' in d:
+                text += ', %s the spread of the baseline (%s)' % ('within' if d['within_spread'] else 'beyond',
+                                                                   d['baseline'])
+            if len(d.get('qualified', [])) < len(v['arms']):
+                text += '; within %g AuC point of grayscale: %s' % (
+                    quality_folds.SELECTION['auc_points'], ', '.join(d.get('qualified', [])) or 'none')
             if not d['complete']:
                 text += ' (incomplete: not every arm has every seed, so no decision)'
             lines.append(text)
@@ -124,7 +172,9 @@ def markdown(result):
         evals = sum(m.get('wall_s', 0.0) for m in r['metrics'].values())
         lines.append('| %s | %d | %s | %s | %s |' % (
             r['name'], r['iterations'], duration(r['budget_s']),
-            duration(r['train_wall_s']) if r['train_wall_s'] is not None else 'not finished',
+            duration(r['train_wall_s']) if r['train_wall_s'] is not None else
+            'not needed (the chosen stage is earlier)' if r.get('fold') == 'all' and not_needed(r, result) else
+            'not finished',
             duration(evals) if evals else ''))
     lines += ['', 'Whole invocation: %s.' % duration(result['elapsed_s']), '']
     return '\n'.join(lines)

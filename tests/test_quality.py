@@ -15,11 +15,12 @@ from conftest import PHOTO_SIZE, REPO_DIR, write_photos
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
 import quality  # noqa: E402
+import quality_folds  # noqa: E402
 import quality_hints  # noqa: E402
 
 SPLITS = {'train': 'astronaut', 'val': 'chelsea', 'test': 'coffee'}
 TINY = ['--budget-min', '1', '--configs', '199,199,199', '--set', 'batch_size=32', '--set', 'workers=0',
-        '--set', 'interval_validate=1000']
+        '--set', 'interval_validate=1000', '--folds', '1']
 
 
 def split_folder(folder, lists=True):
@@ -46,9 +47,9 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     for name in ('results.md', 'results.json', 'default/model_best.pth.tar', 'default/test_grid.png'):
         assert (out / name).is_file(), name
     result = json.loads((out / 'results.json').read_text())
-    # the default model is the stage with the best validation score, as model_best of a training run
-    val = {arch: result['default'][arch]['val']['model']['auc_rebal']['mean'] for arch in ('fcn32s', 'fcn16s', 'fcn8s')}
-    assert result['default_model'] == max(reversed(list(val)), key=val.get)
+    # the default model is the stage the selection rule picks on validation
+    val = {arch: result['default'][arch]['val'] for arch in ('fcn32s', 'fcn16s', 'fcn8s')}
+    assert result['default_model'] == quality_folds.select(val)['chosen']
     colorizer = colorize.load_colorizer(str(out / 'default' / 'model_best.pth.tar'))
     assert colorizer.model.__class__.__name__ == {'fcn32s': 'FCN32sColor', 'fcn16s': 'FCN16sColor',
                                                   'fcn8s': 'FCN8sColor'}[result['default_model']]
@@ -80,8 +81,8 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
 
     # --hints: the hint chain from the default chain's FCN-32s, its model chosen on validation, its sweep
     hints_result = result['hints']
-    val = {arch: hints_result['stages'][arch]['val']['model']['auc_rebal']['mean'] for arch in val}
-    assert hints_result['hint_model'] == max(reversed(list(val)), key=val.get)
+    val = {arch: hints_result['stages'][arch]['val'] for arch in val}
+    assert hints_result['hint_model'] == quality_folds.select(val)['chosen']
     assert colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar')).takes_hints
     started_from = (out / 'hints' / 'seed0' / 'fcn32s' / 'quality.log').read_text()
     assert '-m %s' % (out / 'default' / 'seed0' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
@@ -114,7 +115,7 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
 
 
 def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
-    args = quality.parse_args(['--photos', str(tmp_path), '--out', str(tmp_path / 'out')])
+    args = quality.parse_args(['--photos', str(tmp_path), '--out', str(tmp_path / 'out'), '--folds', '1'])
     chain = list(config.QUALITY_EXPERIMENT['chain'])
     runs, arms = quality.plan(args, chain, quality.selected_variants('all'), [0, 1])
     base = config.get_config(chain[0][1])
@@ -145,16 +146,107 @@ def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
     assert [r.name for r in runs] == ['default/seed0/%s' % a for a, _ in chain] and arms == {}
 
 
-def test_default_model_is_the_stage_best_on_validation():
-    def stage(val, test):
-        return {'val': {'model': {'auc_rebal': {'mean': val}}}, 'test': {'model': {'auc_rebal': {'mean': test}}}}
-    stages = {'fcn32s': stage(86.0, 74.0), 'fcn16s': stage(82.0, 75.0), 'fcn8s': stage(79.0, 76.0)}
-    assert quality.default_stage(stages) == 'fcn32s'                 # validation chooses, not test
-    stages['fcn8s'] = stage(86.0, 76.0)
-    assert quality.default_stage(stages) == 'fcn8s'                  # a tie goes to the later stage
-    stages['fcn8s'] = None                                           # not finished
-    assert quality.default_stage(dict(stages, fcn32s=None)) == 'fcn16s'
-    assert quality.default_stage({'fcn32s': None}) is None
+def summary(auc_rebal, auc, grey_auc=80.0):
+    return {'model': {'auc_rebal': {'mean': auc_rebal}, 'auc': {'mean': auc}}, 'grayscale': {'auc': {'mean': grey_auc}}}
+
+
+def test_the_selection_rule_takes_the_best_rebalanced_auc_among_those_near_grayscales_auc():
+    """A hand-made table (grayscale's plain AuC 80): fcn8s has the best rebalanced AuC but loses 1.5 points of
+    plain AuC, so it does not qualify; of the rest fcn16s; ties go to the higher plain AuC, then to the
+    first listed; nothing qualifying: the best plain AuC."""
+    table = {'fcn32s': summary(74.0, 80.5), 'fcn16s': summary(75.0, 79.2), 'fcn8s': summary(77.0, 78.5)}
+    chosen = quality_folds.select(table)
+    assert chosen['chosen'] == 'fcn16s' and chosen['qualified'] == ['fcn32s', 'fcn16s']
+    assert quality_folds.select(table, dict(metric='auc_rebal', auc_points=2.0))['chosen'] == 'fcn8s'
+    table['fcn32s'] = summary(75.0, 79.5)                                  # a tie on rebalanced AuC ...
+    assert quality_folds.select(table)['chosen'] == 'fcn32s'               # ... to the higher plain AuC
+    table['fcn16s'] = summary(75.0, 79.5)                                  # a full tie: the first listed
+    assert quality_folds.select(table)['chosen'] == 'fcn32s'
+    assert quality_folds.select(dict(reversed(list(table.items()))))['chosen'] == 'fcn16s'
+    nothing = {'a': summary(90.0, 70.0), 'b': summary(60.0, 75.0), 'c': None}   # none near grayscale; c not scored
+    assert quality_folds.select(nothing) == dict(quality_folds.select(nothing), chosen='b', qualified=[])
+    assert quality_folds.select({'a': None})['chosen'] is None
+    # the experiment's stage and arm choices are this rule
+    stages = {arch: {'val': s} for arch, s in table.items()}
+    assert quality.default_stage(stages) == quality_folds.select(table)['chosen']
+    arms = {'off': {'val': summary(75.0, 80.0), 'runs': ['x', 'y']},
+            'on': {'val': summary(78.0, 78.0), 'runs': ['z', 'w']}}
+    decision = quality.choose(arms, 'off', 2)
+    assert decision['chosen'] == 'off' and decision['qualified'] == ['off'] and decision['complete']
+
+
+def test_folds_are_disjoint_by_photo_cover_the_non_test_photos_and_keep_near_duplicates_together(tmp_path):
+    names = ['p%02d.jpg' % i for i in range(9)] + ['scikit-image/motorcycle_left.png',
+                                                   'scikit-image/motorcycle_right.png']
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    (photos / 'split_train.txt').write_text('\n'.join(names[:7] + names[9:]) + '\n')
+    (photos / 'split_val.txt').write_text('\n'.join(names[7:9] + ['t1.jpg']) + '\n')   # t1: also in test
+    (photos / 'split_test.txt').write_text('t0.jpg\nt1.jpg\n')
+    non_test = quality_folds.non_test_photos(str(photos), str(photos / 'split_test.txt'))
+    assert non_test == sorted(names)
+    folds = quality_folds.make_folds(non_test, 4)
+    assert sorted(p for fold in folds for p in fold) == sorted(names)        # disjoint and covering
+    assert all(folds)
+    assert any(set(names[9:]) <= set(fold) for fold in folds)                # the motorcycle pair: one fold
+    assert quality_folds.make_folds(list(reversed(non_test)), 4) == folds     # by photo, not by list order
+    with pytest.raises(ValueError, match='at least 11'):
+        quality_folds.make_folds(non_test, 11)                                # 10 groups
+    # the runs: a fold's run trains on the other folds and is scored on its own, never on a test photo
+    args = quality.parse_args(['--photos', str(photos), '--out', str(tmp_path / 'out'), '--folds', '4'])
+    args.val_list, args.test_list = str(photos / 'split_val.txt'), str(photos / 'split_test.txt')
+    written = quality.write_fold_lists(args)
+    assert written == folds
+    runs, _ = quality.plan(args, list(config.QUALITY_EXPERIMENT['chain']), [], [0])
+    fold_runs = [r for r in runs if r.fold != quality.ALL]
+    assert sorted({r.fold for r in fold_runs}) == [0, 1, 2, 3] and len(fold_runs) == 12
+    for run in fold_runs:
+        train, val = (set(open(run.lists[s]).read().split()) for s in ('train', 'val'))
+        assert val == set(folds[run.fold]) and train == set(names) - val
+        assert quality.evaluations(run, {}) == [('val', 'annealed')]
+        assert run.previous is None or run.previous.fold == run.fold
+    final = [r for r in runs if r.fold == quality.ALL]
+    assert [r.arch for r in final] == [a for a, _ in config.QUALITY_EXPERIMENT['chain']]
+    assert set(open(final[0].lists['train']).read().split()) == set(names)
+    assert all(quality.evaluations(r, {}) == [('test', 'annealed')] for r in final)
+
+
+def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_model_once(tmp_path, capsys):
+    """--folds 2 on 4 photos outside the test split: each stage trained twice (once per fold), scored on its
+    held-out fold; the chosen stage retrained on all four, scored once on the test photo."""
+    from conftest import PHOTOS
+    photos = tmp_path / 'photos'
+    write_photos(str(photos), PHOTOS[:5])
+    (photos / 'split_train.txt').write_text(''.join(n + '.png\n' for n in PHOTOS[:3]))
+    (photos / 'split_val.txt').write_text(PHOTOS[3] + '.png\n')
+    (photos / 'split_test.txt').write_text(PHOTOS[4] + '.png\n')
+    out = tmp_path / 'out'
+    status, stdout, err = run_quality(capsys, '--photos', photos, '--out', out, *(TINY[:-1] + ['2']))
+    assert status == 0, stdout + err
+    result = json.loads((out / 'results.json').read_text())
+    assert result['folds'] == 2
+    for arch in ('fcn32s', 'fcn16s', 'fcn8s'):
+        stage = result['default'][arch]
+        assert stage['folds'] == [0, 1] and 'test' not in stage
+        assert stage['val']['n_images'] in (1, 2, 3)
+    chosen = result['default_model']
+    assert chosen == quality_folds.select({a: r['val'] for a, r in result['default'].items()})['chosen']
+    recommended = result['recommended']
+    assert recommended['arch'] == chosen and recommended['run'] == 'default/seed0/all/%s' % chosen
+    scored = json.loads((out / 'default' / 'seed0' / 'all' / chosen / 'eval-final-test-annealed' / 'metrics.json')
+                        .read_text())
+    assert recommended['test']['model']['auc_rebal']['mean'] == scored['model']['auc_rebal'] and scored['n_images'] == 1
+    archs = [a for a, _ in config.QUALITY_EXPERIMENT['chain']]
+    later = archs[archs.index(chosen) + 1:]
+    assert all(not (out / 'default' / 'seed0' / 'all' / a).exists() for a in later)   # not needed, not trained
+    assert not list(out.glob('default/seed0/fold*/*/eval-*-test-*'))                 # folds never see the test split
+    trained_on = (out / 'default' / 'seed0' / 'all' / 'fcn32s' / 'split_train.txt').read_text().split()
+    assert sorted(trained_on) == sorted(n + '.png' for n in PHOTOS[:4])
+    md = (out / 'results.md').read_text()
+    assert '## Default chain, 2-fold cross-validation' in md and '## Recommended model, test split' in md
+    assert 'selection rule: the highest mean auc_rebal' in md
+    assert colorize.load_colorizer(str(out / 'default' / 'model_best.pth.tar')).model.__class__.__name__ == {
+        'fcn32s': 'FCN32sColor', 'fcn16s': 'FCN16sColor', 'fcn8s': 'FCN8sColor'}[chosen]
 
 
 def test_mean_and_spread_over_seeds():

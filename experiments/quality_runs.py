@@ -1,0 +1,202 @@
+"""Training and scoring experiments/quality.py's runs as child processes (``train_color_fcn*s.py``,
+``evaluate.py``), with progress lines, their output in each run's ``quality.log``, and every finished run
+or score reused: a run folder holds ``quality_run.json`` once trained, an evaluation folder its
+``metrics.json`` once scored; a folder that cannot be continued is set aside, never deleted."""
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import config
+from quality_report import duration
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = config.QUALITY_EXPERIMENT
+DONE_MARKER = 'quality_run.json'     # written into a run folder once its training finished
+FINAL_MODEL = 'checkpoint.pth.tar'   # the trainer's checkpoint at the last iteration
+MODEL_SELECTION = 'final'            # recorded in DONE_MARKER: later stages start from the final model
+RESUME_ONLY_KEYS = ('optim_state_dict', 'scaler_state_dict', 'sample_in_epoch', 'validated_at', 'log_rows',
+                    'rng', 'world_size', 'elapsed_time', 'nonfinite_steps')  # not needed to colorize
+PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
+
+
+class UserError(Exception):
+    """A mistake in the command line or the photo folder: one ``error:`` line, exit status 2."""
+
+
+def set_pairs(overrides):
+    """{'rebalance_lambda': None} -> ['rebalance_lambda=null'] (YAML values, as --set reads them)."""
+    import yaml
+    return ['%s=%s' % (k, yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip())
+            for k, v in sorted(overrides.items())]
+
+
+def stamp():
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%H:%M:%S')
+
+
+def say(text):
+    print('[%s] %s' % (stamp(), text), flush=True)
+
+
+def count_iterations(run_dir):
+    """Training rows in log.csv so far (one per iteration), for progress lines."""
+    try:
+        with open(os.path.join(run_dir, 'log.csv')) as f:
+            return sum(1 for line in f if line.split(',')[2:3] not in ([''], []))
+    except OSError:
+        return 0
+
+
+def run_child(command, log_path, label, run_dir=None, total=None):
+    """Run ``command`` with its output appended to ``log_path``; progress lines while it runs.
+    Returns (exit status, wall seconds)."""
+    start = time.time()
+    with open(log_path, 'a') as log:
+        log.write('\n$ %s\n' % ' '.join(command))
+        log.flush()
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
+        last = start
+        while True:
+            try:
+                status = child.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                if time.time() - last >= PROGRESS_EVERY_S:
+                    last = time.time()
+                    progress = ' iteration %d/%d,' % (count_iterations(run_dir), total) if run_dir else ''
+                    say('  ... %s:%s %s' % (label, progress, duration(last - start)))
+            except KeyboardInterrupt:
+                child.terminate()
+                child.wait()
+                raise
+    return status, time.time() - start
+
+
+def tail(path, lines=8):
+    try:
+        with open(path) as f:
+            return ''.join(f.readlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, data):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def set_aside(run_dir, why):
+    """A run folder that cannot be continued is renamed RUN.<why>-N beside, never deleted."""
+    n = 1
+    while os.path.exists('%s.%s-%d' % (run_dir, why, n)):
+        n += 1
+    os.replace(run_dir, '%s.%s-%d' % (run_dir, why, n))
+    return '%s.%s-%d' % (run_dir, why, n)
+
+
+def train(run, args):
+    """Train ``run`` unless its folder already holds the finished run; True when it is usable."""
+    marker = read_json(os.path.join(run.dir, DONE_MARKER))
+    if marker is not None and run.previous is not None and marker.get('selection') != MODEL_SELECTION:
+        # started from the previous stage's lowest-validation-loss model by an earlier version: kept aside
+        say('note   %s: started from another model of its previous stage, kept as %s'
+            % (run.name, set_aside(run.dir, 'superseded')))
+        marker = None
+    if marker is not None and os.path.isfile(run.model):
+        if marker['iterations'] != run.iterations:
+            raise UserError('%s was trained for %d iterations, this budget asks for %d: use another --out'
+                            % (run.dir, marker['iterations'], run.iterations))
+        return True
+    if run.previous is not None and (run.previous.failed or not os.path.isfile(os.path.join(run.previous.dir,
+                                                                                            DONE_MARKER))):
+        say('skip   %s: its previous stage did not finish' % run.name)
+        run.failed = True
+        return False
+    script = os.path.join(REPO_DIR, 'train_color_%s.py' % run.arch)
+    checkpoint = os.path.join(run.dir, 'checkpoint.pth.tar')
+    if os.path.isfile(checkpoint):
+        command = [sys.executable, script, '--resume', checkpoint]
+        how = 'resume'
+    else:
+        if os.path.exists(os.path.join(run.dir, 'log.csv')):
+            say('note   %s: interrupted before its first checkpoint, kept as %s'
+                % (run.name, set_aside(run.dir, 'interrupted')))
+        command = [sys.executable, script, '-c', str(run.config_number), '-d', args.photos, '-o', run.dir]
+        if run.lists.get('train'):   # the trainer reads a run folder's split lists first
+            os.makedirs(run.dir, exist_ok=True)
+            for split in ('train', 'val'):
+                shutil.copyfile(run.lists[split], os.path.join(run.dir, 'split_%s.txt' % split))
+        for pair in list(args.overrides) + set_pairs(dict(run.overrides, seed=run.seed)):
+            command += ['--set', pair]
+        if run.previous is not None:
+            command += ['-m', run.previous.model]
+        how = 'train'
+    command += ['--max-iter', str(run.iterations)]
+    os.makedirs(run.dir, exist_ok=True)
+    log_path = os.path.join(run.dir, 'quality.log')
+    say('%-6s %s: %d iterations (budget %s)' % (how, run.name, run.iterations, duration(run.budget_s)))
+    status, wall = run_child(command, log_path, run.name, run.dir, run.iterations)
+    if status != 0 or not os.path.isfile(run.model):
+        say('FAILED %s (exit status %d) after %s; see %s:\n%s' % (run.name, status, duration(wall), log_path,
+                                                                tail(log_path)))
+        run.failed = True
+        return False
+    previous = marker['wall_s'] if marker else 0.0
+    write_json(os.path.join(run.dir, DONE_MARKER), {
+        'iterations': run.iterations, 'budget_s': run.budget_s, 'wall_s': wall + previous,
+        'seed': run.seed, 'config': run.config_number, 'overrides': run.overrides, 'command': command,
+        'selection': MODEL_SELECTION})
+    say('done   %s in %s' % (run.name, duration(wall)))
+    if wall > EXPERIMENT['overrun_warning'] * run.budget_s + 60:
+        say('warning: %s took %s for a budget of %s: this machine (or its load) is slower than the '
+            'reference; the results are the same, only later' % (run.name, duration(wall), duration(run.budget_s)))
+    return True
+
+
+def evaluate(run, split, decode, args):
+    """metrics.json of ``run`` on ``split`` decoded by ``decode`` (reused when present), or None."""
+    out = run.eval_dir(split, decode)
+    metrics_path = os.path.join(out, 'metrics.json')
+    if os.path.isfile(metrics_path):
+        return read_json(metrics_path)
+    tmp = out + '.tmp'
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp)  # a half-written evaluation of our own
+    command = [sys.executable, os.path.join(REPO_DIR, 'evaluate.py'), '-m', run.model, '-d', args.photos,
+               '--list', run.lists[split], '--decode', decode, '-o', tmp]
+    label = '%s on %s (%s)' % (run.name, split, decode)
+    status, wall = run_child(command, os.path.join(run.dir, 'quality.log'), label)
+    if status != 0 or not os.path.isfile(os.path.join(tmp, 'metrics.json')):
+        say('FAILED evaluating %s (exit status %d); see %s' % (label, status, os.path.join(run.dir, 'quality.log')))
+        return None
+    metrics = read_json(os.path.join(tmp, 'metrics.json'))
+    metrics['wall_s'] = wall
+    write_json(os.path.join(tmp, 'metrics.json'), metrics)
+    os.replace(tmp, out)
+    say('scored %s in %s: model AuC rebal. %.2f %% (grayscale %.2f %%)'
+        % (label, duration(wall), metrics['model']['auc_rebal'], metrics['grayscale']['auc_rebal']))
+    return metrics
+
+
+def save_colorizer_checkpoint(source, target):
+    """``source`` checkpoint without what only resuming needs (optimizer, RNG states), atomically."""
+    import torch
+    import models
+    ckpt = models.load_checkpoint(source)
+    tmp = target + '.tmp'
+    torch.save({k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, tmp)
+    os.replace(tmp, target)
