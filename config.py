@@ -450,6 +450,9 @@ QUALITY_EXPERIMENT = dict(
     # the rule that picks a stage, a decoding or an arm on the folds' means (experiments/quality_folds.py):
     # the highest mean `metric` among those whose plain AuC is within `auc_points` of grayscale's
     selection=dict(metric='auc_rebal', auc_points=1.0),
+    # --learning-curve: the chosen stage trained on these shares of each fold's training photos, with the
+    # budget scaled by the share ('per_photo') or kept ('fixed'); the whole share is the folds' own runs
+    learning_curve=dict(shares=(0.25, 0.5), budgets=('per_photo', 'fixed')),
     overrun_warning=2.0,        # warn when a run's wall time exceeds this multiple of its budget
 )
 

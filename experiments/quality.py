@@ -2,31 +2,36 @@
 time budget, score it on the held-out test split, and compare one-change variants.
 
     python experiments/quality.py --photos DIR --out DIR [--budget-min N] [--variants NAME,...|all]
-                                  [--seeds 0,1] [--val-list FILE] [--test-list FILE]
+                                  [--seeds 0,1] [--folds K] [--val-list FILE] [--test-list FILE]
                                   [--configs 110,111,112] [--set KEY=VALUE ...] [--hints]
 
 DIR (``experiments/get_photos.py --out DIR``) holds the photos and ``split_train.txt``,
-``split_val.txt``, ``split_test.txt``.  The default invocation trains the first seed's chain
-(``config.QUALITY_EXPERIMENT``: configs 110 -> 111 -> 112, each stage from the previous one's
-best model), evaluates every stage on the validation and test splits with ``evaluate.py`` and
-writes ``OUT/results.md``, ``OUT/results.json``, ``OUT/default/model_best.pth.tar`` (the first
-seed's model of the chain's stage with the best validation score, as a training run's model_best)
-and ``OUT/default/test_grid.png`` (original | grayscale | model, every test photo).
+``split_val.txt``, ``split_test.txt``.  The default invocation cross-validates the first seed's
+chain (``config.QUALITY_EXPERIMENT``: configs 110 -> 111 -> 112, each stage from the previous
+one's model) over K folds of the photos outside the test split (quality_folds.py): fold f's chain
+trains on the other folds and each stage is scored on fold f with ``evaluate.py``; the selection
+rule picks a stage on the means over the folds; that stage's chain is trained again on every
+non-test photo and scored once on the test split.  It writes ``OUT/results.md``,
+``OUT/results.json``, ``OUT/folds/`` (the fold lists), ``OUT/default/model_best.pth.tar`` (the
+recommended model) and ``OUT/default/test_grid.png`` (original | grayscale | model, every test
+photo).  ``--folds 1``: the former protocol (train on split_train.txt, choose on split_val.txt,
+every stage scored on the test split).
 
 Every run is a fixed budget and its model is the last iterate (``checkpoint.pth.tar``), which
 also starts the next stage: a validation split of a few photos is too small to select
 checkpoints on (the lowest validation loss was often the untrained start of a stage).
 
-``--variants`` adds, for every seed, the one-change variants of the chain's FCN-32s stage, each
-trained for the same iterations as that stage (``all``, or names from
+``--variants`` adds, for every seed (and fold), the one-change variants of the chain's FCN-32s
+stage, each trained for the same iterations as that stage (``all``, or names from
 ``QUALITY_EXPERIMENT['variants']``, ``stages`` = the whole chain for every seed, ``decoding`` =
-the FCN-32s model decoded three ways).  An arm is chosen on the validation split; the tables show
-the test split, mean +- spread (half the range) over the seeds.
+the FCN-32s model decoded three ways).  An arm is chosen by the same rule on the validation
+scores; the tables show mean +- spread (half the range) over the folds and seeds (with
+``--folds 1``: the test split over the seeds).
 
-``--hints`` adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``: configs 113 -> 114
--> 115, colour-hint input, the first from the chain's FCN-32s) with the same budget, chooses its
-model on validation as the default model is (``OUT/hints/model_best.pth.tar``) and runs that
-model's hint sweep on the test split (experiments/quality_hints.py).
+``--hints`` (with ``--folds 1`` for now) adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``:
+configs 113 -> 114 -> 115, colour-hint input, the first from the chain's FCN-32s) with the same
+budget, chooses its model on validation as the default model is (``OUT/hints/model_best.pth.tar``)
+and runs that model's hint sweep on the test split (experiments/quality_hints.py).
 
 The budget (minutes on the reference CPU) becomes iteration counts through the reference
 throughput in ``config.QUALITY_EXPERIMENT``, so the same command trains the same iterations on any
@@ -36,10 +41,12 @@ Everything finished is reused: run it again with more ``--variants`` (or after a
 and only the missing runs are trained.
 """
 import argparse
+import concurrent.futures
 import datetime
 import os
 import platform
 import sys
+import threading
 import time
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +55,9 @@ sys.path.insert(0, REPO_DIR)
 import config  # noqa: E402
 import data_loader  # noqa: E402
 import quality_folds  # noqa: E402
+from quality_folds import check_photos, split_sizes  # noqa: E402
 import quality_hints  # noqa: E402
+import quality_report  # noqa: E402
 from quality_report import DEFAULT_ARM, METRICS, duration, markdown, within_spread  # noqa: E402
 from quality_runs import (DONE_MARKER, FINAL_MODEL, UserError, evaluate, read_json, run_child,  # noqa: E402
                           save_colorizer_checkpoint, say, set_pairs, train, write_json)
@@ -80,6 +89,8 @@ class Run:
         self.name = '/'.join(parts)
         self.dir = os.path.join(out, *parts)
         self.lists = lists or {}
+        self.scored_on = SPLITS if fold is None else ('test',) if fold == ALL else ('val',)
+        self.curve = None             # a learning curve's run: (share of the photos, budget rule)
         self.previous = None          # the Run whose final model initialises this one
         self.failed = False
 
@@ -137,16 +148,20 @@ def plan(args, chain, variants, seeds):
     folds = list(range(args.folds)) if args.folds > 1 else [None]
     runs, by_key = [], {}
 
-    def run_of(arm, overrides, seed, stage_index, fold):
+    def run_of(arm, overrides, seed, stage_index, fold, curve=None):
         key = (arm, seed, fold, stage_index)
         if key not in by_key:
             arch, number = chain[stage_index]
             cfg = effective_config(number, base_pairs + set_pairs(overrides))
-            iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
+            share = curve[0] if curve and curve[1] == 'per_photo' else 1.0
+            iterations, budget_s = stage_iterations(args.budget_min * share, cfg['batch_size'], stage_index)
             run = Run(arm, overrides, seed, stage_index, arch, number, iterations, budget_s, args.out, fold,
                       run_lists(args, fold))
+            if curve:   # a learning curve's run: trained on a share of its fold's photos, scored on the test split
+                run.curve, run.scored_on = curve, ('test',)
+                run.lists = dict(run.lists, train=curve_list_path(args.out, fold, curve[0]), test=args.test_list)
             if stage_index > 0:
-                run.previous = run_of(arm, overrides, seed, stage_index - 1, fold)
+                run.previous = run_of(arm, overrides, seed, stage_index - 1, fold, curve)
             runs.append(run)
             by_key[key] = run
         return by_key[key]
@@ -159,6 +174,12 @@ def plan(args, chain, variants, seeds):
     if args.folds > 1:   # the recommended model: the chain on every non-test photo, up to the chosen stage
         for stage_index in range(len(chain)):
             run_of(DEFAULT_ARM, {}, seeds[0], stage_index, ALL)
+    if args.learning_curve:   # trained after the recommended model, up to the chosen stage
+        for share in EXPERIMENT['learning_curve']['shares']:
+            for budget in EXPERIMENT['learning_curve']['budgets']:
+                for fold in folds:
+                    for stage_index in range(len(chain)):
+                        run_of(curve_arm(share, budget), {}, seeds[0], stage_index, fold, (share, budget))
     if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s
         previous = by_key[(DEFAULT_ARM, seeds[0], None, 0)]
         for stage_index, (arch, number) in enumerate(args.hint_chain):
@@ -217,6 +238,11 @@ def write_fold_lists(args):
         for split, names in (('train', train), ('val', val)):
             data_loader.write_list(fold_list_paths(args.out, f)[split], names)
     data_loader.write_list(fold_list_paths(args.out, ALL)['train'], photos)
+    if args.learning_curve:
+        for f in range(args.folds):
+            train, _ = quality_folds.fold_lists(folds, f)
+            for share in EXPERIMENT['learning_curve']['shares']:
+                data_loader.write_list(curve_list_path(args.out, f, share), quality_folds.photo_share(train, share))
     return folds
 
 
@@ -230,50 +256,18 @@ def evaluations(run, arms):
 
 
 def scored_splits(run):
-    """The splits a run is scored on: a fold's run its fold ('val'), the recommended model the test split."""
-    return SPLITS if run.fold is None else ('test',) if run.fold == ALL else ('val',)
+    """The splits a run is scored on: a fold's run its fold ('val'), the recommended model and a learning
+    curve's runs the test split."""
+    return run.scored_on
 
 
-# --------------------------------------------------------------------------
-# checking the photo folder
-# --------------------------------------------------------------------------
-
-def check_photos(args):
-    """Fill args.val_list / args.test_list; raise UserError for a folder that cannot be used."""
-    photos = args.photos
-    if not os.path.isdir(photos):
-        raise UserError('--photos %s is not a folder (make one with experiments/get_photos.py --out %s)'
-                        % (photos, photos))
-    if not os.access(photos, os.R_OK | os.X_OK):
-        raise UserError('--photos %s cannot be read (permissions)' % photos)
-    imagenet = data_loader.is_imagenet_root(photos)
-    if not imagenet and not data_loader.find_images(photos):
-        raise UserError('--photos %s holds no photo (%s): make one with experiments/get_photos.py --out %s'
-                        % (photos, ', '.join(data_loader.IMAGE_EXTENSIONS), photos))
-    needed = [] if imagenet else ['split_train.txt']
-    for attr, name in (('val_list', 'split_val.txt'), ('test_list', 'split_test.txt')):
-        if getattr(args, attr) is None:
-            setattr(args, attr, os.path.join(photos, name))
-            needed.append(name)
-    missing = [n for n in needed if not os.path.isfile(os.path.join(photos, n))]
-    for attr in ('val_list', 'test_list'):
-        path = getattr(args, attr)
-        if not os.path.isfile(path) and os.path.basename(path) not in missing:
-            missing.append(path)
-    if missing:
-        raise UserError('--photos %s has no %s: split it with experiments/get_photos.py, or pass '
-                        '--val-list / --test-list' % (photos, ', '.join(missing)))
-    for attr in ('val_list', 'test_list'):
-        if not data_loader.read_list(getattr(args, attr)):
-            raise UserError('%s lists no photo' % getattr(args, attr))
+def curve_arm(share, budget):
+    """The learning curve's arm of a share of the photos and a budget rule: 'curve-0.25-fixed'."""
+    return 'curve-%g-%s' % (share, budget)
 
 
-def split_sizes(args):
-    sizes = {}
-    for split, path in (('train', os.path.join(args.photos, 'split_train.txt')),
-                        ('val', args.val_list), ('test', args.test_list)):
-        sizes[split] = len(data_loader.read_list(path)) if os.path.isfile(path) else None
-    return sizes
+def curve_list_path(out, fold, share):
+    return os.path.join(out, 'folds', '%s-train-%g.txt' % (fold_name(fold), share))
 
 
 # --------------------------------------------------------------------------
@@ -383,6 +377,8 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
                 baseline = result['default_model'] or chain[-1][0]
         result['variants'][variant] = {'arms': arms_result,
                                        'decision': choose(arms_result, baseline, len(seeds) * max(1, args.folds))}
+    if args.learning_curve and result['default_model']:
+        result['learning_curve'] = learning_curve(runs, scores, result['default_model'], recommended_decode(result))
     if args.folds > 1:
         final = recommended_run(runs, result)
         decode = recommended_decode(result)
@@ -390,6 +386,26 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         result['recommended'] = {'arch': result['default_model'], 'run': final and final.name, 'decode': decode,
                                  'test': summary_of([test]) if test else None}
     return result
+
+
+def learning_curve(runs, scores, arch, decode):
+    """{budget rule: [{'share', 'photos' (mean training photos per fold), 'folds', 'test': summary or None}]}:
+    the chosen stage ``arch`` on the test split, each share's runs over the folds (share 1: the folds' own)."""
+    curve = {}
+    for budget in EXPERIMENT['learning_curve']['budgets']:
+        points = []
+        for share in tuple(EXPERIMENT['learning_curve']['shares']) + (1.0,):
+            if share < 1:
+                chosen = [r for r in runs if r.arch == arch and r.curve == (share, budget)]
+            else:
+                chosen = [r for r in runs if r.arch == arch and r.curve is None and r.arm == DEFAULT_ARM
+                          and r.fold not in (None, ALL) and r.seed == runs[0].seed]
+            found = [scores[(r.name, 'test', decode)] for r in chosen if (r.name, 'test', decode) in scores]
+            sizes = [len(data_loader.read_list(r.lists['train'])) for r in chosen if os.path.isfile(r.lists['train'])]
+            points.append({'share': share, 'photos': sum(sizes) / len(sizes) if sizes else None,
+                           'folds': len(found), 'test': summary_of(found) if found else None})
+        curve[budget] = points
+    return curve
 
 
 def recommended_run(runs, result):
@@ -446,6 +462,8 @@ def write_results(args, chain, runs, arms, seeds, scores, walls, started):
     """OUT/results.json and OUT/results.md from everything scored so far (each replaced atomically)."""
     result = aggregate(args, chain, runs, arms, seeds, scores, walls, started)
     write_json(os.path.join(args.out, 'results.json'), result)
+    if result.get('learning_curve'):
+        quality_report.plot_learning_curve(result, os.path.join(args.out, quality_report.CURVE_FIGURE))
     tmp = os.path.join(args.out, 'results.md.tmp')
     with open(tmp, 'w') as f:
         f.write(markdown(result))
@@ -479,6 +497,13 @@ def parse_args(argv=None):
                    help='k of the cross-validation over the photos outside the test split: every choice is made '
                         'on the mean over k folds and the recommended model is trained on them all (default '
                         '%(default)s; 1: split_train.txt / split_val.txt as they are)')
+    p.add_argument('--jobs', type=int, default=1,
+                   help='chains trained side by side (the runs of different folds, arms and seeds are '
+                        'independent); default %(default)s, for a machine with cores or GPUs to spare')
+    p.add_argument('--learning-curve', action='store_true',
+                   help='also train the chosen stage on shares %s of each fold\'s training photos, at the '
+                        'same budget per photo and at the same budget, and score them on the test split'
+                        % ', '.join('%g' % x for x in EXPERIMENT['learning_curve']['shares']))
     p.add_argument('--hints', action='store_true', help='also the hint chain (configs %s), its model '
                    '(OUT/hints/model_best.pth.tar) and its hint sweep on the test split'
                    % ', '.join(str(n) for _, n in EXPERIMENT['hint_chain']))
@@ -495,6 +520,48 @@ def parse_numbers(text, what, count=None):
     if not numbers or (count is not None and len(numbers) != count):
         raise UserError('%s: expected %s integers, got %r' % (what, count or 'one or more', text))
     return numbers
+
+
+def train_and_score(runs, arms, args, scores, walls, deferred, report):
+    """Train ``runs`` (``--jobs`` chains side by side: the stages of one arm, seed and fold in order, a stage
+    after the run it starts from) and score each when trained; the other decodings go to ``deferred``.
+    ``report()`` after each run, one at a time."""
+    chains = {}
+    for run in runs:
+        chains.setdefault((run.arm, run.seed, run.fold), []).append(run)
+    finished = {run.name: threading.Event() for run in runs}
+    lock = threading.Lock()
+
+    def one(run):
+        try:
+            if run.previous is not None and run.previous.name in finished:
+                finished[run.previous.name].wait()
+            if not train(run, args):
+                return
+            with lock:
+                walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
+            for split, decode in evaluations(run, arms):
+                if decode != 'annealed' and not os.path.isfile(os.path.join(run.eval_dir(split, decode),
+                                                                            'metrics.json')):
+                    with lock:
+                        deferred.append((run, split, decode))  # the other decodings after every training
+                    continue
+                metrics = evaluate(run, split, decode, args)
+                if metrics is not None:
+                    with lock:
+                        scores[(run.name, split, decode)] = metrics
+            with lock:
+                report()
+        finally:
+            finished[run.name].set()
+
+    def chain_of(stages):
+        for run in sorted(stages, key=lambda r: r.stage_index):
+            one(run)
+    # chains start in plan order, so a run another chain waits for has always started before it
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(chain_of, stages) for stages in chains.values()]:
+            future.result()
 
 
 def train_recommended(args, final, decode, scores, walls):
@@ -514,6 +581,23 @@ def train_recommended(args, final, decode, scores, walls):
     metrics = evaluate(final, 'test', decode, args)
     if metrics is not None:
         scores[(final.name, 'test', decode)] = metrics
+
+
+def train_curve(args, runs, final, decode, scores, walls, report):
+    """The learning curve: each fold's run of the chosen stage scored on the test split (the whole share),
+    then every share's chain trained up to that stage, its last stage scored on the test split."""
+    for run in runs:
+        if run.curve is None and run.arm == DEFAULT_ARM and run.fold not in (None, ALL) and run.arch == final.arch:
+            metrics = evaluate(run, 'test', decode, args)
+            if metrics is not None:
+                scores[(run.name, 'test', decode)] = metrics
+    curve_runs = [r for r in runs if r.curve is not None and r.stage_index <= final.stage_index]
+    for run in curve_runs:
+        run.scored_on = ('test',) if run.arch == final.arch else ()
+    say('learning curve: %d runs (shares %s of each fold\'s photos, budgets %s)' % (
+        len(curve_runs), ', '.join('%g' % s for s in EXPERIMENT['learning_curve']['shares']),
+        ', '.join(EXPERIMENT['learning_curve']['budgets'])))
+    train_and_score(curve_runs, {}, args, scores, walls, [], report)
 
 
 def finish_hints(args, runs, result):
@@ -555,6 +639,10 @@ def main(argv=None):
         variants = selected_variants(args.variants)
         if args.folds < 1:
             raise UserError('--folds must be at least 1')
+        if args.jobs < 1:
+            raise UserError('--jobs must be at least 1')
+        if args.learning_curve and args.folds < 2:
+            raise UserError('--learning-curve needs --folds 2 or more (its spread is over the folds)')
         if args.hints and args.folds > 1:
             raise UserError('--hints runs with --folds 1 for now (the hint chain and its sweeps are not '
                             'cross-validated yet)')
@@ -580,18 +668,9 @@ def main(argv=None):
     say('%d training runs (%s of training on the reference CPU) and %d evaluations into %s'
         % (len(runs), duration(budget), n_eval, args.out))
     scores, walls, deferred = {}, {}, []
-    for run in [r for r in runs if r.fold != ALL]:   # the recommended model's runs once the choice is made
-        if not train(run, args):
-            continue
-        walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
-        for split, decode in evaluations(run, arms):
-            if decode != 'annealed' and not os.path.isfile(os.path.join(run.eval_dir(split, decode), 'metrics.json')):
-                deferred.append((run, split, decode))  # the other decodings after every training
-                continue
-            metrics = evaluate(run, split, decode, args)
-            if metrics is not None:
-                scores[(run.name, split, decode)] = metrics
-        write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    report = lambda: write_results(args, chain, runs, arms, seeds, scores, walls, started)  # noqa: E731
+    train_and_score([r for r in runs if r.fold != ALL and r.curve is None], arms, args, scores, walls, deferred,
+                    report)   # the recommended model and the learning curve once the stage is chosen
     for run, split, decode in deferred:
         metrics = evaluate(run, split, decode, args)
         if metrics is not None:
@@ -603,6 +682,9 @@ def main(argv=None):
         final = recommended_run(runs, result)
         if final is not None:
             train_recommended(args, final, recommended_decode(result), scores, walls)
+            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
+        if final is not None and args.learning_curve:
+            train_curve(args, runs, final, recommended_decode(result), scores, walls, report)
             result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     else:
         final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)

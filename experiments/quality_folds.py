@@ -1,4 +1,5 @@
-"""k-fold cross-validation for experiments/quality.py: folds by photo, and the rule that picks a candidate.
+"""The photos of experiments/quality.py: the folder's checks, k folds by photo, and the rule that picks a
+candidate on them.
 
 Two validation photos decide nothing (a stage chosen on them scored worse on the test split than the
 ones it beat), so every choice of the experiment is made on the mean over k folds of the photos that
@@ -18,6 +19,7 @@ import os
 import config
 import data_loader
 import get_photos
+from quality_runs import UserError
 
 SELECTION = config.QUALITY_EXPERIMENT['selection']
 
@@ -46,6 +48,16 @@ def non_test_photos(photos, test_list):
     return sorted(set(listed) - test)
 
 
+def photo_share(photos, share):
+    """The first ``share`` of ``photos``' groups of near-duplicates in hash order (at least one): nested, so a
+    larger share holds every photo of a smaller one."""
+    groups = {}
+    for rel in photos:
+        groups.setdefault(get_photos.group_of(rel), []).append(rel)
+    order = sorted(groups, key=get_photos.hash_rank)
+    return sorted(rel for key in order[:max(1, int(round(share * len(order))))] for rel in groups[key])
+
+
 def fold_lists(folds, held_out):
     """(training photos, validation photos) of fold ``held_out``: every other fold, and that fold."""
     return sorted(p for f, fold in enumerate(folds) if f != held_out for p in fold), list(folds[held_out])
@@ -72,3 +84,41 @@ def select(candidates, rule=None):
     else:
         best = max(scored, key=lambda c: (mean(c[2], 'model', 'auc'), -c[0]))
     return {'chosen': best[1], 'qualified': [n for _, n, _ in qualified], 'rule': text}
+
+
+def check_photos(args):
+    """Fill args.val_list / args.test_list; raise UserError for a folder that cannot be used."""
+    photos = args.photos
+    if not os.path.isdir(photos):
+        raise UserError('--photos %s is not a folder (make one with experiments/get_photos.py --out %s)'
+                        % (photos, photos))
+    if not os.access(photos, os.R_OK | os.X_OK):
+        raise UserError('--photos %s cannot be read (permissions)' % photos)
+    imagenet = data_loader.is_imagenet_root(photos)
+    if not imagenet and not data_loader.find_images(photos):
+        raise UserError('--photos %s holds no photo (%s): make one with experiments/get_photos.py --out %s'
+                        % (photos, ', '.join(data_loader.IMAGE_EXTENSIONS), photos))
+    needed = [] if imagenet else ['split_train.txt']
+    for attr, name in (('val_list', 'split_val.txt'), ('test_list', 'split_test.txt')):
+        if getattr(args, attr) is None:
+            setattr(args, attr, os.path.join(photos, name))
+            needed.append(name)
+    missing = [n for n in needed if not os.path.isfile(os.path.join(photos, n))]
+    for attr in ('val_list', 'test_list'):
+        path = getattr(args, attr)
+        if not os.path.isfile(path) and os.path.basename(path) not in missing:
+            missing.append(path)
+    if missing:
+        raise UserError('--photos %s has no %s: split it with experiments/get_photos.py, or pass '
+                        '--val-list / --test-list' % (photos, ', '.join(missing)))
+    for attr in ('val_list', 'test_list'):
+        if not data_loader.read_list(getattr(args, attr)):
+            raise UserError('%s lists no photo' % getattr(args, attr))
+
+
+def split_sizes(args):
+    sizes = {}
+    for split, path in (('train', os.path.join(args.photos, 'split_train.txt')),
+                        ('val', args.val_list), ('test', args.test_list)):
+        sizes[split] = len(data_loader.read_list(path)) if os.path.isfile(path) else None
+    return sizes

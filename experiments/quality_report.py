@@ -1,5 +1,7 @@
 """results.md of experiments/quality.py: the default chain's test table, the variants table, the
 decisions, the hint chain (quality_hints.py) and the runs."""
+import os
+
 import config
 import quality_folds
 import quality_hints
@@ -9,6 +11,8 @@ METRICS = ('psnr', 'rmse', 'auc', 'auc_rebal', 'colorfulness')
 METRIC_NAMES = ('PSNR dB', 'RMSE (ab)', 'AuC %', 'AuC rebal. %', 'colourfulness')
 HIGHER_IS_BETTER = dict(psnr=True, rmse=False, auc=True, auc_rebal=True, colorfulness=True)
 DEFAULT_ARM = 'default'
+CURVE_FIGURE = 'learning_curve.png'   # in OUT, beside results.md
+CURVE_BUDGETS = {'per_photo': 'same budget per photo', 'fixed': 'the same budget'}
 
 
 def duration(seconds):
@@ -48,6 +52,53 @@ def verdict(summary):
         beats = all((m > g) == HIGHER_IS_BETTER[k] for m, g in values)
         out.append('%s %s' % (k, 'beats grayscale with every seed' if beats else 'does NOT beat grayscale'))
     return '; '.join(out)
+
+
+def curve_lines(result):
+    """results.md's learning curve: the chosen stage on the test split per share of each fold's photos."""
+    lines = ['## Learning curve, test split (%s, mean ± spread over the folds)' % result['default_model'], '',
+             '![learning curve](%s)' % CURVE_FIGURE, '',
+             '| budget | share of a fold\'s photos | photos | folds | %s |' % ' | '.join(METRIC_NAMES),
+             '|---|---|---|---|%s' % ('---|' * len(METRICS))]
+    for budget, points in result['learning_curve'].items():
+        for p in points:
+            cells = metric_cells(p['test'], 'model') if p['test'] else ['not finished'] + [''] * (len(METRICS) - 1)
+            lines.append('| %s | %g | %s | %d | %s |' % (
+                CURVE_BUDGETS[budget], p['share'], '%.1f' % p['photos'] if p['photos'] else '', p['folds'],
+                ' | '.join(cells)))
+    return lines + ['']
+
+
+def plot_learning_curve(result, path):
+    """PSNR and rebalanced AuC on the test split against the training photos per fold, one line per budget
+    rule, the spread over the folds as error bars, grayscale dashed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    grey = None
+    for budget, points in result['learning_curve'].items():
+        done = [p for p in points if p['test'] and p['photos']]
+        if not done:
+            continue
+        grey = done[-1]['test']['grayscale']
+        for ax, key in zip(axes, ('psnr', 'auc_rebal')):
+            ax.errorbar([p['photos'] for p in done], [p['test']['model'][key]['mean'] for p in done],
+                        yerr=[p['test']['model'][key]['spread'] for p in done], marker='o', capsize=3,
+                        label=CURVE_BUDGETS[budget])
+    for ax, key, name in zip(axes, ('psnr', 'auc_rebal'), ('PSNR dB', 'AuC rebal. %')):
+        if grey:
+            ax.axhline(grey[key]['mean'], color='grey', linestyle='--', label='grayscale')
+        ax.set_xlabel('training photos (per fold)')
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle('%s on the test split, trained on shares of each fold' % result['default_model'])
+    fig.tight_layout()
+    tmp = path + '.tmp.png'
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def not_needed(run, result):
@@ -164,6 +215,8 @@ def markdown(result):
                 text += ' (incomplete: not every arm has every seed, so no decision)'
             lines.append(text)
         lines.append('')
+    if result.get('learning_curve'):
+        lines += curve_lines(result)
     if result.get('hints'):
         lines += quality_hints.markdown(result['hints'], metric_cells, METRIC_NAMES)
     lines += ['## Runs', '', '| run | iterations | budget | train wall time | evaluation wall time |',

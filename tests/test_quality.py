@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
 import quality  # noqa: E402
 import quality_folds  # noqa: E402
 import quality_hints  # noqa: E402
+import quality_report  # noqa: E402
 
 SPLITS = {'train': 'astronaut', 'val': 'chelsea', 'test': 'coffee'}
 TINY = ['--budget-min', '1', '--configs', '199,199,199', '--set', 'batch_size=32', '--set', 'workers=0',
@@ -212,8 +213,9 @@ def test_folds_are_disjoint_by_photo_cover_the_non_test_photos_and_keep_near_dup
 
 
 def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_model_once(tmp_path, capsys):
-    """--folds 2 on 4 photos outside the test split: each stage trained twice (once per fold), scored on its
-    held-out fold; the chosen stage retrained on all four, scored once on the test photo."""
+    """--folds 2 on 4 photos outside the test split: each stage trained twice (once per fold, the two folds'
+    chains side by side: --jobs 2, each stage after the one it starts from), scored on its held-out fold;
+    the chosen stage retrained on all four, scored once on the test photo."""
     from conftest import PHOTOS
     photos = tmp_path / 'photos'
     write_photos(str(photos), PHOTOS[:5])
@@ -221,7 +223,7 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     (photos / 'split_val.txt').write_text(PHOTOS[3] + '.png\n')
     (photos / 'split_test.txt').write_text(PHOTOS[4] + '.png\n')
     out = tmp_path / 'out'
-    status, stdout, err = run_quality(capsys, '--photos', photos, '--out', out, *(TINY[:-1] + ['2']))
+    status, stdout, err = run_quality(capsys, '--photos', photos, '--out', out, '--jobs', '2', *(TINY[:-1] + ['2']))
     assert status == 0, stdout + err
     result = json.loads((out / 'results.json').read_text())
     assert result['folds'] == 2
@@ -296,3 +298,62 @@ def test_the_hint_method_rule_prefers_the_best_mean_among_those_near_levin_at_ev
     sweep['corrections'] = row(22.3, 27.95, auc=81.0)     # shrinkage's PSNR, a better AuC
     assert quality_hints.best_method(sweep, tolerance_db=0.1) == 'corrections'
     assert quality_hints.best_method(None) is None
+
+
+def test_the_learning_curve_trains_nested_shares_of_each_fold_at_both_budgets(tmp_path, capsys):
+    """--learning-curve: for every share, budget rule and fold, a chain trained on that share of the fold's
+    training photos (nested: a larger share holds the smaller), its iterations scaled by the share under
+    'same budget per photo' and kept under 'the same budget', scored on the test split only."""
+    names = ['p%02d.jpg' % i for i in range(15)] + ['scikit-image/motorcycle_left.png',
+                                                    'scikit-image/motorcycle_right.png']
+    half = quality_folds.photo_share(names, 0.5)
+    quarter = quality_folds.photo_share(names, 0.25)
+    assert set(quarter) < set(half) < set(names) and len(quarter) in (4, 5) and len(half) in (8, 9)
+    assert {'scikit-image/motorcycle_left.png', 'scikit-image/motorcycle_right.png'} & set(half) in (
+        set(), {'scikit-image/motorcycle_left.png', 'scikit-image/motorcycle_right.png'})   # a pair stays whole
+    assert quality_folds.photo_share(names[:1], 0.25) == names[:1]                         # at least one
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    (photos / 'split_train.txt').write_text('\n'.join(names) + '\n')
+    (photos / 'split_val.txt').write_text('v.jpg\n')
+    (photos / 'split_test.txt').write_text('t.jpg\n')
+    args = quality.parse_args(['--photos', str(photos), '--out', str(tmp_path / 'out'), '--folds', '3',
+                               '--learning-curve'])
+    args.val_list, args.test_list = str(photos / 'split_val.txt'), str(photos / 'split_test.txt')
+    folds = quality.write_fold_lists(args)
+    chain = list(config.QUALITY_EXPERIMENT['chain'])
+    runs, _ = quality.plan(args, chain, [], [0])
+    curve = config.QUALITY_EXPERIMENT['learning_curve']
+    base = {r.stage_index: r.iterations for r in runs if r.fold == 0 and r.curve is None and r.arm == 'default'}
+    curve_runs = [r for r in runs if r.curve is not None]
+    assert len(curve_runs) == len(curve['shares']) * len(curve['budgets']) * 3 * len(chain)
+    for run in curve_runs:
+        share, budget = run.curve
+        train = open(run.lists['train']).read().split()
+        fold_train, _ = quality_folds.fold_lists(folds, run.fold)
+        assert train == quality_folds.photo_share(fold_train, share) and set(train) < set(fold_train)
+        assert not set(train) & set(folds[run.fold]) and run.lists['test'] == args.test_list
+        expected = base[run.stage_index] if budget == 'fixed' else max(1, round(base[run.stage_index] * share))
+        assert abs(run.iterations - expected) <= 1 and run.scored_on == ('test',)
+        assert run.previous is None or run.previous.curve == run.curve and run.previous.fold == run.fold
+    status, out, err = run_quality(capsys, '--photos', photos, '--out', tmp_path / 'o1', '--folds', '1',
+                                   '--learning-curve')
+    assert status == 2 and err.startswith('error: --learning-curve needs --folds 2')
+
+
+def test_the_learning_curve_table_and_plot_show_every_share_and_budget(tmp_path):
+    def point(share, photos, psnr, spread):
+        ms = lambda v, s: {'mean': v, 'spread': s, 'values': [v - s, v + s]}  # noqa: E731
+        methods = {m: {k: ms(psnr if k == 'psnr' else 70.0, spread) for k in quality.METRICS}
+                   for m in ('model', 'grayscale', 'target')}
+        return {'share': share, 'photos': photos, 'folds': 2, 'test': dict(methods, ground_truth={})}
+    result = {'default_model': 'fcn16s', 'learning_curve': {
+        'per_photo': [point(0.25, 3.0, 18.5, 0.4), point(0.5, 6.0, 19.0, 0.3), point(1.0, 12.0, 19.4, 0.2)],
+        'fixed': [point(0.25, 3.0, 18.9, 0.5), point(0.5, 6.0, 19.2, 0.2), dict(point(1.0, 12.0, 0, 0), test=None)]}}
+    lines = quality_report.curve_lines(result)
+    rows = [line for line in lines if line.startswith('| same budget per photo') or line.startswith('| the same')]
+    assert len(rows) == 6 and '| the same budget | 1 | 12.0 | 2 | not finished |' in '\n'.join(rows)
+    assert any('18.50 ± 0.40' in row for row in rows)
+    path = str(tmp_path / 'curve.png')
+    quality_report.plot_learning_curve(result, path)
+    assert Image.open(path).size[0] > 500
