@@ -179,6 +179,10 @@ DEFAULTS = dict(
     hint_patch=[1, 9],         # hint square's side in network pixels, uniform over [min, max]
     hint_positions='gaussian', # 'gaussian' around the centre or 'uniform' over the image
     hint_position_sigma=0.25,  # gaussian positions: std as a share of height / width (Zhang et al.: 1/4)
+    recolour_share=0.0,        # hint models: share of training images recoloured (recolour.py), each hinted
+    recolour_regions=6,        # ... remapped per sector of the image's own hue (this many sectors)
+    recolour_hue_shift=0.15,   # ... each sector's extra hue shift, uniform in +- this many turns
+    recolour_chroma_scale=[0.5, 1.5],  # ... and its chroma scale, uniform in [min, max]
     hint_method='confidence',  # how given hints are spread and fused with the prediction (propagate.py;
                                # chosen on the quality experiment's validation split, docs/hints.md)
     # --- model ------------------------------------------------------------------
@@ -248,6 +252,10 @@ SCHEMA = dict(
     hint_patch=integer_range(1),
     hint_positions=choice('gaussian', 'uniform'),
     hint_position_sigma=number(above=0),
+    recolour_share=number(low=0, high=1),
+    recolour_regions=integer(1),
+    recolour_hue_shift=number(low=0, high=0.5),
+    recolour_chroma_scale=number_range(0, 10),
     hint_method=choice(*HINT_METHODS),
     padding=choice('same', 'caffe'),
     fc_channels=integer(1),

@@ -34,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 
 import cli
 import config
+import recolour
 import utils
 
 HINT_CHANNELS = 3  # a, b, mask: what a hint model's input has beyond L
@@ -281,11 +282,12 @@ def paint_squares(colours, y0, x0, side, count, height, width):
     return plane, hinted[:, None].to(colours.dtype)
 
 
-def sample_training_hints(plane, generator, none_share, max_points, patch, positions, position_sigma):
+def sample_training_hints(plane, generator, none_share, max_points, patch, positions, position_sigma,
+                          at_least_one=None):
     """Hints drawn from the ground truth chroma plane ``[B, 2, H, W]`` (network resolution).
 
     Per image: N ~ geometric (P(N = 0) = ``none_share``, at most
-    ``max_points``); each point a square of side uniform in ``patch`` = [min,
+    ``max_points``; at least 1 where ``at_least_one`` ``[B]`` is true); each point a square of side uniform in ``patch`` = [min,
     max] pixels, centred at a 'uniform' or 'gaussian' position (around the
     centre, std ``position_sigma`` x the height and x the width), kept inside the image; its
     colour the mean of ``plane`` over the square.  Returns (hint plane ``[B,
@@ -294,6 +296,8 @@ def sample_training_hints(plane, generator, none_share, max_points, patch, posit
     b, _, h, w = plane.shape
     device = plane.device
     count = geometric_counts(generator, b, none_share, max_points, device)
+    if at_least_one is not None:
+        count = torch.where(at_least_one, count.clamp(min=1), count)
     n = max(int(count.max()), 1)
     side = torch.randint(patch[0], patch[1] + 1, (b, n), generator=generator, device=device)
     side = side.clamp_(max=min(h, w))
@@ -309,14 +313,23 @@ def sample_training_hints(plane, generator, none_share, max_points, patch, posit
     return paint_squares(colours, y0, x0, side, count, h, w)
 
 
-def training_input(net_input, rgb_uint8, generator, cfg):
-    """A batch's lightness input ``[B, 1, H, W]`` + hints drawn from its own colours (uint8 ``[B, 3, H, W]``)
-    -> a hint model's input ``[B, 4, H, W]``."""
-    hue, chroma, _ = utils.rgb_to_hcl(rgb_uint8.float().div_(255.0))
+def training_batch(encoder, rgb_uint8, generator, cfg, target_dtype=torch.float32, recolouring=True):
+    """A hint model's batch: uint8 ``[B, 3, H, W]`` -> (input ``[B, 4, H, W]``, target), on its device.
+
+    With ``recolouring`` (training steps) a ``cfg['recolour_share']`` of the images is recoloured
+    (``recolour.recolour``; the lightness kept) and gets at least one hint; the hints are drawn from the
+    batch's own (recoloured) colours.  With a share of 0 nothing extra is drawn from ``generator``.
+    """
+    with torch.autocast(rgb_uint8.device.type, enabled=False):
+        hue, chroma, lightness = utils.rgb_to_hcl(encoder.rgb_float(rgb_uint8))
+    recoloured = None
+    if recolouring and cfg['recolour_share'] > 0:
+        hue, chroma, recoloured = recolour.recolour(hue, chroma, lightness, generator, cfg)
+    net_input, target = encoder.encode_hcl(hue, chroma, lightness, target_dtype)
     plane, mask = sample_training_hints(utils.hue_chroma_to_plane(hue, chroma), generator, cfg['hint_none_share'],
                                         cfg['hint_max_points'], cfg['hint_patch'], cfg['hint_positions'],
-                                        cfg['hint_position_sigma'])
-    return network_input(net_input, plane, mask)
+                                        cfg['hint_position_sigma'], recoloured)
+    return network_input(net_input, plane, mask), target
 
 
 def step_generator(device, seed, step, rank=0):

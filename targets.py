@@ -399,8 +399,13 @@ class ColorEncoder:
         Target: ``[B, K, H, W]`` posteriors in ``target_dtype`` or ``[B, 2, H, W]`` labels.
         Computed in float32 also inside an autocast region (only the storage is ``target_dtype``).
         """
-        with torch.autocast(rgb_uint8.device.type, enabled=False):   # bf16 low-pass matmuls move bins
+        with torch.autocast(rgb_uint8.device.type, enabled=False):
             hue, chroma, lightness = utils.rgb_to_hcl(self.rgb_float(rgb_uint8))
+        return self.encode_hcl(hue, chroma, lightness, target_dtype)
+
+    def encode_hcl(self, hue, chroma, lightness, target_dtype=torch.float32):
+        """(hue, chroma, lightness) ``[B, H, W]`` -> (input, target) as :meth:`encode` (a recoloured batch's)."""
+        with torch.autocast(hue.device.type, enabled=False):   # bf16 low-pass matmuls move bins
             hue, chroma = utils.lowpass_hue_chroma(hue, chroma, self.img_lowpass)
             target = self.bins.encode(hue, chroma)
         if target.is_floating_point():

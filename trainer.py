@@ -271,18 +271,21 @@ class Trainer:
 
     # --- one step -----------------------------------------------------------
 
-    def forward(self, rgb, model, hint_seed=0):
+    def forward(self, rgb, model, hint_seed=0, recolouring=False):
         """uint8 batch -> (input, target, scores as float32).
 
         A hint model's input also gets hints drawn from the batch's own colours,
-        on the device, by a generator seeded with (config seed, ``hint_seed``, rank).
+        on the device, by a generator seeded with (config seed, ``hint_seed``, rank);
+        in training steps (``recolouring``) a share of the batch is recoloured first.
         """
         with torch.no_grad():
             rgb = rgb.to(self.rt.device, non_blocking=self.rt.pin_memory)
-            net_input, target = self.encoder.encode(rgb, self.rt.target_dtype)
             if self.cfg['hints']:
                 generator = hints.step_generator(self.rt.device, self.cfg['seed'], hint_seed, self.rt.rank)
-                net_input = hints.training_input(net_input, rgb, generator, self.cfg)
+                net_input, target = hints.training_batch(self.encoder, rgb, generator, self.cfg,
+                                                         self.rt.target_dtype, recolouring)
+            else:
+                net_input, target = self.encoder.encode(rgb, self.rt.target_dtype)
         if self.rt.channels_last:
             net_input = net_input.contiguous(memory_format=torch.channels_last)
         with self.rt.autocast():
@@ -292,7 +295,7 @@ class Trainer:
     def train_step(self, rgb):
         """One optimizer step; None when the loss was not finite on some rank and the step was skipped."""
         set_train_mode(self.model, self.cfg['bn_dropout_eval'])
-        _, target, scores = self.forward(rgb, self.model, hint_seed=self.iteration)
+        _, target, scores = self.forward(rgb, self.model, hint_seed=self.iteration, recolouring=True)
         per_pixel = losses.pixel_losses(scores, target, self.encoder)
         loss = losses.reduce_loss(per_pixel, self.cfg['loss_reduction'])
         self.optim.zero_grad(set_to_none=True)

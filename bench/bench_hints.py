@@ -1,13 +1,15 @@
 """Training-step cost of colour hints: a step with hint input against the same step without.
 
-One step = the trainer's path: a uint8 batch -> ``ColorEncoder.encode`` (targets) -> for the hint
-model ``hints.training_input`` (Zhang et al.'s sampler on the device, config keys of the run) ->
-forward, the soft-target KL loss, backward and an Adam step.  Both models are FCN-32s of the
-quality experiment's config (default 113 vs 110: 128x128, batch 4, fc 512, 36 uniform bins);
-their steps alternate in one process on the same batches, so the ratio is measured in one run.
+One step = the trainer's path: a uint8 batch -> ``ColorEncoder.encode`` (targets), or for the hint
+model ``hints.training_batch`` (a share recoloured by ``recolour.py``, targets, Zhang et al.'s sampler,
+on the device, config keys of the run) -> forward, the soft-target KL loss, backward and an Adam
+step.  Three steps: FCN-32s of the quality experiment's config without hints (default 110's), with
+hints (113: 128x128, batch 4, fc 512, 36 uniform bins) and with hints and --recolour-share of the
+images recoloured; they alternate in one process on the same batches, so the ratios are measured in
+one run.
 
-Prints the median step time of each, their ratio, the sampler's own median time, and one JSON
-line.  Usage (from the repository root)::
+Prints the median step time of each, their ratios, the batch preparation's own median time, and one
+JSON line.  Usage (from the repository root)::
 
     python bench/bench_hints.py [--config 113] [--steps 10] [--warmup 2]
 """
@@ -39,6 +41,8 @@ def parse_args(argv=None):
                    'is the same config with hints off)')
     p.add_argument('--steps', type=cli.positive_int, default=10, help='timed steps of each (default 10)')
     p.add_argument('--warmup', type=cli.natural_int, default=2, help='untimed steps of each first (default 2)')
+    p.add_argument('--recolour-share', type=float, default=0.5, help='share of images recoloured in the third '
+                   'step (recolour.py; default %(default)s)')
     return p.parse_args(argv)
 
 
@@ -52,14 +56,15 @@ def make_step(cfg, device):
 
     def step(rgb, iteration):
         with torch.no_grad():
-            net_input, target = encoder.encode(rgb)
             if cfg['hints']:
                 start = time.perf_counter()
                 generator = hints.step_generator(device, cfg['seed'], iteration)
-                net_input = hints.training_input(net_input, rgb, generator, cfg)
+                net_input, target = hints.training_batch(encoder, rgb, generator, cfg)
                 if device.type == 'cuda':
                     torch.cuda.synchronize()
                 timings['sampler'].append(time.perf_counter() - start)
+            else:
+                net_input, target = encoder.encode(rgb)
         loss = losses.reduce_loss(losses.pixel_losses(model(net_input).float(), target, encoder), 'mean')
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -80,27 +85,34 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     batches = [torch.from_numpy(rng.integers(0, 256, (cfg['batch_size'], 3, height, width), dtype=np.uint8))
                .to(device) for _ in range(4)]
-    plain, _ = make_step(dict(cfg, hints=False), device)
-    hinted, timings = make_step(cfg, device)
-    times = {'plain': [], 'hints': []}
+    steps = {'plain': make_step(dict(cfg, hints=False), device),
+             'hints': make_step(dict(cfg, recolour_share=0.0), device),
+             'recoloured': make_step(dict(cfg, recolour_share=args.recolour_share), device)}
+    times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
-        for name, step in (('plain', plain), ('hints', hinted)):   # alternating: the same machine state
+        for name, (step, _) in steps.items():   # alternating: the same machine state
             start = time.perf_counter()
             step(batches[i % len(batches)], i)
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
-    plain_s, hint_s = statistics.median(times['plain']), statistics.median(times['hints'])
-    sampler_s = statistics.median(timings['sampler'][args.warmup:])
+    median = {name: statistics.median(t) for name, t in times.items()}
+    batch_s = {name: statistics.median(timings['sampler'][args.warmup:])
+               for name, (_, timings) in steps.items() if name != 'plain'}
     images = cfg['batch_size']
     print('device %s, config %d: FCN-32s %dx%d, batch %d, %d threads' % (device, args.config, height, width, images,
                                                                         torch.get_num_threads()))
-    print('step without hints: median %.3f s (%.2f images/s)' % (plain_s, images / plain_s))
-    print('step with hints:    median %.3f s (%.2f images/s), of which the sampler %.4f s'
-          % (hint_s, images / hint_s, sampler_s))
-    print('ratio with / without: %.3f (target <= %.2f); sampler share of a step: %.2f %%'
-          % (hint_s / plain_s, TARGET_SLOWDOWN, 100 * sampler_s / hint_s))
-    print(json.dumps({'device': str(device), 'config': args.config, 'plain_s': plain_s, 'hints_s': hint_s,
-                      'ratio': hint_s / plain_s, 'sampler_s': sampler_s}))
+    print('step without hints: median %.3f s (%.2f images/s)' % (median['plain'], images / median['plain']))
+    for name, label in (('hints', 'with hints'), ('recoloured', 'recoloured %g' % args.recolour_share)):
+        print('step %-14s median %.3f s (%.2f images/s), of which the batch (targets, hints) %.4f s'
+              % (label + ':', median[name], images / median[name], batch_s[name]))
+    print('ratio with hints / without: %.3f (target <= %.2f); recoloured / with hints: %.3f (target <= %.2f)'
+          % (median['hints'] / median['plain'], TARGET_SLOWDOWN, median['recoloured'] / median['hints'],
+             TARGET_SLOWDOWN))
+    print(json.dumps({'device': str(device), 'config': args.config, 'plain_s': median['plain'],
+                      'hints_s': median['hints'], 'recoloured_s': median['recoloured'],
+                      'ratio': median['hints'] / median['plain'],
+                      'recoloured_ratio': median['recoloured'] / median['hints'],
+                      'batch_s': batch_s['hints'], 'recoloured_batch_s': batch_s['recoloured']}))
     return 0
 
 
