@@ -179,6 +179,8 @@ DEFAULTS = dict(
     hint_patch=[1, 9],         # hint square's side in network pixels, uniform over [min, max]
     hint_positions='gaussian', # 'gaussian' around the centre or 'uniform' over the image
     hint_position_sigma=0.25,  # gaussian positions: std as a share of height / width (Zhang et al.: 1/4)
+    hint_branch=0,             # hint models: channels of a full-resolution hint branch added to the scores (0: none)
+    hint_lr_mult=10.0,         # ... its learning rate, x lr (its weights start at zero and are new)
     recolour_share=0.0,        # hint models: share of training images recoloured (recolour.py), each hinted
     recolour_regions=6,        # ... remapped per sector of the image's own hue (this many sectors)
     recolour_hue_shift=0.15,   # ... each sector's extra hue shift, uniform in +- this many turns
@@ -252,6 +254,8 @@ SCHEMA = dict(
     hint_patch=integer_range(1),
     hint_positions=choice('gaussian', 'uniform'),
     hint_position_sigma=number(above=0),
+    hint_branch=integer(0),
+    hint_lr_mult=number(above=0),
     recolour_share=number(low=0, high=1),
     recolour_regions=integer(1),
     recolour_hue_shift=number(low=0, high=0.5),
@@ -368,6 +372,14 @@ _HINTS = dict(_GENERALISE, hints=True)
 configurations[113] = dict(_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110, with hints
 configurations[114] = dict(_HINTS, max_iteration=500, init_from=113)    # FCN-16s from 113
 configurations[115] = dict(_HINTS, max_iteration=500, init_from=114)    # FCN-8s from 114
+
+# The hint chain that must read its hints (issue 28): half of each batch recoloured (recolour.py: its colours
+# only the hints tell) and a full-resolution hint branch of 32 channels added to the scores (10x the lr);
+# `quality.py --hints --hint-configs 116,117,118`.
+_READ_HINTS = dict(_HINTS, recolour_share=0.5, hint_branch=32)
+configurations[116] = dict(_READ_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
+configurations[117] = dict(_READ_HINTS, max_iteration=500, init_from=116)    # FCN-16s from 116
+configurations[118] = dict(_READ_HINTS, max_iteration=500, init_from=117)    # FCN-8s from 117
 
 
 def get_config(number):

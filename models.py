@@ -27,6 +27,7 @@ __all__ = [
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256),
                 (512, 512, 512), (512, 512, 512))
 IN_CHANNELS = 1          # lightness only (hint models: + the hints' a, b and mask = 4)
+HINT_BRANCH_DILATIONS = (1, 2, 4)   # the full-resolution hint branch's 3x3 convolutions (receptive field 15)
 CONV_KERNEL = 3          # every trunk convolution is 3x3
 POOL_SIZE = 2            # pool1..pool5: 2x2 windows, stride 2, ceil mode
 FC6_KERNEL = 7           # fc6 is VGG's first fully connected layer as a 7x7 conv
@@ -91,7 +92,11 @@ class FCN32sColor(nn.Module):
 
     forward: x [B, in_channels, H, W] -> scores [B, n_class, H, W]; channel 0
     is the lightness, a hint model's channels 1-3 the hints' chroma plane (a, b)
-    and their mask (Zhang et al. 2017: hints enter at the first convolution only).
+    and their mask (Zhang et al. 2017: hints enter at the first convolution).  With
+    ``hint_branch`` channels (> 0, hint models) the input also goes through a small
+    full-resolution branch (3x3 convolutions, dilations ``HINT_BRANCH_DILATIONS``) whose
+    scores, zero-initialised, are added to the upsampled ones: a short path from a hint
+    to the output at its own resolution.
 
     padding='same' (default): conv1_1 pads 1 and fc6 pads 3, so no compute is
     spent on padding; the ceil-mode pools give pool5 size ceil(H/32).
@@ -115,7 +120,7 @@ class FCN32sColor(nn.Module):
     SAME_OFFSETS = {'final': 16}
     SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
 
-    def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS):
+    def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0):
         super().__init__()
         if padding not in PADDING_SCHEMES:
             raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
@@ -125,6 +130,10 @@ class FCN32sColor(nn.Module):
                              f'{n_class}, {fc_channels} and {in_channels}')
         self.n_class = int(n_class)
         self.in_channels = int(in_channels)
+        self.hint_branch_channels = int(hint_branch)
+        if self.hint_branch_channels < 0 or (self.hint_branch_channels and self.in_channels < 2):
+            raise ValueError(f'hint_branch must be 0, or positive with a hint input (in_channels > 1), got '
+                             f'{hint_branch} with in_channels {in_channels}')
         self.padding = padding
         self.fc_channels = int(fc_channels)
         caffe = padding == 'caffe'
@@ -157,6 +166,14 @@ class FCN32sColor(nn.Module):
         self.bn7 = nn.BatchNorm2d(self.fc_channels)
         self.drop7 = nn.Dropout2d(DROPOUT_P)
         self.score_fr = nn.Conv2d(self.fc_channels, self.n_class, 1)
+        if self.hint_branch_channels:
+            layers, width = [], self.in_channels
+            for dilation in HINT_BRANCH_DILATIONS:
+                layers += [nn.Conv2d(width, self.hint_branch_channels, CONV_KERNEL, padding=dilation,
+                                     dilation=dilation), nn.ReLU(inplace=True)]
+                width = self.hint_branch_channels
+            layers.append(nn.Conv2d(width, self.n_class, 1))
+            self.hint_branch = nn.Sequential(*layers)
 
         self._build_head()
         self._init_weights()
@@ -184,6 +201,8 @@ class FCN32sColor(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.hint_branch_channels:   # its scores start at zero: the network computes what it did without it
+            nn.init.zeros_(self.hint_branch[-1].weight)
             # ConvTranspose2d upsamplers were set bilinear and frozen.
 
     def _fuse(self, up, skip, key):
@@ -209,8 +228,10 @@ class FCN32sColor(nn.Module):
         fmt = (torch.channels_last
                if h.is_contiguous(memory_format=torch.channels_last)
                and not h.is_contiguous() else torch.contiguous_format)
-        return _crop(h, self.offsets['final'], x.shape[-2:]).contiguous(
-            memory_format=fmt)
+        h = _crop(h, self.offsets['final'], x.shape[-2:])
+        if self.hint_branch_channels:
+            h = h + self.hint_branch(x)
+        return h.contiguous(memory_format=fmt)
 
     def _trunk_convs(self):
         return [conv for names in self._trunk for conv, _ in names]
@@ -268,7 +289,7 @@ class FCN32sColor(nn.Module):
         if not isinstance(other, expected_type):
             raise TypeError(f'expected a {expected_type.__name__}, '
                             f'got {type(other).__name__}')
-        for attr in ('n_class', 'padding', 'fc_channels'):
+        for attr in ('n_class', 'padding', 'fc_channels'):   # a hint branch may be new (it stays at zero)
             if getattr(self, attr) != getattr(other, attr):
                 raise ValueError(f'{attr} differs: {getattr(self, attr)!r} '
                                  f'(self) vs {getattr(other, attr)!r} (source)')
@@ -401,13 +422,13 @@ ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
                  'fcn8s': FCN8sColor}
 
 
-def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS):
+def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0):
     """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
     if arch not in ARCHITECTURES:
         raise ValueError(f'unknown arch {arch!r}; choose from '
                          f'{sorted(ARCHITECTURES)}')
-    return ARCHITECTURES[arch](n_class=n_class, padding=padding,
-                               fc_channels=fc_channels, in_channels=in_channels)
+    return ARCHITECTURES[arch](n_class=n_class, padding=padding, fc_channels=fc_channels,
+                               in_channels=in_channels, hint_branch=hint_branch)
 
 
 def widen_input_weight(weight, in_channels):

@@ -306,12 +306,19 @@ def model_kwargs(cfg, encoder):
     kwargs = {'n_class': encoder.num_outputs, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
     if cfg['hints']:   # lightness-only models keep the keys they always had
         kwargs['in_channels'] = models.IN_CHANNELS + hints.HINT_CHANNELS
+        if cfg['hint_branch']:   # ... and hint models without a branch theirs
+            kwargs['hint_branch'] = cfg['hint_branch']
     return kwargs
 
 
 def make_optimizer(model, cfg):
-    """The config's optimizer (Adam or SGD) over the trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The config's optimizer (Adam or SGD) over the trainable parameters; a hint branch's learn at
+    ``hint_lr_mult`` times the rate (new weights that must move within a short budget)."""
+    branch = {id(p) for name, p in model.named_parameters() if name.startswith('hint_branch.')}
+    params = [{'params': [p for p in model.parameters() if p.requires_grad and id(p) not in branch]}]
+    if branch:
+        params.append({'params': [p for p in model.parameters() if p.requires_grad and id(p) in branch],
+                       'lr': cfg['lr'] * cfg['hint_lr_mult']})
     if cfg['optim'] == 'Adam':
         return torch.optim.Adam(params, lr=cfg['lr'], betas=(cfg['momentum'], 0.999),
                                 weight_decay=cfg['weight_decay'])
