@@ -179,6 +179,7 @@ DEFAULTS = dict(
     hint_patch=[1, 9],         # hint square's side in network pixels, uniform over [min, max]
     hint_positions='gaussian', # 'gaussian' around the centre or 'uniform' over the image
     hint_position_sigma=0.25,  # gaussian positions: std as a share of height / width (Zhang et al.: 1/4)
+    precise_bn_batches=0,      # at the end of a run, BatchNorm statistics recomputed over this many batches
     hint_branch=0,             # hint models: channels of a full-resolution hint branch added to the scores (0: none)
     hint_lr_mult=10.0,         # ... its learning rate, x lr (its weights start at zero and are new)
     recolour_share=0.0,        # hint models: share of training images recoloured (recolour.py), each hinted
@@ -254,6 +255,7 @@ SCHEMA = dict(
     hint_patch=integer_range(1),
     hint_positions=choice('gaussian', 'uniform'),
     hint_position_sigma=number(above=0),
+    precise_bn_batches=integer(0),
     hint_branch=integer(0),
     hint_lr_mult=number(above=0),
     recolour_share=number(low=0, high=1),
@@ -359,7 +361,7 @@ _GENERALISE = dict(
     im_size=(128, 128), batch_size=4, binning='uniform', numbins=36, img_lowpass=4, gmm_space='polar',
     rebalance_lambda=None, stats_num_images=500, stats_pixels_per_image=2000, fc_channels=512,
     crops_per_photo=16, aug_crop_area=[0.2, 1.0], aug_crop_aspect=[3 / 4, 4 / 3], aug_hflip=True,
-    interval_validate=100, viz_images=4,
+    interval_validate=100, viz_images=4, precise_bn_batches=16,
 )
 configurations[110] = dict(_GENERALISE, max_iteration=1500)                  # FCN-32s
 configurations[111] = dict(_GENERALISE, max_iteration=500, init_from=110)    # FCN-16s from 110

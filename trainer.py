@@ -83,6 +83,32 @@ def make_loader(dataset, sampler, batch_size, cfg, runtime, workers):
 # the trainer
 # --------------------------------------------------------------------------
 
+def recompute_bn_statistics(model, batches, count, forward=None):
+    """BatchNorm running statistics of ``model`` recomputed over the first ``count`` of ``batches`` (network
+    inputs, or what ``forward(batch, i)`` runs the model on): plain means of the batches' means and
+    unbiased variances (momentum None), the model in train mode without gradients.  Returns the batches
+    seen; the momenta are restored."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            if seen >= count:
+                break
+            if forward is None:
+                model(batch)
+            else:
+                forward(batch, seen)
+            seen += 1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return seen
+
+
 def set_train_mode(model, bn_dropout_eval):
     """``model.train()``; with ``bn_dropout_eval`` BatchNorm and Dropout stay in eval mode.
 
@@ -396,6 +422,30 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------
 
+    def precise_bn(self):
+        """'Precise BN' at the end of a run: BatchNorm's running statistics recomputed as plain means over
+        ``precise_bn_batches`` training batches with the final weights (averaged over the ranks).
+
+        The running averages lag behind weights that still move at the end of a short run; a last iterate
+        whose late steps shifted the activations then predicts in eval mode from statistics of older
+        weights (issue 27: a quality run's FCN-16s painted every photo red until they were recomputed).
+        """
+        if not self.cfg['precise_bn_batches'] or self.cfg['bn_dropout_eval']:
+            return
+
+        def inputs():
+            for batch in self.train_loader:
+                if batch['rgb'] is not None:
+                    yield batch['rgb']
+        seen = recompute_bn_statistics(self.model, inputs(), self.cfg['precise_bn_batches'],
+                                       lambda rgb, i: self.forward(rgb, self.model, hint_seed=self.iteration + i))
+        if self.rt.world_size > 1:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    for stat in (m.running_mean, m.running_var):
+                        stat.copy_(self.rt.all_reduce_sum(stat.clone()) / self.rt.world_size)
+        log.info('BatchNorm statistics recomputed over %d training batches with the final weights', seen)
+
     def validate_or_checkpoint(self, final=False):
         """Validation (which checkpoints) when due, else a checkpoint every save_interval iterations."""
         if (final or self.iteration % self.interval_validate == 0) and self.validated_at != self.iteration:
@@ -481,6 +531,8 @@ class Trainer:
                     waiting_since = time.perf_counter()
                 else:
                     self.epoch, self.sample_in_epoch = self.epoch + 1, 0
+            if self.validated_at != self.iteration:   # not when a finished run is resumed
+                self.precise_bn()
             self.validate_or_checkpoint(final=True)
         finally:
             if bar is not None:
