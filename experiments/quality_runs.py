@@ -46,6 +46,7 @@ def count_iterations(run_dir):
     """Training rows in log.csv so far (one per iteration), for progress lines."""
     try:
         with open(os.path.join(run_dir, 'log.csv')) as f:
+            next(f, None)   # the header
             return sum(1 for line in f if line.split(',')[2:3] not in ([''], []))
     except OSError:
         return 0

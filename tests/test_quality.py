@@ -357,3 +357,10 @@ def test_the_learning_curve_table_and_plot_show_every_share_and_budget(tmp_path)
     path = str(tmp_path / 'curve.png')
     quality_report.plot_learning_curve(result, path)
     assert Image.open(path).size[0] > 500
+
+
+def test_progress_counts_training_rows_of_log_csv_not_its_header_or_validations(tmp_path):
+    import quality_runs
+    (tmp_path / 'log.csv').write_text('epoch,iteration,train/loss,valid/loss\n0,0,,1.2\n0,0,0.9,\n0,1,0.8,\n0,2,,1.1\n')
+    assert quality_runs.count_iterations(str(tmp_path)) == 2
+    assert quality_runs.count_iterations(str(tmp_path / 'nowhere')) == 0
