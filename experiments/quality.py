@@ -222,7 +222,7 @@ def run_lists(args, fold):
         return {'train': None, 'val': args.val_list, 'test': args.test_list}
     if fold == ALL:   # its 'val' only feeds the trainer's fit curve: those photos are in its training set
         return {'train': fold_list_paths(args.out, ALL)['train'], 'val': args.val_list, 'test': args.test_list}
-    return fold_list_paths(args.out, fold)
+    return dict(fold_list_paths(args.out, fold), test=args.test_list)   # test: the learning curve's
 
 
 def write_fold_lists(args):

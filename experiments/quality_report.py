@@ -92,6 +92,9 @@ def plot_learning_curve(result, path):
         ax.set_xlabel('training photos (per fold)')
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+    if grey is None:   # nothing scored yet
+        plt.close(fig)
+        return
     axes[0].legend()
     fig.suptitle('%s on the test split, trained on shares of each fold' % result['default_model'])
     fig.tight_layout()

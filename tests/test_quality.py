@@ -364,3 +364,51 @@ def test_progress_counts_training_rows_of_log_csv_not_its_header_or_validations(
     (tmp_path / 'log.csv').write_text('epoch,iteration,train/loss,valid/loss\n0,0,,1.2\n0,0,0.9,\n0,1,0.8,\n0,2,,1.1\n')
     assert quality_runs.count_iterations(str(tmp_path)) == 2
     assert quality_runs.count_iterations(str(tmp_path / 'nowhere')) == 0
+
+
+def test_the_learning_curve_scores_the_chosen_stage_of_every_share_and_fold_on_the_test_split(tmp_path,
+                                                                                            monkeypatch):
+    """train_curve with training and scoring stubbed (the real ones run end to end above): each fold's own
+    run of the chosen stage and each share's chain up to it are scored on the test split only, and the
+    curve's table has every share, budget and the folds' spread."""
+    names = ['p%02d.jpg' % i for i in range(12)]
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    (photos / 'split_train.txt').write_text('\n'.join(names) + '\n')
+    (photos / 'split_val.txt').write_text('v.jpg\n')
+    (photos / 'split_test.txt').write_text('t.jpg\n')
+    args = quality.parse_args(['--photos', str(photos), '--out', str(tmp_path / 'out'), '--folds', '2',
+                               '--learning-curve'])
+    args.val_list, args.test_list = str(photos / 'split_val.txt'), str(photos / 'split_test.txt')
+    quality.write_fold_lists(args)
+    chain = list(config.QUALITY_EXPERIMENT['chain'])
+    runs, _ = quality.plan(args, chain, [], [0])
+    trained, scored = [], []
+
+    def fake_train(run, _):
+        os.makedirs(run.dir, exist_ok=True)
+        quality.write_json(os.path.join(run.dir, quality.DONE_MARKER), {'wall_s': 1.0})
+        trained.append(run.name)
+        return True
+
+    def fake_evaluate(run, split, decode, _):
+        scored.append((run.name, split, decode))
+        assert os.path.isfile(run.lists[split])
+        value = 70.0 + len(open(run.lists['train']).read().split())   # more photos, a better score
+        return {m: {k: value for k in quality.METRICS} for m in ('model', 'grayscale', 'target')} | {
+            'ground_truth': {'colorfulness': 50.0}, 'n_images': 1}
+    monkeypatch.setattr(quality, 'train', fake_train)
+    monkeypatch.setattr(quality, 'evaluate', fake_evaluate)
+    final = next(r for r in runs if r.fold == quality.ALL and r.arch == 'fcn16s')
+    scores, walls = {}, {}
+    quality.train_curve(args, runs, final, 'annealed', scores, walls, lambda: None)
+    curve_runs = [r for r in runs if r.curve is not None]
+    assert sorted(trained) == sorted(r.name for r in curve_runs if r.stage_index <= 1)   # up to FCN-16s
+    assert all(split == 'test' for _, split, _ in scored)
+    assert sorted(n for n, _, _ in scored) == sorted(
+        [r.name for r in curve_runs if r.arch == 'fcn16s'] + ['default/seed0/fold%d/fcn16s' % f for f in (0, 1)])
+    curve = quality.learning_curve(runs, scores, 'fcn16s', 'annealed')
+    for budget, points in curve.items():
+        assert [p['share'] for p in points] == [0.25, 0.5, 1.0] and all(p['folds'] == 2 for p in points)
+        means = [p['test']['model']['psnr']['mean'] for p in points]
+        assert means == sorted(means) and points[-1]['photos'] == 6.5     # 13 photos: folds of 7 and 6
