@@ -300,6 +300,22 @@ def test_the_hint_method_rule_prefers_the_best_mean_among_those_near_levin_at_ev
     assert quality_hints.best_method(None) is None
 
 
+def curve_plan(tmp_path, names, folds):
+    """A photo folder listing ``names`` (+ one validation and one test photo), its fold lists written for
+    ``--folds folds --learning-curve`` -> (folder, args, folds, the planned runs of the chain)."""
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    (photos / 'split_train.txt').write_text('\n'.join(names) + '\n')
+    (photos / 'split_val.txt').write_text('v.jpg\n')
+    (photos / 'split_test.txt').write_text('t.jpg\n')
+    args = quality.parse_args(['--photos', str(photos), '--out', str(tmp_path / 'out'), '--folds', str(folds),
+                               '--learning-curve'])
+    args.val_list, args.test_list = str(photos / 'split_val.txt'), str(photos / 'split_test.txt')
+    written = quality.write_fold_lists(args)
+    runs, _ = quality.plan(args, list(config.QUALITY_EXPERIMENT['chain']), [], [0])
+    return photos, args, written, runs
+
+
 def test_the_learning_curve_trains_nested_shares_of_each_fold_at_both_budgets(tmp_path, capsys):
     """--learning-curve: for every share, budget rule and fold, a chain trained on that share of the fold's
     training photos (nested: a larger share holds the smaller), its iterations scaled by the share under
@@ -312,17 +328,8 @@ def test_the_learning_curve_trains_nested_shares_of_each_fold_at_both_budgets(tm
     assert {'scikit-image/motorcycle_left.png', 'scikit-image/motorcycle_right.png'} & set(half) in (
         set(), {'scikit-image/motorcycle_left.png', 'scikit-image/motorcycle_right.png'})   # a pair stays whole
     assert quality_folds.photo_share(names[:1], 0.25) == names[:1]                         # at least one
-    photos = tmp_path / 'photos'
-    photos.mkdir()
-    (photos / 'split_train.txt').write_text('\n'.join(names) + '\n')
-    (photos / 'split_val.txt').write_text('v.jpg\n')
-    (photos / 'split_test.txt').write_text('t.jpg\n')
-    args = quality.parse_args(['--photos', str(photos), '--out', str(tmp_path / 'out'), '--folds', '3',
-                               '--learning-curve'])
-    args.val_list, args.test_list = str(photos / 'split_val.txt'), str(photos / 'split_test.txt')
-    folds = quality.write_fold_lists(args)
+    photos, args, folds, runs = curve_plan(tmp_path, names, 3)
     chain = list(config.QUALITY_EXPERIMENT['chain'])
-    runs, _ = quality.plan(args, chain, [], [0])
     curve = config.QUALITY_EXPERIMENT['learning_curve']
     base = {r.stage_index: r.iterations for r in runs if r.fold == 0 and r.curve is None and r.arm == 'default'}
     curve_runs = [r for r in runs if r.curve is not None]
@@ -372,17 +379,7 @@ def test_the_learning_curve_scores_the_chosen_stage_of_every_share_and_fold_on_t
     run of the chosen stage and each share's chain up to it are scored on the test split only, and the
     curve's table has every share, budget and the folds' spread."""
     names = ['p%02d.jpg' % i for i in range(12)]
-    photos = tmp_path / 'photos'
-    photos.mkdir()
-    (photos / 'split_train.txt').write_text('\n'.join(names) + '\n')
-    (photos / 'split_val.txt').write_text('v.jpg\n')
-    (photos / 'split_test.txt').write_text('t.jpg\n')
-    args = quality.parse_args(['--photos', str(photos), '--out', str(tmp_path / 'out'), '--folds', '2',
-                               '--learning-curve'])
-    args.val_list, args.test_list = str(photos / 'split_val.txt'), str(photos / 'split_test.txt')
-    quality.write_fold_lists(args)
-    chain = list(config.QUALITY_EXPERIMENT['chain'])
-    runs, _ = quality.plan(args, chain, [], [0])
+    _, args, _, runs = curve_plan(tmp_path, names, 2)
     trained, scored = [], []
 
     def fake_train(run, _):
