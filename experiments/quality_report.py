@@ -104,6 +104,12 @@ def plot_learning_curve(result, path):
     os.replace(tmp, path)
 
 
+def seeds_cell(r, folds):
+    """'0, 1' (the seeds), with folds '0 (4 folds)'."""
+    text = ', '.join(str(s) for s in sorted(set(r['seeds'])))
+    return text + (' (%d folds)' % len(r['folds']) if folds > 1 else '')
+
+
 def not_needed(run, result):
     """A run of the recommended model's chain after the chosen stage (never trained)."""
     archs = [s['arch'] for s in result['stages']]
@@ -142,9 +148,7 @@ def markdown(result):
         if r is None:
             lines.append('| %s | not finished | | %s|' % (arch, ' | ' * len(METRICS)))
             continue
-        seeds = ', '.join(str(s) for s in sorted(set(r['seeds'])))
-        if folds > 1:
-            seeds += ' (%d folds)' % len(r['folds'])
+        seeds = seeds_cell(r, folds)
         name = '**%s: default model**' % arch if arch == result['default_model'] else arch
         lines.append('| %s | %s | model | %s |' % (name, seeds, ' | '.join(metric_cells(r[split], 'model'))))
         lines.append('| | | target (ceiling) | %s |' % ' | '.join(metric_cells(r[split], 'target')))
@@ -197,7 +201,7 @@ def markdown(result):
                 if arm == d.get('chosen'):
                     note += ' **chosen**'
                 lines.append('| %s | %s | %s | %s | %s | %s |' % (
-                    variant, arm, ', '.join(str(s) for s in r['seeds']), ' | '.join(metric_cells(r[split], 'model')),
+                    variant, arm, seeds_cell(r, folds), ' | '.join(metric_cells(r[split], 'model')),
                     cell(r['val']['model']['auc_rebal']), note))
         lines += ['', '## Decisions', '']
         for variant, v in result['variants'].items():
