@@ -44,7 +44,6 @@ import argparse
 import concurrent.futures
 import datetime
 import os
-import platform
 import sys
 import threading
 import time
@@ -58,6 +57,7 @@ import quality_folds  # noqa: E402
 from quality_folds import check_photos, split_sizes  # noqa: E402
 import quality_hints  # noqa: E402
 import quality_report  # noqa: E402
+from quality_report import machine, test_grid  # noqa: E402
 from quality_report import DEFAULT_ARM, METRICS, duration, markdown, within_spread  # noqa: E402
 from quality_runs import (DONE_MARKER, FINAL_MODEL, UserError, evaluate, read_json, run_child,  # noqa: E402
                           save_colorizer_checkpoint, say, set_pairs, train, write_json)
@@ -419,40 +419,9 @@ def recommended_decode(result):
     return decision.get('chosen') or 'annealed'
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return '%s, %d cores, %s, Python %s' % (cpu, cores, platform.machine(), platform.python_version())
-
-
 # --------------------------------------------------------------------------
 # the default model and its figure
 # --------------------------------------------------------------------------
-
-def test_grid(model_path, args, out_path):
-    """original | grayscale | model for every test photo, one row each."""
-    from PIL import Image
-    import colorize
-    import evaluate as evaluate_module
-    import utils
-    colorizer = colorize.load_colorizer(model_path, 'cpu')
-    paths = [evaluate_module.locate(args.photos, p) for p in data_loader.read_list(args.test_list)]
-    rows = []
-    for readable, _ in colorize.read_batches(paths, 4, config.DEFAULTS['max_image_pixels']):
-        outputs = colorizer.colorize([rgb for _, rgb in readable])
-        for (_, rgb), out in zip(readable, outputs):
-            rows.append([evaluate_module.thumbnail(x) for x in (rgb, utils.grayscale(rgb), out)])
-    if rows:
-        tmp = out_path + '.tmp.png'
-        Image.fromarray(utils.tile_images(rows)).save(tmp)
-        os.replace(tmp, out_path)
-    return len(rows)
-
 
 # --------------------------------------------------------------------------
 # main

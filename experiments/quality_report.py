@@ -1,6 +1,7 @@
 """results.md of experiments/quality.py: the default chain's test table, the variants table, the
 decisions, the hint chain (quality_hints.py) and the runs."""
 import os
+import platform
 
 import config
 import quality_folds
@@ -238,3 +239,35 @@ def markdown(result):
             duration(evals) if evals else ''))
     lines += ['', 'Whole invocation: %s.' % duration(result['elapsed_s']), '']
     return '\n'.join(lines)
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return '%s, %d cores, %s, Python %s' % (cpu, cores, platform.machine(), platform.python_version())
+
+
+def test_grid(model_path, args, out_path):
+    """original | grayscale | model for every test photo, one row each."""
+    from PIL import Image
+    import colorize
+    import data_loader
+    import evaluate as evaluate_module
+    import utils
+    colorizer = colorize.load_colorizer(model_path, 'cpu')
+    paths = [evaluate_module.locate(args.photos, p) for p in data_loader.read_list(args.test_list)]
+    rows = []
+    for readable, _ in colorize.read_batches(paths, 4, config.DEFAULTS['max_image_pixels']):
+        outputs = colorizer.colorize([rgb for _, rgb in readable])
+        for (_, rgb), out in zip(readable, outputs):
+            rows.append([evaluate_module.thumbnail(x) for x in (rgb, utils.grayscale(rgb), out)])
+    if rows:
+        tmp = out_path + '.tmp.png'
+        Image.fromarray(utils.tile_images(rows)).save(tmp)
+        os.replace(tmp, out_path)
+    return len(rows)
