@@ -39,8 +39,10 @@ app: $(APP_STAMP)
 	if [ -z "$$model" ]; then echo "error: no logs/*/model_best.pth.tar yet: run make demo first" >&2; exit 2; fi; \
 	echo "serving $$model"; $(PY) app.py -m "$$model"
 
+# a passing test's tmp_path is deleted when it ends: the suite's run folders (checkpoints of ~60-190 MB)
+# would otherwise add up to ~8 GB under /tmp, more than some CI machines hold
 test: $(STAMP) $(APP_STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -o tmp_path_retention_policy=failed --durations=15 tests
 
 # a CUDA machine in one command: CUDA-only tests, both benchmarks on the device, 100 bf16 training
 # steps of FCN-32s at 256x256, float32 CUDA vs CPU on one batch; ends with one JSON line

@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_DIR, write_photos
+from conftest import REPO_DIR, fixture_folder, write_photos
 
 import cli
 import colorize
@@ -42,10 +42,14 @@ def save_variant(source, path, change):
     return path
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def files(photo_folder, tmp_path_factory):
     """Name -> path: real FCN-32s / FCN-16s checkpoints of config 199 and broken files of many kinds."""
-    tmp = tmp_path_factory.mktemp('cli-errors')
+    with fixture_folder(tmp_path_factory, 'cli-errors') as tmp:
+        yield broken_files(photo_folder, tmp)
+
+
+def broken_files(photo_folder, tmp):
     f = {'photos': photo_folder, 'tmp': str(tmp)}
     f['run32'] = str(tmp / 'run32')
     trainer.main('fcn32s', SMOKE + ['-d', photo_folder, '-o', f['run32'], '--max-iter', '0'])

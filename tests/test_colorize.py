@@ -10,6 +10,7 @@ from PIL import Image
 from skimage.color import hsv2rgb, rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 
+from conftest import fixture_folder
 import colorize
 import targets
 import trainer
@@ -19,8 +20,8 @@ import utils
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """(run folder, Trainer) of ``train_color_fcn32s.py -c 199 --max-iter 2``."""
-    run = tmp_path_factory.mktemp('train') / 'run'
-    return run, trainer.main('fcn32s', ['-c', '199', '-o', str(run), '--max-iter', '2'])
+    with fixture_folder(tmp_path_factory, 'train') as folder:
+        yield folder / 'run', trainer.main('fcn32s', ['-c', '199', '-o', str(folder / 'run'), '--max-iter', '2'])
 
 
 @pytest.fixture(scope='module')

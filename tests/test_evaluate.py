@@ -11,6 +11,7 @@ from PIL import Image
 from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 
+from conftest import fixture_folder
 import colorize
 import data_loader
 import evaluate
@@ -22,9 +23,9 @@ PHOTOS = ('astronaut', 'chelsea', 'coffee')
 
 @pytest.fixture(scope='module')
 def best(tmp_path_factory):
-    run = tmp_path_factory.mktemp('train') / 'run'
-    trainer.main('fcn32s', ['-c', '199', '-o', str(run), '--max-iter', '2'])
-    return str(run / trainer.MODEL_BEST)
+    with fixture_folder(tmp_path_factory, 'train') as folder:
+        trainer.main('fcn32s', ['-c', '199', '-o', str(folder / 'run'), '--max-iter', '2'])
+        yield str(folder / 'run' / trainer.MODEL_BEST)
 
 
 def write_photos(folder, names=PHOTOS, size=(80, 60)):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fixture_folder
 import models
 from models import (ARCHITECTURES, FCN8sColor, FCN16sColor, FCN32sColor,
                     build_model, get_upsampling_weight)
@@ -221,9 +222,15 @@ def test_caffe_padding_geometry_matches_pytorch_fcn():
 
 @pytest.fixture(scope='module')
 def vgg_files(tmp_path_factory):
+    """{name: path} of random VGG16 / VGG16-BN state dicts (1.1 GB: deleted after this module)."""
+    with fixture_folder(tmp_path_factory, 'vgg') as d:
+        yield vgg_state_dicts(d)
+
+
+def vgg_state_dicts(d):
+    """Random torchvision VGG16 / VGG16-BN state dicts saved in ``d`` -> {name: path}."""
     tv = pytest.importorskip('torchvision')
     torch.manual_seed(0)
-    d = tmp_path_factory.mktemp('vgg')
     paths = {}
     for name in ('vgg16', 'vgg16_bn'):
         net = getattr(tv.models, name)(weights=None)
