@@ -479,6 +479,20 @@ QUALITY_EXPERIMENT = dict(
     overrun_warning=2.0,        # warn when a run's wall time exceeds this multiple of its budget
 )
 
+# experiments/hint_curve.py (issue 28): the network's own hint gain (PSNR at `points` points minus at 0, on
+# the validation photos) of each arm's FCN-32s, started from the default chain's FCN-32s and trained to
+# `multiples` of the quality experiment's FCN-32s iterations.  Arms: (hint config, --set overrides).
+HINT_CURVE = dict(
+    arms=dict(
+        first_layer=(113, dict()),                      # hints enter at conv1_1 only, natural photos
+        branch=(116, dict(recolour_share=0.0)),         # + the full-resolution hint branch
+        branch_recoloured=(116, dict()),                # + half of each batch recoloured
+    ),
+    multiples=(1, 4, 16),
+    points=10,
+    seed=0,
+)
+
 
 # --------------------------------------------------------------------------
 # checks

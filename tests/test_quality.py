@@ -11,11 +11,14 @@ from PIL import Image
 import colorize
 import config
 import utils
-from conftest import PHOTO_SIZE, REPO_DIR, write_photos
+from conftest import PHOTO_SIZE, REPO_DIR, skimage_photo, write_photos
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
+import hint_curve  # noqa: E402
+import hint_sweep  # noqa: E402
 import quality  # noqa: E402
 import quality_folds  # noqa: E402
+import quality_plan  # noqa: E402
 import quality_hints  # noqa: E402
 import quality_report  # noqa: E402
 
@@ -409,3 +412,63 @@ def test_the_learning_curve_scores_the_chosen_stage_of_every_share_and_fold_on_t
         assert [p['share'] for p in points] == [0.25, 0.5, 1.0] and all(p['folds'] == 2 for p in points)
         means = [p['test']['model']['psnr']['mean'] for p in points]
         assert means == sorted(means) and points[-1]['photos'] == 6.5     # 13 photos: folds of 7 and 6
+
+
+# -- experiments/hint_curve.py: the network's own hint gain against iterations (issue 28) --
+
+def test_the_hint_curve_continues_one_run_per_arm_to_each_multiple_and_reuses_every_snapshot(tmp_path, monkeypatch):
+    """Training and scoring stubbed: each 'checkpoint' holds the iteration it was trained to."""
+    import shutil
+    photos, out = split_folder(str(tmp_path / 'photos')), tmp_path / 'out'
+    commands = []
+
+    def fake_run_child(command, log_path, label, run_dir=None, total=None):
+        commands.append(command)
+        with open(os.path.join(run_dir, 'checkpoint.pth.tar'), 'w') as f:
+            f.write(str(total))
+        return 0, 0.0
+
+    def fake_gain(model_path, photo_list, points):
+        trained_to = int(open(model_path).read())
+        assert [name for name, _ in photo_list] == [SPLITS['val'] + '.png']   # validation photos only
+        return {'0': {'psnr': 20.0, 'auc_rebal': 70.0}, str(points): {'psnr': 20.0 + trained_to, 'auc_rebal': 71.0},
+                'gain_psnr': float(trained_to)}
+    monkeypatch.setattr(hint_curve, 'run_child', fake_run_child)
+    monkeypatch.setattr(hint_curve, 'save_colorizer_checkpoint', shutil.copyfile)
+    monkeypatch.setattr(hint_curve, 'network_gain', fake_gain)
+    argv = ['--photos', photos, '--out', str(out), '--budget-min', '1', '--multiples', '1,4']
+    assert hint_curve.main(argv) == 0
+    base_arch, base_config = config.QUALITY_EXPERIMENT['chain'][0]
+    unit = quality_plan.stage_iterations(1, config.get_config(base_config)['batch_size'], 0)[0]
+    base = commands.pop(0)
+    assert base[base.index('-c') + 1] == str(base_config) and base[base.index('--max-iter') + 1] == str(unit)
+    arms = config.HINT_CURVE['arms']
+    assert len(commands) == 2 * len(arms)
+    result = json.loads((out / 'hint_curve.json').read_text())
+    for (arm, (number, overrides)), first, second in zip(arms.items(), commands[::2], commands[1::2]):
+        # a fresh run from the base with the arm's overrides, then the same run continued
+        assert first[first.index('-c') + 1] == str(number) and first[first.index('-m') + 1] == str(out / 'base.pth.tar')
+        assert first[first.index('-o') + 1] == str(out / arm / 'run') and first[first.index('--max-iter') + 1] == str(unit)
+        for key, value in overrides.items():
+            assert '%s=%s' % (key, json.dumps(value)) in first
+        assert second[second.index('--resume') + 1] == str(out / arm / 'run' / 'checkpoint.pth.tar')
+        assert second[second.index('--max-iter') + 1] == str(4 * unit)
+        # each multiple scored from its own snapshot
+        assert {c: s['gain_psnr'] for c, s in result['arms'][arm].items()} == {str(unit): unit, str(4 * unit): 4 * unit}
+    assert (out / 'hint_curve.png').is_file() and '| %+.2f |' % (4 * unit) in (out / 'hint_curve.md').read_text()
+    commands.clear()
+    assert hint_curve.main(argv) == 0 and commands == []          # everything reused
+    assert hint_curve.main(argv[:-1] + ['1,2']) == 0               # a new multiple: only that is trained
+    assert len(commands) == len(arms) and all('--resume' in c for c in commands)
+
+
+def test_the_hint_curves_network_gain_is_the_sweeps_model_arm(plain_model):
+    """hint_curve.network_gain scores what evaluate.py --hint-points scores as ``model``, on the same points."""
+    photo = ('astronaut.png', skimage_photo('astronaut', (96, 80)))
+    gain = hint_curve.network_gain(plain_model, [photo], 10)
+    scores, _, _ = hint_sweep.score_photo(colorize.load_colorizer(plain_model), photo[1], photo[0], [0, 10])
+    for count in ('0', '10'):
+        for key in ('psnr', 'auc_rebal'):
+            assert gain[count][key] == pytest.approx(scores[int(count)]['model'][key], abs=1e-9)
+    assert gain['gain_psnr'] == pytest.approx(scores[10]['model']['psnr'] - scores[0]['model']['psnr'], abs=1e-9)
+    assert gain['gain_psnr'] > 0.01   # a lightness-only model: the gain is only the pasted squares, but there is one

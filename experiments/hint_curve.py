@@ -1,0 +1,199 @@
+"""Does a network learn to read hints with more training?  The network's own hint gain against
+iterations and the recoloured share (issue 28).
+
+    python experiments/hint_curve.py --photos data/photos --out out/hint-curve [--budget-min 5]
+                                     [--multiples 1,4,16] [--arms first_layer,branch,branch_recoloured]
+
+1. The base: the default chain's FCN-32s (``QUALITY_EXPERIMENT['chain']``'s first config) trained on
+   ``split_train.txt`` for the FCN-32s iterations of the quality experiment's budget (``quality.py``'s
+   rule: the budget's share x the reference images/s / batch size), seed 0.
+2. Each arm of ``config.HINT_CURVE['arms']`` (a hint config and ``--set`` overrides) starts from the
+   base and trains ONE run, continued with ``--resume`` to each multiple of those iterations (the learning
+   rate is constant, so a snapshot at 4x is the run a 4x budget would train); a snapshot of the weights
+   is kept at each multiple (``OUT/<arm>/it<N>.pth.tar``).
+3. Each snapshot is scored on ``split_val.txt`` (never the test split) as ``evaluate.py --hint-points``
+   scores the network alone (``model``: its prediction with the hints as input, the hints' squares
+   pasted), at 0 and ``HINT_CURVE['points']`` points drawn with the sweep's seeds.
+
+Writes ``OUT/hint_curve.json``, ``OUT/hint_curve.md`` (table) and ``OUT/hint_curve.png`` (the gain in
+PSNR against iterations, one line per arm).  Everything finished is reused: run it again with a larger
+``--multiples`` to extend the curve.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_DIR)
+
+import cli  # noqa: E402
+import config  # noqa: E402
+from hint_fusion import numbers_int, read_photo, split_photos  # noqa: E402
+from quality_plan import stage_iterations  # noqa: E402
+from cli import UserError  # noqa: E402
+from quality_runs import read_json, run_child, save_colorizer_checkpoint, say, write_json  # noqa: E402
+from quality_report import duration  # noqa: E402
+
+CURVE = config.HINT_CURVE
+BASE_ARCH, BASE_CONFIG = config.QUALITY_EXPERIMENT['chain'][0]
+
+
+def train_script(arch):
+    return os.path.join(REPO_DIR, 'train_color_%s.py' % arch)
+
+
+def set_flags(overrides):
+    flags = []
+    for key, value in sorted(overrides.items()):
+        flags += ['--set', '%s=%s' % (key, json.dumps(value))]
+    return flags
+
+
+def train_base(args, iterations):
+    """The base FCN-32s (config ``BASE_CONFIG``) for ``iterations``; its final weights' path."""
+    run_dir = os.path.join(args.out, 'base')
+    target = os.path.join(args.out, 'base.pth.tar')
+    if os.path.isfile(target):
+        return target
+    command = [sys.executable, train_script(BASE_ARCH), '-c', str(BASE_CONFIG), '-d', args.photos, '-o', run_dir,
+               '--max-iter', str(iterations)] + set_flags(dict(seed=CURVE['seed']))
+    os.makedirs(run_dir, exist_ok=True)
+    say('train  base (config %d): %d iterations' % (BASE_CONFIG, iterations))
+    status, wall = run_child(command, os.path.join(run_dir, 'hint_curve.log'), 'base', run_dir, iterations)
+    if status != 0:
+        raise UserError('the base run failed (exit status %d): see %s' % (status, os.path.join(run_dir, 'hint_curve.log')))
+    save_colorizer_checkpoint(os.path.join(run_dir, 'checkpoint.pth.tar'), target)
+    say('done   base in %s' % duration(wall))
+    return target
+
+
+def snapshot_path(args, arm, iterations):
+    return os.path.join(args.out, arm, 'it%d.pth.tar' % iterations)
+
+
+def train_arm(args, arm, base, counts):
+    """One run of ``arm`` from ``base``, continued to each of ``counts`` (ascending); a snapshot at each."""
+    config_number, overrides = CURVE['arms'][arm]
+    run_dir = os.path.join(args.out, arm, 'run')
+    checkpoint = os.path.join(run_dir, 'checkpoint.pth.tar')
+    for count in counts:
+        if os.path.isfile(snapshot_path(args, arm, count)):
+            continue
+        if os.path.isfile(checkpoint):
+            command = [sys.executable, train_script('fcn32s'), '--resume', checkpoint]
+        else:
+            command = [sys.executable, train_script('fcn32s'), '-c', str(config_number), '-d', args.photos,
+                       '-o', run_dir, '-m', base] + set_flags(dict(overrides, seed=CURVE['seed']))
+        command += ['--max-iter', str(count)]
+        os.makedirs(run_dir, exist_ok=True)
+        say('train  %s (config %d %s) to iteration %d' % (arm, config_number, overrides or '', count))
+        status, wall = run_child(command, os.path.join(run_dir, 'hint_curve.log'), arm, run_dir, count)
+        if status != 0:
+            raise UserError('%s failed (exit status %d): see %s' % (arm, status, os.path.join(run_dir, 'hint_curve.log')))
+        save_colorizer_checkpoint(checkpoint, snapshot_path(args, arm, count))
+        say('done   %s to iteration %d in %s' % (arm, count, duration(wall)))
+
+
+def network_gain(model_path, photos, points):
+    """Mean PSNR dB / rebalanced AuC % of the network alone over ``photos`` ([(name, rgb)]) at 0 and
+    ``points`` hint points -> {'0': {...}, str(points): {...}, 'gain_psnr': ...}."""
+    import colorize
+    import hints
+    import utils
+    colorizer = colorize.load_colorizer(model_path)
+    scores = {0: [], points: []}
+    for name, rgb in photos:
+        ab_truth = utils.ab_channels(rgb)
+        rebalance = utils.inverse_frequency_weights(ab_truth)
+        lightness = colorizer.lightness(rgb)
+        for count in scores:
+            drawn = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
+            maps = colorizer.full_hint_maps(drawn, *lightness.shape)
+            out = colorizer.hinted_outputs(lightness, maps, ('model',))['model']
+            scores[count].append(utils.colorization_metrics(rgb, out, ab_truth, rebalance))
+    result = {str(c): {k: float(np.mean([s[k] for s in v])) for k in ('psnr', 'auc_rebal')} for c, v in scores.items()}
+    result['gain_psnr'] = result[str(points)]['psnr'] - result['0']['psnr']
+    return result
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for arm, by_count in results.items():
+        counts = sorted(int(c) for c in by_count)
+        ax.plot(counts, [by_count[str(c)]['gain_psnr'] for c in counts], marker='o', label=arm)
+    ax.axhline(0.0, color='grey', lw=0.8)
+    ax.set_xscale('log', base=2)
+    ax.set_xlabel('training iterations of the hint model (FCN-32s, batch %d)' % config.get_config(BASE_CONFIG)['batch_size'])
+    ax.set_ylabel('network alone: PSNR at %d points - at 0 (dB)' % CURVE['points'])
+    ax.set_title('Does the network learn to read hints? (validation photos)')
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def table(results, base_scores):
+    lines = ['| arm | iterations | PSNR 0 pts | PSNR %d pts | gain dB | AuC rebal. 0 / %d pts |' % ((CURVE['points'],) * 2),
+             '|---|---|---|---|---|---|',
+             '| base (no hints) | %d | %.2f | | | %.2f |' % (base_scores['iterations'], base_scores['psnr'],
+                                                           base_scores['auc_rebal'])]
+    p = str(CURVE['points'])
+    for arm, by_count in results.items():
+        for c in sorted(by_count, key=int):
+            s = by_count[c]
+            lines.append('| %s | %s | %.2f | %.2f | %+.2f | %.2f / %.2f |' % (
+                arm, c, s['0']['psnr'], s[p]['psnr'], s['gain_psnr'], s['0']['auc_rebal'], s[p]['auc_rebal']))
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    p = cli.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument('--photos', required=True, help='photo folder with split_train.txt and split_val.txt')
+    p.add_argument('--out', required=True, help='output folder (reused: finished runs and scores are kept)')
+    p.add_argument('--budget-min', type=float, default=config.QUALITY_EXPERIMENT['budget_min'],
+                   help='the quality experiment\'s chain budget whose FCN-32s iterations are 1x (default %(default)s)')
+    p.add_argument('--multiples', type=numbers_int, default=list(CURVE['multiples']),
+                   help='iterations as multiples of the budget\'s (default %(default)s)')
+    p.add_argument('--arms', type=lambda t: [a.strip() for a in t.split(',') if a.strip()],
+                   default=list(CURVE['arms']), help='arms of config.HINT_CURVE (default: all)')
+    args = p.parse_args(argv)
+    unknown = [a for a in args.arms if a not in CURVE['arms']]
+    if unknown:
+        raise UserError('unknown arm %s (known: %s)' % (', '.join(unknown), ', '.join(CURVE['arms'])))
+    val_list, names = split_photos(args.photos, 'val')
+    split_photos(args.photos, 'train')
+    os.makedirs(args.out, exist_ok=True)
+    unit, _ = stage_iterations(args.budget_min, config.get_config(BASE_CONFIG)['batch_size'], 0)
+    counts = sorted({unit * m for m in args.multiples})
+    base = train_base(args, unit)
+    for arm in args.arms:
+        train_arm(args, arm, base, counts)
+    photos = [(name, read_photo(args.photos, name, val_list)) for name in names]
+    scores_path = os.path.join(args.out, 'hint_curve.json')
+    saved = read_json(scores_path) or {}
+    results = saved.get('arms', {})
+    if 'base' not in saved:
+        base_scores = network_gain(base, photos, CURVE['points'])['0']
+        saved['base'] = dict(base_scores, iterations=unit)
+    for arm in args.arms:
+        for count in counts:
+            if str(count) not in results.get(arm, {}):
+                results.setdefault(arm, {})[str(count)] = network_gain(snapshot_path(args, arm, count), photos,
+                                                                       CURVE['points'])
+                say('scored %s at iteration %d: gain %+.2f dB' % (arm, count, results[arm][str(count)]['gain_psnr']))
+                write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points']))
+    write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))
+    with open(os.path.join(args.out, 'hint_curve.md'), 'w') as f:
+        f.write(table(results, saved['base']))
+    plot(results, os.path.join(args.out, 'hint_curve.png'))
+    print(table(results, saved['base']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run_cli(main))
