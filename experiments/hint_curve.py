@@ -118,20 +118,35 @@ def network_gain(model_path, photos, points):
     return result
 
 
-def plot(results, path):
+def plot(results, base_scores, path):
+    """Two panels against iterations, one line per arm: the gain (PSNR at ``points`` - at 0) and the
+    PSNR with no hints (the base model's as a dashed line)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, (gain_ax, zero_ax) = plt.subplots(1, 2, figsize=(11, 4.0))
+    counts_seen = set()
     for arm, by_count in results.items():
         counts = sorted(int(c) for c in by_count)
-        ax.plot(counts, [by_count[str(c)]['gain_psnr'] for c in counts], marker='o', label=arm)
-    ax.axhline(0.0, color='grey', lw=0.8)
-    ax.set_xscale('log', base=2)
-    ax.set_xlabel('training iterations of the hint model (FCN-32s, batch %d)' % config.get_config(BASE_CONFIG)['batch_size'])
-    ax.set_ylabel('network alone: PSNR at %d points - at 0 (dB)' % CURVE['points'])
-    ax.set_title('Does the network learn to read hints? (validation photos)')
-    ax.legend()
+        counts_seen.update(counts)
+        gain_ax.plot(counts, [by_count[str(c)]['gain_psnr'] for c in counts], marker='o', label=arm)
+        zero_ax.plot(counts, [by_count[str(c)]['0']['psnr'] for c in counts], marker='o', label=arm)
+    gain_ax.axhline(0.0, color='grey', lw=0.8)
+    zero_ax.axhline(base_scores['psnr'], color='grey', ls='--', lw=1.0,
+                    label='the base model (%d iterations, no hint input)' % base_scores['iterations'])
+    batch = config.get_config(BASE_CONFIG)['batch_size']
+    for ax in (gain_ax, zero_ax):
+        ax.set_xscale('log')
+        ax.set_xticks(sorted(counts_seen), [str(c) for c in sorted(counts_seen)])
+        ax.minorticks_off()
+        ax.set_xlabel('training iterations of the hint model (FCN-32s, batch %d)' % batch)
+    gain_ax.set_ylabel('PSNR at %d points - at 0 points (dB)' % CURVE['points'])
+    gain_ax.set_title('the network\'s own hint gain')
+    zero_ax.set_ylabel('PSNR with no hints (dB)')
+    zero_ax.set_title('its colours without hints')
+    gain_ax.legend()
+    zero_ax.legend(fontsize='small')
+    fig.suptitle('Does the network learn to read hints? (the network alone, validation photos)')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -190,7 +205,7 @@ def main(argv=None):
     write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))
     with open(os.path.join(args.out, 'hint_curve.md'), 'w') as f:
         f.write(table(results, saved['base']))
-    plot(results, os.path.join(args.out, 'hint_curve.png'))
+    plot(results, saved['base'], os.path.join(args.out, 'hint_curve.png'))
     print(table(results, saved['base']))
     return 0
 
