@@ -46,7 +46,7 @@ def run_quality(capsys, *argv):
 def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys):
     photos, out = split_folder(str(tmp_path / 'photos')), tmp_path / 'out'
     argv = ['--photos', photos, '--out', out, '--variants', 'rebalance', '--seeds', '0', '--hints',
-            '--hint-configs', '198,198,198'] + TINY
+            '--hint-configs', '198,198,198', '--jobs', '2'] + TINY
     status, stdout, err = run_quality(capsys, *argv)
     assert status == 0, stdout + err
     for name in ('results.md', 'results.json', 'default/model_best.pth.tar', 'default/test_grid.png'):
