@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 import trainer
-from conftest import REPO_DIR, fixture_folder, free_port, skimage_photo
+from conftest import REPO_DIR, free_port, skimage_photo, temporary_folder
 
 CHROMIUM, CHROMEDRIVER = '/usr/bin/chromium', '/usr/bin/chromedriver'
 PHOTO_SIZE = (320, 240)               # shown at its own size on the page: a click is one photo pixel
@@ -31,22 +31,23 @@ SERVER_START_S = 180
 
 # --- fixtures (session scope: registered by conftest.py) ------------------------------
 
-def train_tiny(tmp_path_factory, config_number):
-    with fixture_folder(tmp_path_factory, 'app-train') as folder:
-        trainer.main('fcn32s', ['-c', str(config_number), '-j', '0', '-o', str(folder / 'run'), '--max-iter', '2'])
-        yield str(folder / 'run' / trainer.MODEL_BEST)
+def train_tiny(config_number):
+    with temporary_folder() as folder:
+        run = os.path.join(folder, 'run')
+        trainer.main('fcn32s', ['-c', str(config_number), '-j', '0', '-o', run, '--max-iter', '2'])
+        yield os.path.join(run, trainer.MODEL_BEST)
 
 
 @pytest.fixture(scope='session')
-def app_hint_model(tmp_path_factory):
+def app_hint_model():
     """model_best of ``train_color_fcn32s.py -c 198 --max-iter 2``: a (barely trained) hint model."""
-    yield from train_tiny(tmp_path_factory, 198)
+    yield from train_tiny(198)
 
 
 @pytest.fixture(scope='session')
-def app_plain_model(tmp_path_factory):
+def app_plain_model():
     """The same without hint input (config 199)."""
-    yield from train_tiny(tmp_path_factory, 199)
+    yield from train_tiny(199)
 
 
 def mid_photo(path, size=PHOTO_SIZE):

@@ -2,7 +2,6 @@
 and a runner for the training entry point (config 199: 64x64 images, K=8, fc_channels=32)."""
 import contextlib
 import os
-import shutil
 import socket
 import sys
 import tempfile
@@ -46,18 +45,6 @@ def write_photos(folder, names=PHOTOS, size=PHOTO_SIZE):
 def temporary_folder():
     """A folder deleted afterwards (run folders hold checkpoints of ~200 MB: never kept)."""
     return tempfile.TemporaryDirectory(prefix='colorizer-test-')
-
-
-@contextlib.contextmanager
-def fixture_folder(tmp_path_factory, name):
-    """A module fixture's folder under pytest's temporary folder, deleted when the fixture ends: run
-    folders hold checkpoints of 60 to 190 MB, and kept to the suite's end they add up to gigabytes
-    (more than some CI machines' disks; `make test` also deletes each passing test's tmp_path)."""
-    path = tmp_path_factory.mktemp(name)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')
@@ -188,13 +175,14 @@ def pytest_collection_modifyitems(session, config, items):
     """The hint model trains in one thread: start it in a child process as soon as the tests that
     need it are collected, so that it runs on the other core while the suite goes on (the same
     deterministic training as in this process: same weights)."""
-    if HINT_MODEL_JOB or not any('hint_model' in getattr(item, 'fixturenames', ()) for item in items):
+    if not any('hint_model' in getattr(item, 'fixturenames', ()) for item in items):
         return
     import subprocess
-    folder = tempfile.mkdtemp(prefix='colorizer-hint-model-')
-    log = open(os.path.join(folder, 'train.log'), 'w')
+    folder = temporary_folder()
+    log = open(os.path.join(folder.name, 'train.log'), 'w+')
     HINT_MODEL_JOB.update(folder=folder, log=log, process=subprocess.Popen(
-        [sys.executable, '-c', hint_model_job_code(folder)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR))
+        [sys.executable, '-c', hint_model_job_code(folder.name)], stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPO_DIR))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -203,17 +191,14 @@ def pytest_sessionfinish(session, exitstatus):
             HINT_MODEL_JOB['process'].kill()
             HINT_MODEL_JOB['process'].wait()
         HINT_MODEL_JOB['log'].close()
-        shutil.rmtree(HINT_MODEL_JOB['folder'], ignore_errors=True)
+        HINT_MODEL_JOB['folder'].cleanup()
 
 
 @pytest.fixture(scope='session')
-def hint_model(tmp_path_factory):
+def hint_model():
     """model_best.pth.tar of a tiny hint model (config 198: :func:`train_hint_model`, seed 0; its
-    last iterate) trained once for the session on :func:`recoloured_photos`: by the child process
-    that collection started, else here."""
-    if not HINT_MODEL_JOB:
-        photos = recoloured_photos(str(tmp_path_factory.mktemp('recoloured')))
-        return train_hint_model(photos, tmp_path_factory.mktemp('hint-model') / 'run')
+    last iterate) trained once for the session on :func:`recoloured_photos`, by the child process
+    that collection started (:func:`pytest_collection_modifyitems`)."""
     import subprocess
     import trainer
     try:
@@ -221,9 +206,10 @@ def hint_model(tmp_path_factory):
     except subprocess.TimeoutExpired:
         pytest.fail('the hint model still trains after %d s' % HINT_MODEL_TIMEOUT_S)
     if status != 0:
-        with open(os.path.join(HINT_MODEL_JOB['folder'], 'train.log')) as f:
-            pytest.fail('training the hint model failed (exit status %d):\n%s' % (status, f.read()[-3000:]))
-    return os.path.join(HINT_MODEL_JOB['folder'], 'run', trainer.MODEL_BEST)
+        HINT_MODEL_JOB['log'].seek(0)
+        pytest.fail('training the hint model failed (exit status %d):\n%s'
+                    % (status, HINT_MODEL_JOB['log'].read()[-3000:]))
+    return os.path.join(HINT_MODEL_JOB['folder'].name, 'run', trainer.MODEL_BEST)
 
 
 @pytest.fixture(scope='session')

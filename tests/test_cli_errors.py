@@ -10,6 +10,7 @@ no ``-o`` folder made, nothing changed in an existing one).
 import functools
 import importlib
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_DIR, fixture_folder, write_photos
+from conftest import REPO_DIR, temporary_folder, write_photos
 
 import cli
 import colorize
@@ -43,10 +44,10 @@ def save_variant(source, path, change):
 
 
 @pytest.fixture(scope='module')
-def files(photo_folder, tmp_path_factory):
+def files(photo_folder):
     """Name -> path: real FCN-32s / FCN-16s checkpoints of config 199 and broken files of many kinds."""
-    with fixture_folder(tmp_path_factory, 'cli-errors') as tmp:
-        yield broken_files(photo_folder, tmp)
+    with temporary_folder() as tmp:
+        yield broken_files(photo_folder, pathlib.Path(tmp))
 
 
 def broken_files(photo_folder, tmp):

@@ -1,6 +1,7 @@
 """colorize.py: checkpoint loading, the full-resolution recombination and the command line,
 with a real checkpoint from a 2-iteration run of config 199 (trained once for the module)."""
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 from skimage.color import hsv2rgb, rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 
-from conftest import fixture_folder
+from conftest import temporary_folder
 import colorize
 import targets
 import trainer
@@ -20,8 +21,9 @@ import utils
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """(run folder, Trainer) of ``train_color_fcn32s.py -c 199 --max-iter 2``."""
-    with fixture_folder(tmp_path_factory, 'train') as folder:
-        yield folder / 'run', trainer.main('fcn32s', ['-c', '199', '-o', str(folder / 'run'), '--max-iter', '2'])
+    with temporary_folder() as folder:
+        run = pathlib.Path(folder) / 'run'
+        yield run, trainer.main('fcn32s', ['-c', '199', '-o', str(run), '--max-iter', '2'])
 
 
 @pytest.fixture(scope='module')

@@ -11,7 +11,7 @@ from PIL import Image
 from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 
-from conftest import fixture_folder
+from conftest import temporary_folder
 import colorize
 import data_loader
 import evaluate
@@ -22,10 +22,11 @@ PHOTOS = ('astronaut', 'chelsea', 'coffee')
 
 
 @pytest.fixture(scope='module')
-def best(tmp_path_factory):
-    with fixture_folder(tmp_path_factory, 'train') as folder:
-        trainer.main('fcn32s', ['-c', '199', '-o', str(folder / 'run'), '--max-iter', '2'])
-        yield str(folder / 'run' / trainer.MODEL_BEST)
+def best():
+    with temporary_folder() as folder:
+        run = os.path.join(folder, 'run')
+        trainer.main('fcn32s', ['-c', '199', '-o', run, '--max-iter', '2'])
+        yield os.path.join(run, trainer.MODEL_BEST)
 
 
 def write_photos(folder, names=PHOTOS, size=(80, 60)):

@@ -1,12 +1,13 @@
 """Tests for models.py (CPU, small widths: fc_channels=64 unless stated)."""
 import math
+import pathlib
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import fixture_folder
+from conftest import temporary_folder
 import models
 from models import (ARCHITECTURES, FCN8sColor, FCN16sColor, FCN32sColor,
                     build_model, get_upsampling_weight)
@@ -221,10 +222,10 @@ def test_caffe_padding_geometry_matches_pytorch_fcn():
 # -- VGG16 import -----------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def vgg_files(tmp_path_factory):
+def vgg_files():
     """{name: path} of random VGG16 / VGG16-BN state dicts (1.1 GB: deleted after this module)."""
-    with fixture_folder(tmp_path_factory, 'vgg') as d:
-        yield vgg_state_dicts(d)
+    with temporary_folder() as d:
+        yield vgg_state_dicts(pathlib.Path(d))
 
 
 def vgg_state_dicts(d):
