@@ -19,7 +19,6 @@ Writes ``OUT/hint_curve.json``, ``OUT/hint_curve.md`` (table) and ``OUT/hint_cur
 PSNR against iterations, one line per arm).  Everything finished is reused: run it again with a larger
 ``--multiples`` to extend the curve.
 """
-import json
 import os
 import sys
 
@@ -33,7 +32,7 @@ import config  # noqa: E402
 from hint_fusion import numbers_int, read_photo, split_photos  # noqa: E402
 from quality_plan import stage_iterations  # noqa: E402
 from cli import UserError  # noqa: E402
-from quality_runs import read_json, run_child, save_colorizer_checkpoint, say, write_json  # noqa: E402
+from quality_runs import read_json, run_child, save_colorizer_checkpoint, say, set_pairs, write_json  # noqa: E402
 from quality_report import duration  # noqa: E402
 
 CURVE = config.HINT_CURVE
@@ -45,27 +44,30 @@ def train_script(arch):
 
 
 def set_flags(overrides):
-    flags = []
-    for key, value in sorted(overrides.items()):
-        flags += ['--set', '%s=%s' % (key, json.dumps(value))]
-    return flags
+    """{'seed': 0} -> ['--set', 'seed=0'] (YAML values, as the trainer's --set reads them)."""
+    return [part for pair in set_pairs(overrides) for part in ('--set', pair)]
+
+
+def train_to(command, run_dir, label, iterations, snapshot):
+    """Run the training ``command`` (to ``iterations``) in ``run_dir``; its final weights go to ``snapshot``."""
+    os.makedirs(run_dir, exist_ok=True)
+    log_path = os.path.join(run_dir, 'hint_curve.log')
+    say('train  %s to iteration %d' % (label, iterations))
+    status, wall = run_child(command + ['--max-iter', str(iterations)], log_path, label, run_dir, iterations)
+    if status != 0:
+        raise UserError('%s failed (exit status %d): see %s' % (label, status, log_path))
+    save_colorizer_checkpoint(os.path.join(run_dir, 'checkpoint.pth.tar'), snapshot)
+    say('done   %s to iteration %d in %s' % (label, iterations, duration(wall)))
 
 
 def train_base(args, iterations):
     """The base FCN-32s (config ``BASE_CONFIG``) for ``iterations``; its final weights' path."""
     run_dir = os.path.join(args.out, 'base')
     target = os.path.join(args.out, 'base.pth.tar')
-    if os.path.isfile(target):
-        return target
-    command = [sys.executable, train_script(BASE_ARCH), '-c', str(BASE_CONFIG), '-d', args.photos, '-o', run_dir,
-               '--max-iter', str(iterations)] + set_flags(dict(seed=CURVE['seed']))
-    os.makedirs(run_dir, exist_ok=True)
-    say('train  base (config %d): %d iterations' % (BASE_CONFIG, iterations))
-    status, wall = run_child(command, os.path.join(run_dir, 'hint_curve.log'), 'base', run_dir, iterations)
-    if status != 0:
-        raise UserError('the base run failed (exit status %d): see %s' % (status, os.path.join(run_dir, 'hint_curve.log')))
-    save_colorizer_checkpoint(os.path.join(run_dir, 'checkpoint.pth.tar'), target)
-    say('done   base in %s' % duration(wall))
+    if not os.path.isfile(target):
+        command = [sys.executable, train_script(BASE_ARCH), '-c', str(BASE_CONFIG), '-d', args.photos, '-o',
+                   run_dir] + set_flags(dict(seed=CURVE['seed']))
+        train_to(command, run_dir, 'base (config %d)' % BASE_CONFIG, iterations, target)
     return target
 
 
@@ -86,14 +88,8 @@ def train_arm(args, arm, base, counts):
         else:
             command = [sys.executable, train_script('fcn32s'), '-c', str(config_number), '-d', args.photos,
                        '-o', run_dir, '-m', base] + set_flags(dict(overrides, seed=CURVE['seed']))
-        command += ['--max-iter', str(count)]
-        os.makedirs(run_dir, exist_ok=True)
-        say('train  %s (config %d %s) to iteration %d' % (arm, config_number, overrides or '', count))
-        status, wall = run_child(command, os.path.join(run_dir, 'hint_curve.log'), arm, run_dir, count)
-        if status != 0:
-            raise UserError('%s failed (exit status %d): see %s' % (arm, status, os.path.join(run_dir, 'hint_curve.log')))
-        save_colorizer_checkpoint(checkpoint, snapshot_path(args, arm, count))
-        say('done   %s to iteration %d in %s' % (arm, count, duration(wall)))
+        train_to(command, run_dir, '%s (config %d %s)' % (arm, config_number, overrides or ''), count,
+                 snapshot_path(args, arm, count))
 
 
 def network_gain(model_path, photos, points):
@@ -188,20 +184,25 @@ def main(argv=None):
     base = train_base(args, unit)
     for arm in args.arms:
         train_arm(args, arm, base, counts)
-    photos = [(name, read_photo(args.photos, name, val_list)) for name in names]
+    photos = []   # the validation photos, read once and only when something is to be scored
+
+    def val_photos():
+        if not photos:
+            photos.extend((name, read_photo(args.photos, name, val_list)) for name in names)
+        return photos
     scores_path = os.path.join(args.out, 'hint_curve.json')
     saved = read_json(scores_path) or {}
     results = saved.get('arms', {})
     if 'base' not in saved:
-        base_scores = network_gain(base, photos, CURVE['points'])['0']
+        base_scores = network_gain(base, val_photos(), CURVE['points'])['0']
         saved['base'] = dict(base_scores, iterations=unit)
     for arm in args.arms:
         for count in counts:
             if str(count) not in results.get(arm, {}):
-                results.setdefault(arm, {})[str(count)] = network_gain(snapshot_path(args, arm, count), photos,
+                results.setdefault(arm, {})[str(count)] = network_gain(snapshot_path(args, arm, count), val_photos(),
                                                                        CURVE['points'])
                 say('scored %s at iteration %d: gain %+.2f dB' % (arm, count, results[arm][str(count)]['gain_psnr']))
-                write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points']))
+                write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))
     write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))
     with open(os.path.join(args.out, 'hint_curve.md'), 'w') as f:
         f.write(table(results, saved['base']))
