@@ -191,6 +191,7 @@ DEFAULTS = dict(
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
+    trunk_width=64,            # conv1's channels, the other blocks in VGG16's proportion (VGG16: 64)
     vgg16=None,                # start from VGG16: 'imagenet' | 'imagenet_bn' (torchvision) | a local file | None
     init_from=None,            # config number whose best model initialises this stage
     color_stats_from=None,     # config number whose GMM + mean L are reused
@@ -265,6 +266,7 @@ SCHEMA = dict(
     hint_method=choice(*HINT_METHODS),
     padding=choice('same', 'caffe'),
     fc_channels=integer(1),
+    trunk_width=integer(1),
     vgg16=optional(path()),
     init_from=optional(config_number()),
     color_stats_from=optional(config_number()),
@@ -538,6 +540,9 @@ def check_combinations(cfg):
     binning, numbins = cfg.get('binning'), cfg.get('numbins')
     if binning == 'uniform' and numbins is not None and math.isqrt(numbins) ** 2 != numbins:
         return 'numbins: %s - uniform binning needs a perfect square K >= 4 (4, 9, 16, ..., 256)' % show(numbins)
+    if cfg.get('vgg16') and cfg.get('trunk_width', 64) != 64:
+        return 'trunk_width: %s - VGG16 weights (vgg16: %s) need trunk_width 64' % (show(cfg['trunk_width']),
+                                                                                    show(cfg['vgg16']))
     if binning == 'one-hot' and cfg.get('rebalance_lambda'):
         return ('rebalance_lambda: %s - class rebalancing needs joint bins (soft or uniform binning), '
                 'not one-hot' % show(cfg['rebalance_lambda']))

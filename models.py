@@ -26,6 +26,7 @@ __all__ = [
 # Output widths of conv1_1..conv5_3, one tuple per VGG16 block.
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256),
                 (512, 512, 512), (512, 512, 512))
+VGG16_WIDTH = VGG16_BLOCKS[0][0]   # conv1's channels; the other blocks keep VGG16's ratios to it
 IN_CHANNELS = 1          # lightness only (hint models: + the hints' a, b and mask = 4)
 HINT_BRANCH_DILATIONS = (1, 2, 4)   # the full-resolution hint branch's 3x3 convolutions (receptive field 15)
 CONV_KERNEL = 3          # every trunk convolution is 3x3
@@ -35,6 +36,12 @@ VGG_FC_CHANNELS = 4096   # width of VGG16's classifier.0 / classifier.3
 DROPOUT_P = 0.5
 PADDING_SCHEMES = ('same', 'caffe')
 CAFFE_CONV1_1_PADDING = 100  # pytorch-fcn: lets any input survive fc6 unpadded
+
+
+def trunk_blocks(width):
+    """VGG16_BLOCKS with conv1's ``width`` channels instead of 64, every block in VGG16's proportion
+    (64 -> VGG16 itself; 16 -> 16, 32, 64, 128, 128: a sixteenth of the compute, for tests and quick trials)."""
+    return tuple(tuple(max(1, c * width // VGG16_WIDTH) for c in block) for block in VGG16_BLOCKS)
 
 
 def get_upsampling_weight(in_channels, out_channels, kernel_size):
@@ -120,14 +127,15 @@ class FCN32sColor(nn.Module):
     SAME_OFFSETS = {'final': 16}
     SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
 
-    def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0):
+    def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
+                 trunk_width=VGG16_WIDTH):
         super().__init__()
         if padding not in PADDING_SCHEMES:
             raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
                              f'got {padding!r}')
-        if int(n_class) < 1 or int(fc_channels) < 1 or int(in_channels) < 1:
-            raise ValueError('n_class, fc_channels and in_channels must be positive, got '
-                             f'{n_class}, {fc_channels} and {in_channels}')
+        if min(int(n_class), int(fc_channels), int(in_channels), int(trunk_width)) < 1:
+            raise ValueError('n_class, fc_channels, in_channels and trunk_width must be positive, got '
+                             f'{n_class}, {fc_channels}, {in_channels} and {trunk_width}')
         self.n_class = int(n_class)
         self.in_channels = int(in_channels)
         self.hint_branch_channels = int(hint_branch)
@@ -136,13 +144,15 @@ class FCN32sColor(nn.Module):
                              f'{hint_branch} with in_channels {in_channels}')
         self.padding = padding
         self.fc_channels = int(fc_channels)
+        self.trunk_width = int(trunk_width)
+        self.blocks = trunk_blocks(self.trunk_width)
         caffe = padding == 'caffe'
         self.offsets = dict(self.CAFFE_OFFSETS if caffe else self.SAME_OFFSETS)
 
         # VGG16 trunk: conv{b}_{i} -> bn{b}_{i} -> ReLU, pool{b} after block b.
         self._trunk = []  # [(conv name, bn name), ...] per block, in order
         in_ch = self.in_channels
-        for b, widths in enumerate(VGG16_BLOCKS, start=1):
+        for b, widths in enumerate(self.blocks, start=1):
             names = []
             for i, out_ch in enumerate(widths, start=1):
                 pad = CAFFE_CONV1_1_PADDING if caffe and (b, i) == (1, 1) else 1
@@ -246,6 +256,8 @@ class FCN32sColor(nn.Module):
         become fc6 [4096, 512, 7, 7] / fc7 [4096, 4096, 1, 1] only when
         fc_channels == 4096. Returns the list of state_dict keys written.
         """
+        if self.trunk_width != VGG16_WIDTH:
+            raise ValueError(f'VGG16 weights need trunk_width {VGG16_WIDTH}, this network has {self.trunk_width}')
         copy_fc = self.fc_channels == VGG_FC_CHANNELS
         convs, bns = _parse_vgg16_state_dict(state_dict, require_fc=copy_fc)
         dst = self.state_dict()
@@ -289,7 +301,8 @@ class FCN32sColor(nn.Module):
         if not isinstance(other, expected_type):
             raise TypeError(f'expected a {expected_type.__name__}, '
                             f'got {type(other).__name__}')
-        for attr in ('n_class', 'padding', 'fc_channels'):   # a hint branch may be new (it stays at zero)
+        # a hint branch may be new (it stays at zero)
+        for attr in ('n_class', 'padding', 'fc_channels', 'trunk_width'):
             if getattr(self, attr) != getattr(other, attr):
                 raise ValueError(f'{attr} differs: {getattr(self, attr)!r} '
                                  f'(self) vs {getattr(other, attr)!r} (source)')
@@ -320,7 +333,7 @@ class FCN16sColor(FCN32sColor):
     SCORE_LAYERS = ('score_fr', 'score_pool4')
 
     def _build_head(self):
-        pool4_ch = VGG16_BLOCKS[3][-1]
+        pool4_ch = self.blocks[3][-1]
         self.score_pool4 = nn.Conv2d(pool4_ch, self.n_class, 1)
         self.upscore2 = _bilinear_upsampler(self.n_class, stride=2)
         self.upscore16 = _bilinear_upsampler(self.n_class, stride=16)
@@ -347,7 +360,7 @@ class FCN8sColor(FCN16sColor):
     SCORE_LAYERS = ('score_fr', 'score_pool4', 'score_pool3')
 
     def _build_head(self):
-        pool3_ch, pool4_ch = VGG16_BLOCKS[2][-1], VGG16_BLOCKS[3][-1]
+        pool3_ch, pool4_ch = self.blocks[2][-1], self.blocks[3][-1]
         self.score_pool4 = nn.Conv2d(pool4_ch, self.n_class, 1)
         self.score_pool3 = nn.Conv2d(pool3_ch, self.n_class, 1)
         self.upscore2 = _bilinear_upsampler(self.n_class, stride=2)
@@ -422,13 +435,14 @@ ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
                  'fcn8s': FCN8sColor}
 
 
-def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0):
+def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
+                trunk_width=VGG16_WIDTH):
     """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
     if arch not in ARCHITECTURES:
         raise ValueError(f'unknown arch {arch!r}; choose from '
                          f'{sorted(ARCHITECTURES)}')
     return ARCHITECTURES[arch](n_class=n_class, padding=padding, fc_channels=fc_channels,
-                               in_channels=in_channels, hint_branch=hint_branch)
+                               in_channels=in_channels, hint_branch=hint_branch, trunk_width=trunk_width)
 
 
 def widen_input_weight(weight, in_channels):

@@ -51,6 +51,11 @@ def check_compatible(ckpt, path, arch, cfg, resuming):
     if ckpt['model_kwargs'].get('in_channels', models.IN_CHANNELS) > models.IN_CHANNELS and not cfg['hints']:
         raise models.CheckpointError('%s takes colour hints and this run has none: set `hints: true` (--set '
                                      'hints=true) or start from a lightness-only checkpoint' % path)
+    for key in ('padding', 'fc_channels', 'trunk_width'):   # the shapes a stage copies
+        theirs = ckpt['model_kwargs'].get(key, models.VGG16_WIDTH if key == 'trunk_width' else None)
+        if theirs != cfg[key]:
+            raise models.CheckpointError('%s was trained with %s %s, this run asks for %s (--set %s=%s to match)'
+                                         % (path, key, theirs, cfg[key], key, theirs))
     if ckpt['binning'] != cfg['binning'] or ckpt['num_bins'] != cfg['numbins']:
         raise models.CheckpointError('%s was trained with %s binning and K=%d, this run asks for %s binning and '
                                      'K=%d (set -b/-k to match)' % (path, ckpt['binning'], ckpt['num_bins'],
@@ -304,6 +309,8 @@ def build_network(arch, cfg, encoder, init_ckpt, init_path, vgg16_record=None):
 def model_kwargs(cfg, encoder):
     """``models.build_model``'s arguments (also kept in checkpoints)."""
     kwargs = {'n_class': encoder.num_outputs, 'padding': cfg['padding'], 'fc_channels': cfg['fc_channels']}
+    if cfg['trunk_width'] != models.VGG16_WIDTH:   # VGG16's own width keeps the keys checkpoints always had
+        kwargs['trunk_width'] = cfg['trunk_width']
     if cfg['hints']:   # lightness-only models keep the keys they always had
         kwargs['in_channels'] = models.IN_CHANNELS + hints.HINT_CHANNELS
         if cfg['hint_branch']:   # ... and hint models without a branch theirs

@@ -32,8 +32,8 @@ import config  # noqa: E402
 from hint_fusion import numbers_int, read_photo, split_photos  # noqa: E402
 from quality_plan import stage_iterations  # noqa: E402
 from cli import UserError  # noqa: E402
-from quality_runs import read_json, run_child, save_colorizer_checkpoint, say, set_pairs, write_json  # noqa: E402
-from quality_report import duration  # noqa: E402
+from quality_runs import (duration, read_json, run_child, save_colorizer_checkpoint, say, set_pairs,  # noqa: E402
+                          write_json)
 
 CURVE = config.HINT_CURVE
 BASE_ARCH, BASE_CONFIG = config.QUALITY_EXPERIMENT['chain'][0]

@@ -58,10 +58,10 @@ from quality_folds import check_photos, split_sizes  # noqa: E402
 import quality_hints  # noqa: E402
 import quality_report  # noqa: E402
 from quality_report import machine, test_grid  # noqa: E402
-from quality_report import DEFAULT_ARM, METRICS, duration, markdown, within_spread  # noqa: E402
+from quality_report import DEFAULT_ARM, METRICS, markdown, within_spread  # noqa: E402
 from quality_plan import (ALL, SPLITS, effective_config, evaluations, plan, scored_splits,  # noqa: E402
                           selected_variants, write_fold_lists)
-from quality_runs import (DONE_MARKER, UserError, evaluate, read_json, run_child,  # noqa: E402
+from quality_runs import (DONE_MARKER, UserError, duration, evaluate, read_json, run_child,  # noqa: E402
                           save_colorizer_checkpoint, say, train, write_json)
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
@@ -456,7 +456,7 @@ def main(argv=None):
     else:
         final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]
-    args.hint_sweeps = {}
+    args.hint_sweeps, sweeps = {}, []
     if final is not None and not final.failed and os.path.isfile(final.model):
         default_dir = os.path.join(args.out, DEFAULT_ARM)
         default_model = os.path.join(default_dir, 'model_best.pth.tar')
@@ -466,9 +466,12 @@ def main(argv=None):
         say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
             % (default_model, chosen, n, grid))
         if args.hints:
-            sweep_default(args, default_model)
+            sweeps.append(lambda: sweep_default(args, default_model))
     if args.hints:
-        finish_hints(args, runs, result)
+        sweeps.append(lambda: finish_hints(args, runs, result))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:   # the two models' sweeps
+            for future in [pool.submit(task) for task in sweeps]:
+                future.result()
         write_results(args, chain, runs, arms, seeds, scores, walls, started)
     say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),
                                          os.path.join(args.out, 'results.json'), duration(time.time() - started)))

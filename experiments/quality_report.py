@@ -6,6 +6,7 @@ import platform
 import config
 import quality_folds
 import quality_hints
+from quality_runs import duration
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
 METRICS = ('psnr', 'rmse', 'auc', 'auc_rebal', 'colorfulness')
@@ -14,11 +15,6 @@ HIGHER_IS_BETTER = dict(psnr=True, rmse=False, auc=True, auc_rebal=True, colorfu
 DEFAULT_ARM = 'default'
 CURVE_FIGURE = 'learning_curve.png'   # in OUT, beside results.md
 CURVE_BUDGETS = {'per_photo': 'same budget per photo', 'fixed': 'the same budget'}
-
-
-def duration(seconds):
-    seconds = int(round(seconds))
-    return '%dm %02ds' % (seconds // 60, seconds % 60) if seconds >= 60 else '%ds' % seconds
 
 
 def within_spread(a, b):

@@ -11,7 +11,6 @@ import sys
 import time
 
 import config
-from quality_report import duration
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = config.QUALITY_EXPERIMENT
@@ -21,6 +20,12 @@ MODEL_SELECTION = 'final'            # recorded in DONE_MARKER: later stages sta
 RESUME_ONLY_KEYS = ('optim_state_dict', 'scaler_state_dict', 'sample_in_epoch', 'validated_at', 'log_rows',
                     'rng', 'world_size', 'elapsed_time', 'nonfinite_steps')  # not needed to colorize
 PROGRESS_EVERY_S = 60                # a progress line per running child at most this often
+
+
+def duration(seconds):
+    """Seconds as "4m 05s" (or "45s" under a minute), for progress lines and reports."""
+    seconds = int(round(seconds))
+    return '%dm %02ds' % (seconds // 60, seconds % 60) if seconds >= 60 else '%ds' % seconds
 
 
 class UserError(Exception):

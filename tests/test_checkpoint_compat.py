@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 import colorize
+import config
 import evaluate
 import run_setup
 import trainer
@@ -102,7 +103,8 @@ def test_evaluate_scores_a_v1_checkpoint_as_the_old_code(v1_checkpoint, tmp_path
 def test_a_v1_checkpoint_initialises_the_next_stage(v1_checkpoint, photo_folder, work_dir):
     path, ckpt = v1_checkpoint
     loaded = trainer.load_checkpoint(path)
-    run_setup.check_compatible(loaded, path, 'fcn16s', {'binning': 'soft', 'numbins': 8}, resuming=False)
+    run_setup.check_compatible(loaded, path, 'fcn16s', dict(config.get_config(199), binning='soft', numbins=8),
+                               resuming=False)
     done = trainer.main('fcn16s', SMOKE_ARGS + ['-d', photo_folder, '-m', path, '-o', work_dir, '--max-iter', '1',
                                                 '--set', 'rebalance_lambda=0.5'])
     assert_encoder_is_the_checkpoints(done.encoder, ckpt['encoder'])   # the stages share bins and mean L

@@ -143,6 +143,9 @@ def test_settings_that_cannot_go_together_are_refused():
     config.check_config(dict(cfg, binning='uniform', numbins=9))
     with pytest.raises(config.ConfigError, match='rebalance_lambda: 0.5 - class rebalancing needs joint bins'):
         config.check_config(dict(cfg, binning='one-hot', rebalance_lambda=0.5))
+    with pytest.raises(config.ConfigError, match="trunk_width: 16 - VGG16 weights .* need trunk_width 64"):
+        config.check_config(dict(cfg, vgg16='imagenet', trunk_width=16))
+    config.check_config(dict(cfg, vgg16='imagenet', trunk_width=64))
     with pytest.raises(config.ConfigError, match=r"^ckpt: unknown config key 'foo'"):
         config.check_config(dict(cfg, foo=1), 'ckpt')
     config.check_config(dict(cfg, foo=1, config_number=100), 'ckpt', ignore_unknown=True)

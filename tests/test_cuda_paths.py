@@ -13,7 +13,7 @@ import torch
 import config
 import runtime
 import trainer
-from conftest import REPO_DIR
+from conftest import NARROW, REPO_DIR
 
 
 def read_losses(run_dir):
@@ -40,7 +40,7 @@ def test_autocast_and_channels_last_paths_train_on_cpu(photo_folder, work_dir, t
 
     monkeypatch.setattr(runtime.Runtime, '__init__', cuda_like)
     run_dir = os.path.join(work_dir, 'run')
-    result = train('fcn16s', '-d', photo_folder, '-o', run_dir, '--max-iter', 3)
+    result = train('fcn16s', '-d', photo_folder, '-o', run_dir, '--max-iter', 3, *NARROW)
     model = result.bare_model
     train_losses, valid_losses = read_losses(run_dir)
     assert len(train_losses) == 3 and all(math.isfinite(x) for x in train_losses + valid_losses)

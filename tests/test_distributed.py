@@ -10,7 +10,7 @@ import torch
 import runtime
 import targets
 import trainer
-from conftest import SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
+from conftest import NARROW, SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
 
 EVENTS = 'events.out.tfevents.'
 
@@ -19,7 +19,7 @@ STEPS = 3
 # BatchNorm on per-process statistics is not BatchNorm on the global batch, and SyncBatchNorm
 # runs on CUDA only; with BatchNorm and Dropout in eval mode (bn_dropout_eval) each image's
 # gradient is independent of its batch-mates, so 2 x 1 image equals 1 x 2 images exactly.
-COMMON = ['--max-iter', STEPS, '--set', 'bn_dropout_eval=true', '--set', 'val_fraction=0.3',
+COMMON = NARROW + ['--max-iter', STEPS, '--set', 'bn_dropout_eval=true', '--set', 'val_fraction=0.3',
           '--set', 'interval_validate=2', '--set', 'optim=SGD', '--set', 'lr=0.01']
 
 

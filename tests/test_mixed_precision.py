@@ -15,7 +15,7 @@ import models
 import runtime
 import targets
 import trainer
-from conftest import skimage_photo
+from conftest import NARROW, skimage_photo
 
 DEVICES = ['cpu', pytest.param('cuda', marks=[
     pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')])]
@@ -125,7 +125,7 @@ def fp16_runtime(monkeypatch):
 def test_fp16_with_grad_scaler_trains_and_its_scale_survives_a_resume(photo_folder, work_dir, train,
                                                                       fp16_runtime):
     steps = 2   # fp16 convolutions are slow on a CPU: 32 x 32 images, 2 steps
-    args = ['-d', photo_folder, '--set', 'optim=SGD', '--set', 'lr=1e-4', '--set', 'im_size=[32,32]']
+    args = ['-d', photo_folder, '--set', 'optim=SGD', '--set', 'lr=1e-4', '--set', 'im_size=[32,32]'] + NARROW
     whole, resumed = os.path.join(work_dir, 'whole'), os.path.join(work_dir, 'resumed')
     done = train('fcn32s', *args, '-o', whole, '--max-iter', steps)
     assert done.rt.scaler.is_enabled() and done.rt.amp_dtype == torch.float16

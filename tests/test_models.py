@@ -1,6 +1,7 @@
 """Tests for models.py (CPU, small widths: fc_channels=64 unless stated)."""
 import math
 import pathlib
+import re
 import warnings
 
 import numpy as np
@@ -191,6 +192,32 @@ def test_state_dict_keys_stable():
     assert m.fc6.weight.shape == (FC, 512, 7, 7)
     assert m.score_fr.weight.shape == (3, FC, 1, 1)
     assert torch.count_nonzero(m.score_fr.weight) == 0  # as pytorch-fcn
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_a_narrower_trunk_keeps_the_keys_and_vgg16s_proportions(arch):
+    """trunk_width 16: every VGG16 layer a quarter as wide (the skip score layers read the narrower pools),
+    the same state_dict keys, the same output shape; VGG16 weights refused; no stage copy across widths."""
+    wide, narrow = (build_model(arch, 3, fc_channels=FC, trunk_width=w) for w in (64, 16))
+    wide_sd, narrow_sd = wide.state_dict(), narrow.state_dict()
+    assert list(wide_sd) == list(narrow_sd)
+    for key, value in wide_sd.items():
+        if re.match(r'(conv|bn)\d_\d\.', key) and value.ndim:   # the trunk's layers
+            expected = ([value.shape[0] // 4, value.shape[1] // 4] + list(value.shape[2:]) if value.ndim == 4
+                        else [value.shape[0] // 4])
+            if key == 'conv1_1.weight':
+                expected[1] = 1   # the lightness input
+            assert list(narrow_sd[key].shape) == expected, key
+    assert narrow_sd['fc6.weight'].shape == (FC, 128, 7, 7)
+    for pool, channels in (('pool4', 128), ('pool3', 64)):
+        if 'score_%s.weight' % pool in narrow_sd:
+            assert narrow_sd['score_%s.weight' % pool].shape == (3, channels, 1, 1)
+    x = torch.randn(1, 1, 70, 90)
+    assert narrow.eval()(x).shape == (1, 3, 70, 90)
+    with pytest.raises(ValueError, match='VGG16 weights need trunk_width 64'):
+        narrow.copy_params_from_vgg16({})
+    with pytest.raises(ValueError, match='trunk_width differs'):
+        wide.copy_params_from(build_model(arch, 3, fc_channels=FC, trunk_width=32))
 
 
 def test_caffe_padding_geometry_matches_pytorch_fcn():

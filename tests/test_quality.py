@@ -11,7 +11,7 @@ from PIL import Image
 import colorize
 import config
 import utils
-from conftest import PHOTO_SIZE, REPO_DIR, skimage_photo, write_photos
+from conftest import NARROW, PHOTO_SIZE, REPO_DIR, skimage_photo, write_photos
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
 import hint_curve  # noqa: E402
@@ -24,8 +24,8 @@ import quality_report  # noqa: E402
 
 SPLITS = {'train': 'astronaut', 'val': 'chelsea', 'test': 'coffee'}
 TINY = ['--budget-min', '1', '--configs', '199,199,199', '--set', 'batch_size=32', '--set', 'workers=0',
-        '--set', 'interval_validate=1000', '--set', 'binning=uniform', '--set', 'numbins=9',   # no GMM to fit
-        '--folds', '1']
+        '--set', 'interval_validate=1000', '--set', 'binning=uniform', '--set', 'numbins=9'   # no GMM to fit
+        ] + NARROW + ['--folds', '1']
 
 
 def split_folder(folder, lists=True):
