@@ -128,7 +128,7 @@ def plot(results, base_scores, path):
         gain_ax.plot(counts, [by_count[str(c)]['gain_psnr'] for c in counts], marker='o', label=arm)
         zero_ax.plot(counts, [by_count[str(c)]['0']['psnr'] for c in counts], marker='o', label=arm)
     gain_ax.axhline(0.0, color='grey', lw=0.8)
-    zero_ax.axhline(base_scores['psnr'], color='grey', ls='--', lw=1.0,
+    base_line = zero_ax.axhline(base_scores['psnr'], color='grey', ls='--', lw=1.0,
                     label='the base model (%d iterations, no hint input)' % base_scores['iterations'])
     batch = config.get_config(BASE_CONFIG)['batch_size']
     for ax in (gain_ax, zero_ax):
@@ -140,9 +140,9 @@ def plot(results, base_scores, path):
     gain_ax.set_title('the network\'s own hint gain')
     zero_ax.set_ylabel('PSNR with no hints (dB)')
     zero_ax.set_title('its colours without hints')
-    zero_ax.margins(y=0.25)
+    zero_ax.margins(y=0.3)
     gain_ax.legend()
-    zero_ax.legend(fontsize='small', loc='upper right')
+    zero_ax.legend(handles=[base_line], fontsize='small', loc='lower right')   # the arms: the left panel's legend
     fig.suptitle('Does the network learn to read hints? (the network alone, validation photos)')
     fig.tight_layout()
     fig.savefig(path, dpi=100)
