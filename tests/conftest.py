@@ -22,6 +22,7 @@ SMOKE_ARGS = ['-c', '199', '-j', '0']   # tiny config, no DataLoader worker proc
 # slowest tests, which compare runs with each other (resume, DDP, the quality experiment's plumbing), never a
 # learned quality with a threshold (docs/test-margins.md's trained models keep VGG16's width)
 NARROW = ['--set', 'trunk_width=16']
+UNIFORM_BINS = ['-b', 'uniform', '-k', '9']   # ... and no GMM to fit (scikit-learn's import and fit: ~2.5 s a run)
 PHOTO_SIZE = (72, 56)                   # (width, height): the trainer resizes them to 64x64
 
 

@@ -12,13 +12,13 @@ import torch
 
 import losses
 import trainer
-from conftest import NARROW, SMOKE_ARGS, free_port, spawn_ranks, temporary_folder, torchrun_environment
+from conftest import NARROW, SMOKE_ARGS, UNIFORM_BINS, free_port, spawn_ranks, temporary_folder, torchrun_environment
 
 WORLD = 2
 STEPS = 3
 TIMEOUT = 300   # seconds for one 2-process job (a few seconds each when the machine is idle)
 COMMON = ['--set', 'batch_size=1', '--set', 'val_fraction=0.3', '--set', 'interval_validate=2',
-          '--set', 'optim=SGD', '--set', 'lr=0.01'] + NARROW
+          '--set', 'optim=SGD', '--set', 'lr=0.01'] + NARROW + UNIFORM_BINS
 
 
 def ddp_worker(rank, port, argv, report_dir, fault):

@@ -21,7 +21,7 @@ import config
 import data_loader
 import runtime
 import trainer
-from conftest import NARROW, PHOTOS, REPO_DIR, SMOKE_ARGS, skimage_photo, write_photos
+from conftest import NARROW, PHOTOS, REPO_DIR, SMOKE_ARGS, UNIFORM_BINS, skimage_photo, write_photos
 
 MAX_PIXELS = 89478485   # config.DEFAULTS['max_image_pixels']
 
@@ -68,7 +68,7 @@ AUGMENTED = ['--set', 'aug_crop_area=[0.3,0.9]', '--set', 'aug_hflip=true']   # 
 @pytest.mark.parametrize('views', [[], AUGMENTED], ids=['whole-photos', 'augmented'])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir, views):
     steps = 6                                     # 9 training photos, 2 a step: the run crosses an epoch
-    args = ['-d', photo_folder, '--max-iter', steps, '--save-interval', 3] + views + NARROW
+    args = ['-d', photo_folder, '--max-iter', steps, '--save-interval', 3] + views + NARROW + UNIFORM_BINS
     reference, killed = os.path.join(work_dir, 'reference'), os.path.join(work_dir, 'killed')
     err = os.path.join(work_dir, 'stderr.txt')
     finish(start_training(reference, '-o', reference, *args, log_to=err), err)
