@@ -9,6 +9,7 @@ A run folder is ``logs/MODEL-<exp>_CFG-<NNN>_TIME-<stamp>`` unless ``-o`` names 
 import datetime
 import glob
 import hashlib
+import inspect
 import logging
 import os
 import shutil
@@ -51,8 +52,9 @@ def check_compatible(ckpt, path, arch, cfg, resuming):
     if ckpt['model_kwargs'].get('in_channels', models.IN_CHANNELS) > models.IN_CHANNELS and not cfg['hints']:
         raise models.CheckpointError('%s takes colour hints and this run has none: set `hints: true` (--set '
                                      'hints=true) or start from a lightness-only checkpoint' % path)
+    built_with = inspect.signature(models.build_model).parameters   # a key a checkpoint lacks: its default
     for key in ('padding', 'fc_channels', 'trunk_width'):   # the shapes a stage copies
-        theirs = ckpt['model_kwargs'].get(key, models.VGG16_WIDTH if key == 'trunk_width' else None)
+        theirs = ckpt['model_kwargs'].get(key, built_with[key].default)
         if theirs != cfg[key]:
             raise models.CheckpointError('%s was trained with %s %s, this run asks for %s (--set %s=%s to match)'
                                          % (path, key, theirs, cfg[key], key, theirs))

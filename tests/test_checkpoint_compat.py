@@ -23,6 +23,7 @@ from PIL import Image
 import colorize
 import config
 import evaluate
+import models
 import run_setup
 import trainer
 from conftest import SMOKE_ARGS
@@ -105,6 +106,13 @@ def test_a_v1_checkpoint_initialises_the_next_stage(v1_checkpoint, photo_folder,
     loaded = trainer.load_checkpoint(path)
     run_setup.check_compatible(loaded, path, 'fcn16s', dict(config.get_config(199), binning='soft', numbins=8),
                                resuming=False)
+    # a checkpoint without a shape key was built with build_model's default: a run must ask for that one
+    bare = dict(loaded, model_kwargs={k: v for k, v in loaded['model_kwargs'].items() if k != 'fc_channels'})
+    run_setup.check_compatible(bare, path, 'fcn16s', dict(config.get_config(199), binning='soft', numbins=8,
+                                                          fc_channels=4096), resuming=False)
+    with pytest.raises(models.CheckpointError, match='trained with fc_channels 4096, this run asks for 32'):
+        run_setup.check_compatible(bare, path, 'fcn16s', dict(config.get_config(199), binning='soft', numbins=8),
+                                   resuming=False)
     done = trainer.main('fcn16s', SMOKE_ARGS + ['-d', photo_folder, '-m', path, '-o', work_dir, '--max-iter', '1',
                                                 '--set', 'rebalance_lambda=0.5'])
     assert_encoder_is_the_checkpoints(done.encoder, ckpt['encoder'])   # the stages share bins and mean L
