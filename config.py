@@ -137,6 +137,8 @@ def either(word, spec):
 # arms of propagate.py that spread given hints and fuse them with the network's prediction
 HINT_METHODS = ('levin', 'corrections', 'shrinkage', 'confidence')
 
+VGG16_TRUNK_WIDTH = 64       # conv1's channels in VGG16: the only width its weights fit
+
 DEFAULTS = dict(
     # --- optimisation -----------------------------------------------------
     max_iteration=100000,      # training iterations (one batch each)
@@ -191,7 +193,7 @@ DEFAULTS = dict(
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
-    trunk_width=64,            # conv1's channels, the other blocks in VGG16's proportion (VGG16: 64)
+    trunk_width=VGG16_TRUNK_WIDTH,  # conv1's channels, the other blocks in VGG16's proportion
     vgg16=None,                # start from VGG16: 'imagenet' | 'imagenet_bn' (torchvision) | a local file | None
     init_from=None,            # config number whose best model initialises this stage
     color_stats_from=None,     # config number whose GMM + mean L are reused
@@ -540,9 +542,9 @@ def check_combinations(cfg):
     binning, numbins = cfg.get('binning'), cfg.get('numbins')
     if binning == 'uniform' and numbins is not None and math.isqrt(numbins) ** 2 != numbins:
         return 'numbins: %s - uniform binning needs a perfect square K >= 4 (4, 9, 16, ..., 256)' % show(numbins)
-    if cfg.get('vgg16') and cfg.get('trunk_width', 64) != 64:
-        return 'trunk_width: %s - VGG16 weights (vgg16: %s) need trunk_width 64' % (show(cfg['trunk_width']),
-                                                                                    show(cfg['vgg16']))
+    if cfg.get('vgg16') and cfg.get('trunk_width', VGG16_TRUNK_WIDTH) != VGG16_TRUNK_WIDTH:
+        return 'trunk_width: %s - VGG16 weights (vgg16: %s) need trunk_width %d' % (
+            show(cfg['trunk_width']), show(cfg['vgg16']), VGG16_TRUNK_WIDTH)
     if binning == 'one-hot' and cfg.get('rebalance_lambda'):
         return ('rebalance_lambda: %s - class rebalancing needs joint bins (soft or uniform binning), '
                 'not one-hot' % show(cfg['rebalance_lambda']))

@@ -41,7 +41,7 @@ CAFFE_CONV1_1_PADDING = 100  # pytorch-fcn: lets any input survive fc6 unpadded
 def trunk_blocks(width):
     """VGG16_BLOCKS with conv1's ``width`` channels instead of 64, every block in VGG16's proportion
     (64 -> VGG16 itself; 16 -> 16, 32, 64, 128, 128: a sixteenth of the compute, for tests and quick trials)."""
-    return tuple(tuple(max(1, c * width // VGG16_WIDTH) for c in block) for block in VGG16_BLOCKS)
+    return tuple(tuple(c * width // VGG16_WIDTH for c in block) for block in VGG16_BLOCKS)
 
 
 def get_upsampling_weight(in_channels, out_channels, kernel_size):
