@@ -220,25 +220,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, log=None):
     """Returns the exit status: 0 when every image was scored, 1 when some (or all) could not be read.
 
-    Usage errors raise ``cli.USER_ERRORS``: status 2 by ``cli.run_cli``.
+    Usage errors raise ``cli.USER_ERRORS``: status 2 by ``cli.run_cli``.  ``log``: a text file that takes
+    what it prints (its tables, skipped images, the no-image error) instead of the terminal, with no
+    progress bar: experiments/quality.py scores in its own process, several at once.
     """
     args = parse_args(argv)
     from tqdm import tqdm
+    out, err = (log, log) if log is not None else (sys.stdout, sys.stderr)
     colorize.check_out_dir(args.out)
     colorizer = colorize.load_colorizer(args.model, args.device)
     unlisted = {}
     sweep_scores, sweep_grid = [], []
     paths = evaluation_paths(args, colorizer.config, args.model, unlisted)
     rows, skipped, grid_rows = [], [], []
-    bar = tqdm(total=len(paths), unit='image', desc='evaluate')
+    bar = tqdm(total=len(paths), unit='image', desc='evaluate', disable=log is not None)
     for readable, unreadable in colorize.read_batches(paths, args.batch_size, args.max_pixels):
         for index, why in unreadable:
             why = unlisted.get(paths[index], why)
             skipped.append((paths[index], why))
-            tqdm.write('skipped unreadable %s (%s)' % (paths[index], why), file=sys.stderr)
+            tqdm.write('skipped unreadable %s (%s)' % (paths[index], why), file=err)
         results = score_batch(colorizer, [rgb for _, rgb in readable], args.decode, args.temperature) \
             if readable else []
         for (index, rgb), (scores, truth_colorfulness, outputs) in zip(readable, results):
@@ -257,22 +260,24 @@ def main(argv=None):
         bar.update(len(readable) + len(unreadable))
     bar.close()
     if not rows:
-        print('error: none of the %d images could be read' % len(paths), file=sys.stderr)
+        print('error: none of the %d images could be read' % len(paths), file=err)
         return cli.STOPPED
     summary = summarise(rows, skipped)
     write_outputs(args.out, summary, rows, grid_rows)
-    print('%d images scored (%s decoding%s), %d skipped' % (
-        len(rows), args.decode, ', T=%g' % args.temperature if args.decode == 'annealed' else '', len(skipped)))
+    temperature = ', T=%g' % args.temperature if args.decode == 'annealed' else ''
+    print('%d images scored (%s decoding%s), %d skipped' % (len(rows), args.decode, temperature, len(skipped)),
+          file=out)
     for path, why in skipped:
-        print('  skipped %s: %s' % (path, why))
-    print(format_table(summary))
-    print('written: %s' % ', '.join(os.path.join(args.out, n) for n in ('metrics.json', 'per_image.csv', 'grid.png')))
+        print('  skipped %s: %s' % (path, why), file=out)
+    print(format_table(summary), file=out)
+    written = [os.path.join(args.out, n) for n in ('metrics.json', 'per_image.csv', 'grid.png')]
+    print('written: %s' % ', '.join(written), file=out)
     if args.hint_points:
         sweep = hint_sweep.summarise(sweep_scores, args.hint_points)
         hint_sweep.write(args.out, sweep, args.hint_points, sweep_grid, colorizer.hint_method)
-        print('hint sweep over %d photos:' % len(sweep_scores))
-        print(hint_sweep.format_table(sweep, args.hint_points, colorizer.hint_method))
-        print('written: %s' % ', '.join(os.path.join(args.out, n) for n in hint_sweep.OUTPUTS))
+        print('hint sweep over %d photos:' % len(sweep_scores), file=out)
+        print(hint_sweep.format_table(sweep, args.hint_points, colorizer.hint_method), file=out)
+        print('written: %s' % ', '.join(os.path.join(args.out, n) for n in hint_sweep.OUTPUTS), file=out)
     return cli.STOPPED if skipped else 0
 
 

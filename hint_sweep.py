@@ -108,10 +108,9 @@ def format_table(summary, counts, hint_method):
 
 def plot(summary, counts, path, hint_method):
     """PSNR against the number of points (symmetric log axis: 0 points stays on it), one curve a method."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from matplotlib.figure import Figure   # no pyplot: its global state is not for threads
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for m, style in zip(PLOTTED, ('o-', '^-', 's--', 'x:')):
         label = 'default (%s)' % hint_method if m == 'default' else m
         ax.plot(counts, [summary[m][str(n)]['psnr'] for n in counts], style, label=label)
@@ -124,7 +123,6 @@ def plot(summary, counts, path, hint_method):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

@@ -36,7 +36,8 @@ and runs that model's hint sweep on the test split (experiments/quality_hints.py
 The budget (minutes on the reference CPU) becomes iteration counts through the reference
 throughput in ``config.QUALITY_EXPERIMENT``, so the same command trains the same iterations on any
 machine (slower ones take longer).  Training runs as ``train_color_fcn*s.py`` child processes (their
-output goes to ``quality.log`` in each run folder); evaluations as ``evaluate.py`` children.
+output goes to ``quality.log`` in each run folder); evaluations call ``evaluate.main`` in this process
+(what they print goes to the same ``quality.log``).
 Everything finished is reused: run it again with more ``--variants`` (or after an interruption)
 and only the missing runs are trained.
 """
@@ -61,7 +62,7 @@ from quality_report import machine, test_grid  # noqa: E402
 from quality_report import DEFAULT_ARM, METRICS, markdown, within_spread  # noqa: E402
 from quality_plan import (ALL, SPLITS, effective_config, evaluations, plan, scored_splits,  # noqa: E402
                           selected_variants, write_fold_lists)
-from quality_runs import (DONE_MARKER, UserError, duration, evaluate, read_json, run_child,  # noqa: E402
+from quality_runs import (DONE_MARKER, UserError, duration, evaluate, read_json, score,  # noqa: E402
                           save_colorizer_checkpoint, say, train, write_json)
 
 EXPERIMENT = config.QUALITY_EXPERIMENT
@@ -379,7 +380,7 @@ def finish_hints(args, runs, result):
     save_colorizer_checkpoint(final.model, target)
     say('hint model: %s (%s, the best on validation)' % (target, chosen))
     args.hint_sweeps['hints_test'] = quality_hints.sweep(target, EXPERIMENT['hint_points'], args, hint_dir,
-                                                         run_child, say)
+                                                         score, say)
 
 
 def sweep_default(args, model_path):
@@ -387,7 +388,7 @@ def sweep_default(args, model_path):
     default_dir = os.path.dirname(model_path)
     for split in ('val', 'test'):
         args.hint_sweeps['default_' + split] = quality_hints.sweep(model_path, EXPERIMENT['hint_points'], args,
-                                                                   default_dir, run_child, say, split)
+                                                                   default_dir, score, say, split)
 
 
 def main(argv=None):

@@ -12,7 +12,6 @@ Levin's PSNR and rebalanced AuC on the same points (for both models).
 import json
 import os
 import shutil
-import sys
 
 import numpy as np
 
@@ -24,9 +23,9 @@ GOAL_METRICS = ('psnr', 'auc_rebal')
 GOAL_POINTS = 10
 
 
-def sweep(model_path, counts, args, out_root, run_child, say, split='test'):
-    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` on the ``split`` (test or val) list,
-    in ``out_root/sweep-<split>`` (reused when present)."""
+def sweep(model_path, counts, args, out_root, score, say, split='test'):
+    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` (run by ``score``) on the ``split`` (test
+    or val) list, in ``out_root/sweep-<split>`` (reused when present)."""
     out = os.path.join(out_root, SWEEP_DIRS[split])
     result_path = os.path.join(out, 'hints.json')
     if os.path.isfile(result_path):
@@ -36,10 +35,9 @@ def sweep(model_path, counts, args, out_root, run_child, say, split='test'):
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
     points = ','.join(str(n) for n in counts)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    command = [sys.executable, os.path.join(repo, 'evaluate.py'), '-m', model_path, '-d', args.photos,
-               '--list', args.test_list if split == 'test' else args.val_list, '--hint-points', points, '-o', tmp]
-    status, wall = run_child(command, os.path.join(out_root, 'quality.log'), 'hint sweep on %s' % split)
+    argv = ['-m', model_path, '-d', args.photos, '--list', args.test_list if split == 'test' else args.val_list,
+            '--hint-points', points, '-o', tmp]
+    status, wall = score(argv, os.path.join(out_root, 'quality.log'))
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'hints.json')):
         say('FAILED the hint sweep (exit status %d); see %s' % (status, os.path.join(out_root, 'quality.log')))
         return None

@@ -1,7 +1,8 @@
-"""Training and scoring experiments/quality.py's runs as child processes (``train_color_fcn*s.py``,
-``evaluate.py``), with progress lines, their output in each run's ``quality.log``, and every finished run
-or score reused: a run folder holds ``quality_run.json`` once trained, an evaluation folder its
-``metrics.json`` once scored; a folder that cannot be continued is set aside, never deleted."""
+"""Training experiments/quality.py's runs as child processes (``train_color_fcn*s.py``) and scoring them
+in this process (``evaluate.main``: no 2-3 s of imports per evaluation), with progress lines, their
+output in each run's ``quality.log``, and every finished run or score reused: a run folder holds
+``quality_run.json`` once trained, an evaluation folder its ``metrics.json`` once scored; a folder that
+cannot be continued is set aside, never deleted."""
 import datetime
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 
 import config
 
@@ -79,6 +81,29 @@ def run_child(command, log_path, label, run_dir=None, total=None):
                 child.terminate()
                 child.wait()
                 raise
+    return status, time.time() - start
+
+
+def score(argv, log_path):
+    """``evaluate.py ARGV`` in this process (threads may score side by side), what it prints appended to
+    ``log_path``; an error or a crash is written there and gives a non-zero status, as a child's would.
+    Returns (exit status, wall seconds)."""
+    import cli
+    import evaluate
+    start = time.time()
+    with open(log_path, 'a') as log:
+        log.write('\n$ evaluate.py %s   (in quality.py\'s process)\n' % ' '.join(argv))
+        log.flush()
+        try:
+            status = evaluate.main(argv, log=log)
+        except SystemExit as stop:            # argparse's refusal
+            status = stop.code
+        except cli.USER_ERRORS as err:
+            log.write('error: %s\n' % err)
+            status = cli.USAGE_ERROR
+        except Exception:                     # a bug of ours: its traceback in the log, the others go on
+            log.write(traceback.format_exc())
+            status = 1
     return status, time.time() - start
 
 
@@ -182,10 +207,9 @@ def evaluate(run, split, decode, args):
     tmp = out + '.tmp'
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)  # a half-written evaluation of our own
-    command = [sys.executable, os.path.join(REPO_DIR, 'evaluate.py'), '-m', run.model, '-d', args.photos,
-               '--list', run.lists[split], '--decode', decode, '-o', tmp]
+    argv = ['-m', run.model, '-d', args.photos, '--list', run.lists[split], '--decode', decode, '-o', tmp]
     label = '%s on %s (%s)' % (run.name, split, decode)
-    status, wall = run_child(command, os.path.join(run.dir, 'quality.log'), label)
+    status, wall = score(argv, os.path.join(run.dir, 'quality.log'))
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'metrics.json')):
         say('FAILED evaluating %s (exit status %d); see %s' % (label, status, os.path.join(run.dir, 'quality.log')))
         return None

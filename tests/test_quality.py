@@ -10,6 +10,7 @@ from PIL import Image
 
 import colorize
 import config
+import evaluate
 import utils
 from conftest import NARROW, PHOTO_SIZE, REPO_DIR, skimage_photo, write_photos
 
@@ -21,6 +22,7 @@ import quality_folds  # noqa: E402
 import quality_plan  # noqa: E402
 import quality_hints  # noqa: E402
 import quality_report  # noqa: E402
+import quality_runs  # noqa: E402
 
 SPLITS = {'train': 'astronaut', 'val': 'chelsea', 'test': 'coffee'}
 TINY = ['--budget-min', '1', '--configs', '199,199,199', '--set', 'batch_size=32', '--set', 'workers=0',
@@ -117,6 +119,34 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     assert status == 0, stdout + err
     assert ' train ' not in stdout and 'scored' not in stdout  # nothing trained or scored again
     assert marker.stat().st_mtime_ns == before
+
+
+def test_an_evaluation_in_the_experiments_process_scores_as_evaluate_py_and_keeps_its_output_and_failures_in_the_log(
+        plain_model, tmp_path, capsys, monkeypatch):
+    """quality_runs.score runs evaluate.py's main in quality.py's process: the same metrics as the command,
+    what it prints in the run's log and not on the terminal; a user's error and a crash each give a non-zero
+    status with the error line or the traceback in the log, and the experiment goes on."""
+    photos, log = split_folder(str(tmp_path / 'photos')), tmp_path / 'quality.log'
+    argv = ['-m', plain_model, '-d', photos, '--list', os.path.join(photos, 'split_test.txt'), '--device', 'cpu']
+    capsys.readouterr()
+    assert quality_runs.score(argv + ['-o', str(tmp_path / 'scored')], str(log))[0] == 0
+    out, err = capsys.readouterr()
+    assert out == '' and err == ''
+    assert evaluate.main(argv + ['-o', str(tmp_path / 'command')]) == 0
+    assert '1 images scored' in capsys.readouterr().out   # the command prints on the terminal
+    scored, command = (json.loads((tmp_path / d / 'metrics.json').read_text()) for d in ('scored', 'command'))
+    assert scored == command and scored['n_images'] == 1
+    assert '1 images scored (annealed decoding' in log.read_text() and 'grayscale' in log.read_text()
+    missing = str(tmp_path / 'missing.pth.tar')
+    assert quality_runs.score(['-m', missing, '-o', str(tmp_path / 'x')], str(log))[0] == 2
+    assert 'error: ' in log.read_text() and missing in log.read_text().split('error: ')[-1]
+
+    def crash(*_):
+        raise RuntimeError('a bug in scoring')
+    monkeypatch.setattr(evaluate, 'score_batch', crash)
+    assert quality_runs.score(argv + ['-o', str(tmp_path / 'y')], str(log))[0] == 1
+    assert 'Traceback' in log.read_text() and 'RuntimeError: a bug in scoring' in log.read_text()
+    assert capsys.readouterr() == ('', '')
 
 
 def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
