@@ -70,8 +70,8 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir,
     steps = 6                                     # 9 training photos, 2 a step: the run crosses an epoch
     args = ['-d', photo_folder, '--max-iter', steps, '--save-interval', 3] + views + NARROW + UNIFORM_BINS
     reference, killed = os.path.join(work_dir, 'reference'), os.path.join(work_dir, 'killed')
-    err = os.path.join(work_dir, 'stderr.txt')
-    finish(start_training(reference, '-o', reference, *args, log_to=err), err)
+    err, reference_err = os.path.join(work_dir, 'stderr.txt'), os.path.join(work_dir, 'reference-stderr.txt')
+    reference_run = start_training(reference, '-o', reference, *args, log_to=reference_err)   # side by side
 
     # a random kill point each run; COLORIZER_KILL_SEED=N replays a failure (the seed is in every message)
     seed = int(os.environ.get('COLORIZER_KILL_SEED', time.time_ns() % 10000))
@@ -87,6 +87,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(photo_folder, work_dir,
     assert at_kill < steps, 'kill seed %d: killed after %d rows' % (seed, kill_after)
 
     finish(start_training(killed, '--resume', os.path.join(killed, trainer.CHECKPOINT), log_to=err), err)
+    finish(reference_run, reference_err)
 
     ref_rows, rows = read_rows(reference), read_rows(killed)
     train, valid = column(rows, 'train'), column(rows, 'valid')   # each iteration at most once
