@@ -7,6 +7,7 @@ exactly one stderr line, starting ``error:`` and naming the offending key, value
 or file, no ``Traceback``, and no new run folder (nothing new under ``logs/``,
 no ``-o`` folder made, nothing changed in an existing one).
 """
+import concurrent.futures
 import functools
 import importlib
 import os
@@ -438,21 +439,44 @@ SUBPROCESS_CASES = [
 ]
 
 
+def run_script(args, env=None):
+    return subprocess.run([sys.executable] + args, cwd=REPO_DIR, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+@pytest.fixture(scope='module')
+def script_runs(files):
+    """[finished process] of each SUBPROCESS_CASES script, two at a time (each is mostly its
+    imports, one core's work); with what they left behind: new run folders, the -o folder, run32's state."""
+    before, run32 = logs_listing(), tree_state(files['run32'])
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda case: run_script(expand(case[0], files)), SUBPROCESS_CASES))
+    new = logs_listing() - before
+    for name in new:
+        shutil.rmtree(os.path.join(run_setup.LOGS_DIR, name), ignore_errors=True)
+    return procs, {'new run folders': sorted(new), '-o made': os.path.exists(files['new_out']),
+                   'run32 changed': tree_state(files['run32']) != run32}
+
+
 @pytest.mark.parametrize('args, needle', SUBPROCESS_CASES, ids=[' '.join(c[0][:2]) for c in SUBPROCESS_CASES])
-def test_scripts_exit_2_with_one_error_line(args, needle, files, no_new_run_folder):
-    proc = subprocess.run([sys.executable] + expand(args, files), cwd=REPO_DIR, capture_output=True, text=True,
-                          timeout=300)
+def test_scripts_exit_2_with_one_error_line(args, needle, files, script_runs):
+    procs, left_behind = script_runs
+    proc = procs[SUBPROCESS_CASES.index((args, needle))]
     assert proc.returncode == 2, proc.stderr
     assert_one_error_line(proc.stderr, needle.format(**files))
+    assert left_behind == {'new run folders': [], '-o made': False, 'run32 changed': False}
 
 
 def test_under_torchrun_only_rank_0_prints_and_every_rank_exits(files, no_new_run_folder):
     """The environment torchrun gives each process: the check fails before any process group."""
     script = os.path.join(REPO_DIR, 'train_color_fcn32s.py')
-    for rank in (0, 1):
+
+    def rank_process(rank):
         env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2')
-        proc = subprocess.run([sys.executable, script, '-c', '199', '--set', 'lr=abc'], cwd=REPO_DIR,
-                              capture_output=True, text=True, timeout=300, env=env)
+        return run_script([script, '-c', '199', '--set', 'lr=abc'], env)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:   # side by side, as torchrun starts them
+        procs = list(pool.map(rank_process, (0, 1)))
+    for rank, proc in enumerate(procs):
         assert proc.returncode == 2, proc.stderr
         if rank == 0:
             assert_one_error_line(proc.stderr, "lr: 'abc'")

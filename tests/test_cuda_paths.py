@@ -1,6 +1,7 @@
 """The speed paths without a GPU: autocast (bf16), channels_last and low-precision targets
 run through the same trainer code on the CPU; a CPU run stays plain float32; the glibc
 allocator setting keeps freed memory."""
+import concurrent.futures
 import csv
 import math
 import os
@@ -87,9 +88,11 @@ def test_keep_freed_memory_makes_glibc_keep_a_freed_64mib_block_for_reuse_and_wo
         out = subprocess.run([sys.executable, '-c', MALLINFO_PROBE % dict(repo=REPO_DIR, mode=mode)],
                              capture_output=True, text=True, check=True).stdout.split()
         return out[0] == 'True', int(out[1]), int(out[2])
-    kept, mapped, free_after = probe('keep')
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:   # three processes of their own, side by side
+        keep, default, given_back = pool.map(probe, ('keep', 'default', 'given back'))
+    kept, mapped, free_after = keep
     assert kept and mapped < (64 << 20) and free_after >= (64 << 20)   # from the heap, and kept there
-    kept, mapped, free_after = probe('default')
+    kept, mapped, free_after = default
     assert not kept and mapped >= (64 << 20) and free_after < (64 << 20)   # default: its own mmap, unmapped
-    kept, mapped, free_after = probe('given back')
+    kept, mapped, free_after = given_back
     assert kept and mapped >= (64 << 20) and free_after < (64 << 20)   # a worker: back to the default

@@ -1,6 +1,5 @@
 """Tests for models.py (CPU, small widths: fc_channels=64 unless stated)."""
 import math
-import pathlib
 import re
 import warnings
 
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import temporary_folder
 import models
 from models import (ARCHITECTURES, FCN8sColor, FCN16sColor, FCN32sColor,
                     build_model, get_upsampling_weight)
@@ -249,17 +247,11 @@ def test_caffe_padding_geometry_matches_pytorch_fcn():
 # -- VGG16 import -----------------------------------------------------------
 
 @pytest.fixture(scope='module')
-def vgg_files():
-    """{name: path} of random VGG16 / VGG16-BN state dicts (1.1 GB: deleted after this module)."""
-    with temporary_folder() as d:
-        yield vgg_state_dicts(pathlib.Path(d))
-
-
-def vgg_state_dicts(d):
-    """Random torchvision VGG16 / VGG16-BN state dicts saved in ``d`` -> {name: path}."""
+def vgg_states():
+    """{name: state dict} of random torchvision VGG16 / VGG16-BN (1.1 GB in memory for this module)."""
     tv = pytest.importorskip('torchvision')
     torch.manual_seed(0)
-    paths = {}
+    states = {}
     for name in ('vgg16', 'vgg16_bn'):
         net = getattr(tv.models, name)(weights=None)
         if name == 'vgg16_bn':  # make BN params/stats non-trivial
@@ -271,15 +263,13 @@ def vgg_state_dicts(d):
                         mod.running_mean.normal_()
                         mod.running_var.uniform_(0.5, 2)
                         mod.num_batches_tracked.fill_(7)
-        paths[name] = d / f'{name}.pth'
-        torch.save(net.state_dict(), paths[name])
-        del net
-    return paths
+        states[name] = net.state_dict()
+    return states
 
 
 @pytest.mark.parametrize('name', ['vgg16', 'vgg16_bn'])
-def test_copy_params_from_vgg16(vgg_files, name):
-    sd = torch.load(vgg_files[name], weights_only=True)
+def test_copy_params_from_vgg16(vgg_states, name):
+    sd = vgg_states[name]
     m = FCN32sColor(n_class=3, fc_channels=4096)
     m.copy_params_from_vgg16(sd)
     conv_idx = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
@@ -306,8 +296,8 @@ def test_copy_params_from_vgg16(vgg_files, name):
     eq(m.fc7.bias, sd['classifier.3.bias'])
 
 
-def test_copy_params_from_vgg16_small_fc_warns_and_rejects_garbage(vgg_files):
-    sd = torch.load(vgg_files['vgg16_bn'], weights_only=True)
+def test_copy_params_from_vgg16_small_fc_warns_and_rejects_garbage(vgg_states):
+    sd = vgg_states['vgg16_bn']
     m = FCN8sColor(n_class=3, fc_channels=FC)
     fc6_before = m.fc6.weight.detach().clone()
     with pytest.warns(UserWarning, match='fc6/fc7 not copied'):
