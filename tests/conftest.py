@@ -90,9 +90,14 @@ def torchrun_environment(rank, world_size, port):
 
 def spawn_ranks(fn, args, nprocs, timeout):
     """``fn(rank, *args)`` in ``nprocs`` fresh processes; a job still running after ``timeout``
-    seconds (a hang) is killed and fails the test instead of blocking the suite."""
+    seconds (a hang) is killed and fails the test instead of blocking the suite.
+
+    Fresh as torchrun's (no state of this process), but forked from one server process that
+    imported torch and the trainer once for the session: not 2-3 s of imports per rank and job."""
+    import multiprocessing
     import torch.multiprocessing as mp
-    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method='spawn')
+    multiprocessing.set_forkserver_preload(['torch', 'trainer'])
+    context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method='forkserver')
     deadline = time.monotonic() + timeout
     try:
         while not context.join(timeout=max(0.1, deadline - time.monotonic())):
