@@ -1,5 +1,5 @@
-"""The web page's tests' shared parts (tests/test_app*.py): one barely trained hint model and one
-lightness-only model (configs 198 / 199, 2 iterations), a photo, the real server started as
+"""The web page's tests' shared parts (tests/test_app*.py): one barely trained hint model (config 198,
+2 iterations; the lightness-only one is conftest's ``plain_model``), a photo, the real server started as
 ``python app.py`` on 127.0.0.1, and helpers that read what the page answers.  conftest.py registers
 the fixtures for the whole session, so the three modules share one server and one model of each kind;
 nothing here imports gradio (the modules skip themselves without it)."""
@@ -31,23 +31,13 @@ SERVER_START_S = 180
 
 # --- fixtures (session scope: registered by conftest.py) ------------------------------
 
-def train_tiny(config_number):
-    with temporary_folder() as folder:
-        run = os.path.join(folder, 'run')
-        trainer.main('fcn32s', ['-c', str(config_number), '-j', '0', '-o', run, '--max-iter', '2'])
-        yield os.path.join(run, trainer.MODEL_BEST)
-
-
 @pytest.fixture(scope='session')
 def app_hint_model():
     """model_best of ``train_color_fcn32s.py -c 198 --max-iter 2``: a (barely trained) hint model."""
-    yield from train_tiny(198)
-
-
-@pytest.fixture(scope='session')
-def app_plain_model():
-    """The same without hint input (config 199)."""
-    yield from train_tiny(199)
+    with temporary_folder() as folder:
+        run = os.path.join(folder, 'run')
+        trainer.main('fcn32s', ['-c', '198', '-j', '0', '-o', run, '--max-iter', '2'])
+        yield os.path.join(run, trainer.MODEL_BEST)
 
 
 def mid_photo(path, size=PHOTO_SIZE):

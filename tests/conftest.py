@@ -231,5 +231,5 @@ def plain_model(tmp_path_factory):
     return str(run / trainer.MODEL_BEST)
 
 
-# the web page's fixtures (a hint model, a lightness-only model, a photo, the server), shared by tests/test_app*.py
-from app_support import app_hint_model, app_plain_model, photo, server  # noqa: E402,F401
+# the web page's fixtures (a hint model, a photo, the server), shared by tests/test_app*.py
+from app_support import app_hint_model, photo, server  # noqa: E402,F401

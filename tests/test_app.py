@@ -177,16 +177,16 @@ def test_photos_in_bounded_memory(engine, photo, tmp_path):
     assert list(engine.store.photos) == [second['photo']]
 
 
-def test_a_lightness_only_checkpoint_takes_hints_and_the_page_equals_colorize_py(app_plain_model, photo, tmp_path):
+def test_a_lightness_only_checkpoint_takes_hints_and_the_page_equals_colorize_py(plain_model, photo, tmp_path):
     """Every checkpoint takes hints (issue 25): the page's PNG of a lightness-only model with two hints is
     what ``colorize.py --hints`` writes from the page's JSON, and differs from the picture without them."""
-    engine = app.Engine(colorize.load_colorizer(app_plain_model, 'cpu'), app_plain_model, str(tmp_path))
+    engine = app.Engine(colorize.load_colorizer(plain_model, 'cpu'), plain_model, str(tmp_path))
     state = engine.open_photo(photo)
     hinted = engine.add_hint(engine.add_hint(state, *POINT_A, GREEN), *POINT_B, BLUE, HINT_SIZE)
     assert len(hinted['points']) == 2 and len(engine.render(hinted)['palette']) == app.PALETTE_SIZE
     assert '2 hints' in engine.status(hinted, 0.1) and '--hints' in engine.status(hinted, 0.1)
     (tmp_path / 'cat.json').write_text(engine.hints_json(hinted))
-    assert colorize.main(['-m', app_plain_model, '--device', 'cpu', '--hints', str(tmp_path / 'cat.json'), '-o',
+    assert colorize.main(['-m', plain_model, '--device', 'cpu', '--hints', str(tmp_path / 'cat.json'), '-o',
                           str(tmp_path / 'cli'), photo]) == 0
     page = np.asarray(Image.open(engine.write_png(hinted, 'hinted')))
     np.testing.assert_array_equal(page, np.asarray(Image.open(tmp_path / 'cli' / 'cat.png')))
