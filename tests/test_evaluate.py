@@ -1,5 +1,6 @@
 """evaluate.py: which images it scores, and its scores checked against scikit-image and
-colorize.py's own output, with a real checkpoint of config 199 (trained once for the module)."""
+colorize.py's own output, with a real checkpoint of config 199 (conftest's plain_model, trained once
+for the session)."""
 import csv
 import json
 import os
@@ -11,22 +12,17 @@ from PIL import Image
 from skimage.color import rgb2hsv
 from skimage.metrics import peak_signal_noise_ratio
 
-from conftest import temporary_folder
 import colorize
 import data_loader
 import evaluate
-import trainer
 import utils
 
 PHOTOS = ('astronaut', 'chelsea', 'coffee')
 
 
 @pytest.fixture(scope='module')
-def best():
-    with temporary_folder() as folder:
-        run = os.path.join(folder, 'run')
-        trainer.main('fcn32s', ['-c', '199', '-o', run, '--max-iter', '2'])
-        yield os.path.join(run, trainer.MODEL_BEST)
+def best(plain_model):
+    return plain_model
 
 
 def write_photos(folder, names=PHOTOS, size=(80, 60)):
