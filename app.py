@@ -416,6 +416,7 @@ def main(argv=None):
     args = parse_args(argv)
     check_port(args.host, args.port)
     colorizer = colorize.load_colorizer(args.model, args.device)
+    colorize.resolve_decoding(args, colorizer)
     with tempfile.TemporaryDirectory(prefix='colorizer-app-') as workdir:
         # Gradio's uploads and cached outputs too: all deleted when the page stops
         os.environ.setdefault('GRADIO_TEMP_DIR', os.path.join(workdir, 'gradio'))

@@ -82,6 +82,13 @@ class Colorizer:
         checkpoint's ``hint_method``, or the default for checkpoints written before it existed."""
         return self.config.get('hint_method') or config.DEFAULTS['hint_method']
 
+    @property
+    def decoding(self):
+        """(decode, temperature) that the checkpoint's config asks for (``decode``, ``temperature``: what
+        experiments/quality.py chose on validation for its default model), else annealed at the default T."""
+        return (self.config.get('decode') or config.DEFAULTS['decode'],
+                self.config.get('temperature') or config.DEFAULTS['temperature'])
+
     def full_hint_maps(self, hints, height, width):
         """Points / a hint image (see ``hints``) -> torch maps on the device: (a, b) ``[2, H, W]``, mask ``[H, W]``."""
         plane, mask = hint_input.hint_maps(hints, width, height)
@@ -330,15 +337,24 @@ def add_model_arguments(parser):
     """Flags shared with evaluate.py: checkpoint, decoding, device, batch, pixel limit."""
     parser.add_argument('-m', '--model', required=True, metavar='CHECKPOINT',
                         help='model_best.pth.tar (or checkpoint.pth.tar) of a training run')
-    parser.add_argument('--decode', choices=utils.DECODE_METHODS, default='annealed',
-                        help='bin probabilities -> colour: annealed mean (default), mean, or mode')
-    parser.add_argument('-T', '--temperature', type=positive_float, default=utils.DEFAULT_TEMPERATURE,
-                        help='annealed-mean temperature (default %(default)s, Zhang et al. 2016)')
+    parser.add_argument('--decode', choices=utils.DECODE_METHODS, default=None,
+                        help='bin probabilities -> colour: annealed mean, mean, or mode (default: the '
+                        'checkpoint\'s config, annealed unless it says otherwise)')
+    parser.add_argument('-T', '--temperature', type=positive_float, default=None,
+                        help='annealed-mean temperature (default: the checkpoint\'s config, %s unless it says '
+                        'otherwise; Zhang et al. 2016)' % utils.DEFAULT_TEMPERATURE)
     parser.add_argument('--batch-size', type=cli.positive_int, default=8, help='images per network call')
     parser.add_argument('--device', type=device_name, default=default_device(),
                         help='cpu, cuda, cuda:1 ... (default %(default)s)')
     parser.add_argument('--max-pixels', type=cli.positive_int, default=config.DEFAULTS['max_image_pixels'],
                         help='refuse larger images (default %(default)s)')
+
+
+def resolve_decoding(args, colorizer):
+    """``--decode`` / ``-T`` not given: the checkpoint's own (:attr:`Colorizer.decoding`), set on ``args``."""
+    decode, temperature = colorizer.decoding
+    args.decode = args.decode or decode
+    args.temperature = args.temperature or temperature
 
 
 def read_batches(paths, batch_size, max_pixels):
@@ -438,6 +454,7 @@ def main(argv=None):
     if args.hint_method is not None and args.hints is None:
         raise cli.UserError('--hint-method %s needs --hints FILE' % args.hint_method)
     colorizer = load_colorizer(args.model, args.device)
+    resolve_decoding(args, colorizer)
     entries = expand_inputs(args.inputs)
     if not entries:
         raise cli.UserError('no image found in %s' % ' '.join(args.inputs))

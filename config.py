@@ -459,7 +459,10 @@ QUALITY_EXPERIMENT = dict(
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
     reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage on 2 CPU cores (measured idle: 1.9 to 7.2)
     seeds=(0, 1),               # seeds of every variant; the default invocation trains the first only
-    decodings=('annealed', 'mean', 'mode'),  # decoding variant: one model, three decodings
+    # decoding variant: one model, five decodings: label -> (decode, temperature); 'annealed' is the
+    # default's (DEFAULTS), T = 1 would be 'mean' and T -> 0 'mode'
+    decodings={'annealed': ('annealed', DEFAULTS['temperature']), 'annealed-T0.2': ('annealed', 0.2),
+               'annealed-T0.6': ('annealed', 0.6), 'mean': ('mean', None), 'mode': ('mode', None)},
     # variant -> arm -> --set overrides of the chain's first stage (same iterations as its FCN-32s);
     # arms of equal configs share one run (an arm equal to the default reuses the default chain's
     # FCN-32s).  'stages' (the chain with every seed) and 'decoding' (evaluations only) are built in.

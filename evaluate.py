@@ -159,9 +159,9 @@ def thumbnail(rgb, width=GRID_CELL):
     return np.asarray(img)
 
 
-def summarise(rows, skipped):
-    """Per-image rows -> the metrics.json dict (means over images)."""
-    summary = {'n_images': len(rows)}
+def summarise(rows, skipped, decode, temperature):
+    """Per-image rows -> the metrics.json dict (means over images, and the decoding that made them)."""
+    summary = {'n_images': len(rows), 'decode': decode, 'temperature': temperature if decode == 'annealed' else None}
     for m in METHODS:
         summary[m] = {k: float(np.mean([r['%s/%s' % (m, k)] for r in rows])) for k in utils.COLORIZATION_METRICS}
     summary['ground_truth'] = {'colorfulness': float(np.mean([r['truth/colorfulness'] for r in rows]))}
@@ -232,6 +232,7 @@ def main(argv=None, log=None):
     out, err = (log, log) if log is not None else (sys.stdout, sys.stderr)
     colorize.check_out_dir(args.out)
     colorizer = colorize.load_colorizer(args.model, args.device)
+    colorize.resolve_decoding(args, colorizer)
     unlisted = {}
     sweep_scores, sweep_grid = [], []
     paths = evaluation_paths(args, colorizer.config, args.model, unlisted)
@@ -262,7 +263,7 @@ def main(argv=None, log=None):
     if not rows:
         print('error: none of the %d images could be read' % len(paths), file=err)
         return cli.STOPPED
-    summary = summarise(rows, skipped)
+    summary = summarise(rows, skipped, args.decode, args.temperature)
     write_outputs(args.out, summary, rows, grid_rows)
     temperature = ', T=%g' % args.temperature if args.decode == 'annealed' else ''
     print('%d images scored (%s decoding%s), %d skipped' % (len(rows), args.decode, temperature, len(skipped)),

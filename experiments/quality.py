@@ -24,7 +24,9 @@ checkpoints on (the lowest validation loss was often the untrained start of a st
 ``--variants`` adds, for every seed (and fold), the one-change variants of the chain's FCN-32s
 stage, each trained for the same iterations as that stage (``all``, or names from
 ``QUALITY_EXPERIMENT['variants']``, ``stages`` = the whole chain for every seed, ``decoding`` =
-the FCN-32s model decoded three ways).  An arm is chosen by the same rule on the validation
+the FCN-32s model decoded five ways: annealed mean at three temperatures, mean and mode; the chosen
+decoding is written into the default model's config, which colorize.py, evaluate.py and the page
+follow).  An arm is chosen by the same rule on the validation
 scores; the tables show mean +- spread (half the range) over the folds and seeds (with
 ``--folds 1``: the test split over the seeds).
 
@@ -461,9 +463,9 @@ def main(argv=None):
     if final is not None and not final.failed and os.path.isfile(final.model):
         default_dir = os.path.join(args.out, DEFAULT_ARM)
         default_model = os.path.join(default_dir, 'model_best.pth.tar')
-        save_colorizer_checkpoint(final.model, default_model)
+        save_colorizer_checkpoint(final.model, default_model, recommended_decode(result))
         grid = os.path.join(default_dir, 'test_grid.png')
-        n = test_grid(final.model, args, grid)
+        n = test_grid(default_model, args, grid)
         say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
             % (default_model, chosen, n, grid))
         if args.hints:

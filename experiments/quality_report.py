@@ -249,7 +249,7 @@ def machine():
 
 
 def test_grid(model_path, args, out_path):
-    """original | grayscale | model for every test photo, one row each."""
+    """original | grayscale | model (in the checkpoint's decoding) for every test photo, one row each."""
     from PIL import Image
     import colorize
     import data_loader
@@ -259,7 +259,7 @@ def test_grid(model_path, args, out_path):
     paths = [evaluate_module.locate(args.photos, p) for p in data_loader.read_list(args.test_list)]
     rows = []
     for readable, _ in colorize.read_batches(paths, 4, config.DEFAULTS['max_image_pixels']):
-        outputs = colorizer.colorize([rgb for _, rgb in readable])
+        outputs = colorizer.colorize([rgb for _, rgb in readable], *colorizer.decoding)
         for (_, rgb), out in zip(readable, outputs):
             rows.append([evaluate_module.thumbnail(x) for x in (rgb, utils.grayscale(rgb), out)])
     if rows:

@@ -198,6 +198,18 @@ def train(run, args):
     return True
 
 
+def decoding_of(label):
+    """A decoding of ``QUALITY_EXPERIMENT['decodings']`` -> (decode, temperature or None): 'annealed-T0.2'
+    -> ('annealed', 0.2), 'mode' -> ('mode', None)."""
+    return tuple(EXPERIMENT['decodings'][label])
+
+
+def decoding_argv(label):
+    """The same as evaluate.py's flags: 'annealed-T0.2' -> ['--decode', 'annealed', '-T', '0.2']."""
+    decode, temperature = decoding_of(label)
+    return ['--decode', decode] + (['-T', repr(temperature)] if temperature is not None else [])
+
+
 def evaluate(run, split, decode, args):
     """metrics.json of ``run`` on ``split`` decoded by ``decode`` (reused when present), or None."""
     out = run.eval_dir(split, decode)
@@ -207,7 +219,7 @@ def evaluate(run, split, decode, args):
     tmp = out + '.tmp'
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)  # a half-written evaluation of our own
-    argv = ['-m', run.model, '-d', args.photos, '--list', run.lists[split], '--decode', decode, '-o', tmp]
+    argv = ['-m', run.model, '-d', args.photos, '--list', run.lists[split], '-o', tmp] + decoding_argv(decode)
     label = '%s on %s (%s)' % (run.name, split, decode)
     status, wall = score(argv, os.path.join(run.dir, 'quality.log'))
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'metrics.json')):
@@ -222,11 +234,18 @@ def evaluate(run, split, decode, args):
     return metrics
 
 
-def save_colorizer_checkpoint(source, target):
-    """``source`` checkpoint without what only resuming needs (optimizer, RNG states), atomically."""
+def save_colorizer_checkpoint(source, target, decoding=None):
+    """``source`` checkpoint without what only resuming needs (optimizer, RNG states), atomically;
+    ``decoding`` (a label of ``QUALITY_EXPERIMENT['decodings']``): written into its config, so that
+    colorize.py, evaluate.py and the page decode as the experiment chose."""
     import torch
     import models
     ckpt = models.load_checkpoint(source)
+    if decoding is not None:
+        decode, temperature = decoding_of(decoding)
+        ckpt['config'] = dict(ckpt['config'], decode=decode)
+        if temperature is not None:
+            ckpt['config']['temperature'] = temperature
     tmp = target + '.tmp'
     torch.save({k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, tmp)
     os.replace(tmp, target)

@@ -1,5 +1,6 @@
 """colorize.py: checkpoint loading, the full-resolution recombination and the command line,
 with a real checkpoint from a 2-iteration run of config 199 (trained once for the module)."""
+import json
 import os
 import pathlib
 
@@ -65,6 +66,36 @@ def test_checkpoint_round_trip_with_weights_only(trained):
     state.bare_model.eval()
     with torch.no_grad():
         torch.testing.assert_close(colorizer.model(net_input), state.bare_model(net_input))
+
+
+def test_without_decode_flags_a_checkpoint_is_decoded_as_its_config_says(best, tmp_path):
+    """``decode`` / ``temperature`` in a checkpoint's config (what quality.py writes into its default model)
+    are colorize.py's and evaluate.py's defaults; a flag still wins; without them: annealed at 0.38."""
+    import evaluate
+    ckpt = torch.load(best, map_location='cpu', weights_only=True)
+    assert colorize.load_colorizer(best).decoding == ('annealed', utils.DEFAULT_TEMPERATURE)
+    mode_model, cold_model = str(tmp_path / 'mode.pth.tar'), str(tmp_path / 'cold.pth.tar')
+    torch.save(dict(ckpt, config=dict(ckpt['config'], decode='mode')), mode_model)
+    torch.save(dict(ckpt, config=dict(ckpt['config'], temperature=0.2)), cold_model)
+    Image.fromarray(photo(96, 64)).save(tmp_path / 'p.png')
+    runs = {'mode default': [mode_model], 'mode flag': [best, '--decode', 'mode'],
+            'cold default': [cold_model], 'cold flag': [best, '-T', '0.2'], 'plain': [best],
+            'mode model, annealed flag': [mode_model, '--decode', 'annealed']}
+    out = {}
+    for name, (model, *flags) in runs.items():
+        assert run_cli(['-m', model, *flags, '-o', tmp_path / name, tmp_path / 'p.png']) == 0
+        out[name] = read(tmp_path / name / 'p.png')
+    assert np.array_equal(out['mode default'], out['mode flag'])
+    assert np.array_equal(out['cold default'], out['cold flag'])
+    assert np.array_equal(out['mode model, annealed flag'], out['plain'])
+    assert not np.array_equal(out['mode flag'], out['plain']) and not np.array_equal(out['cold flag'], out['plain'])
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    Image.fromarray(photo(96, 64)).save(folder / 'p.png')
+    for model, decoding in ((mode_model, 'mode'), (cold_model, 'annealed'), (best, 'annealed')):
+        scored = tmp_path / ('scored-' + os.path.basename(model))
+        assert evaluate.main(['-m', model, '--device', 'cpu', '-d', str(folder), '-o', str(scored)]) == 0
+        assert json.loads((scored / 'metrics.json').read_text())['decode'] == decoding
 
 
 def test_bad_checkpoints_are_refused_clearly(best, tmp_path):

@@ -47,7 +47,7 @@ def run_quality(capsys, *argv):
 
 def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys):
     photos, out = split_folder(str(tmp_path / 'photos')), tmp_path / 'out'
-    argv = ['--photos', photos, '--out', out, '--variants', 'rebalance', '--seeds', '0', '--hints',
+    argv = ['--photos', photos, '--out', out, '--variants', 'rebalance,decoding', '--seeds', '0', '--hints',
             '--hint-configs', '198,198,198', '--jobs', '2'] + TINY
     status, stdout, err = run_quality(capsys, *argv)
     assert status == 0, stdout + err
@@ -82,6 +82,18 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
         name = '**%s: default model**' % arch if arch == result['default_model'] else arch
         assert '| %s | 0 | model |' % name in md
     assert '| rebalance | on | 0 |' in md
+    # the decoding chosen on validation (among every decoding of the FCN-32s) is the default model's own
+    decodings = result['variants']['decoding']
+    assert set(decodings['arms']) == set(config.QUALITY_EXPERIMENT['decodings'])
+    for label, arm in decodings['arms'].items():
+        scored = json.loads((out / 'default' / 'seed0' / 'fcn32s' / ('eval-final-val-' + label) / 'metrics.json')
+                            .read_text())
+        assert (scored['decode'], scored['temperature']) == quality_runs.decoding_of(label)
+        assert arm['val']['model']['auc_rebal']['mean'] == scored['model']['auc_rebal']
+    chosen = decodings['decision']['chosen']
+    assert chosen == quality.choose(decodings['arms'], 'annealed', 1)['chosen']
+    assert colorizer.decoding[0] == quality_runs.decoding_of(chosen)[0]
+    assert colorizer.decoding[1] == (quality_runs.decoding_of(chosen)[1] or config.DEFAULTS['temperature'])
     grid = np.asarray(Image.open(out / 'default' / 'test_grid.png'))
     height = round(utils.GRID_CELL * PHOTO_SIZE[1] / PHOTO_SIZE[0])   # the photo drawn GRID_CELL wide
     assert grid.shape[:2] == (height + 4, 3 * (utils.GRID_CELL + 2) + 2)  # one photo, 3 columns
@@ -147,6 +159,19 @@ def test_an_evaluation_in_the_experiments_process_scores_as_evaluate_py_and_keep
     assert quality_runs.score(argv + ['-o', str(tmp_path / 'y')], str(log))[0] == 1
     assert 'Traceback' in log.read_text() and 'RuntimeError: a bug in scoring' in log.read_text()
     assert capsys.readouterr() == ('', '')
+
+
+def test_the_default_model_carries_the_decoding_chosen_for_it(plain_model, tmp_path):
+    """save_colorizer_checkpoint writes a decoding of QUALITY_EXPERIMENT['decodings'] into the checkpoint's
+    config (colorize.py, evaluate.py and the page decode by it); the same label gives evaluate.py's flags."""
+    for label in ('annealed-T0.2', 'mode', 'annealed'):
+        path = str(tmp_path / (label + '.pth.tar'))
+        quality_runs.save_colorizer_checkpoint(plain_model, path, label)
+        decode, temperature = config.QUALITY_EXPERIMENT['decodings'][label]
+        assert colorize.load_colorizer(path).decoding == (decode, temperature or config.DEFAULTS['temperature'])
+        args = evaluate.parse_args(['-m', path] + quality_runs.decoding_argv(label))
+        assert (args.decode, args.temperature) == (decode, temperature)
+    assert quality_runs.decoding_argv('annealed-T0.2') == ['--decode', 'annealed', '-T', '0.2']
 
 
 def test_plan_reuses_the_default_run_for_arms_equal_to_the_default(tmp_path):
