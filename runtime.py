@@ -191,6 +191,17 @@ def default_workers():
     return max(0, min(8, cores // max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))))
 
 
+def fresh_process_context():
+    """multiprocessing's forkserver context whose server imported torch, ``torch._dynamo`` (every
+    optimizer's first use imports it) and the trainer once: a process forked from it is as fresh as
+    a new interpreter (none of the caller's state or threads, CUDA not initialised) but starts
+    without their 4-5 s of imports.  experiments/quality.py trains its runs in such processes."""
+    import multiprocessing
+    context = multiprocessing.get_context('forkserver')
+    context.set_forkserver_preload(['torch', 'torch._dynamo', 'trainer'])
+    return context
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)

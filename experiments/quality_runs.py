@@ -1,4 +1,5 @@
-"""Training experiments/quality.py's runs as child processes (``train_color_fcn*s.py``) and scoring them
+"""Training experiments/quality.py's runs as child processes (``train_color_fcn*s.py``, forked from a
+server that imported torch once) and scoring them
 in this process (``evaluate.main``: no 2-3 s of imports per evaluation), with progress lines, their
 output in each run's ``quality.log``, and every finished run or score reused: a run folder holds
 ``quality_run.json`` once trained, an evaluation folder its ``metrics.json`` once scored; a folder that
@@ -6,8 +7,8 @@ cannot be continued is set aside, never deleted."""
 import datetime
 import json
 import os
+import runpy
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -59,29 +60,42 @@ def count_iterations(run_dir):
         return 0
 
 
+def run_script(script, argv, log_path):
+    """In a process forked by :func:`runtime.fresh_process_context`: ``python SCRIPT ARGV`` from the
+    repository, what it prints appended to ``log_path``; its exit status is the process's."""
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.chdir(REPO_DIR)
+    sys.argv = [script] + list(argv)
+    runpy.run_path(script, run_name='__main__')
+
+
 def run_child(command, log_path, label, run_dir=None, total=None):
-    """Run ``command`` with its output appended to ``log_path``; progress lines while it runs.
-    Returns (exit status, wall seconds)."""
+    """Run ``command`` (``[sys.executable, SCRIPT, ARGS...]``) in a fresh process forked from a server
+    that imported torch once (:func:`run_script`), its output appended to ``log_path``; progress lines
+    while it runs.  Returns (exit status, wall seconds)."""
+    import runtime
+    assert command[0] == sys.executable, command
     start = time.time()
     with open(log_path, 'a') as log:
         log.write('\n$ %s\n' % ' '.join(command))
-        log.flush()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_DIR)
-        last = start
-        while True:
-            try:
-                status = child.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                if time.time() - last >= PROGRESS_EVERY_S:
-                    last = time.time()
-                    progress = ' iteration %d/%d,' % (count_iterations(run_dir), total) if run_dir else ''
-                    say('  ... %s:%s %s' % (label, progress, duration(last - start)))
-            except KeyboardInterrupt:
-                child.terminate()
-                child.wait()
-                raise
-    return status, time.time() - start
+    child = runtime.fresh_process_context().Process(target=run_script, args=(command[1], command[2:], log_path))
+    child.start()
+    last = start
+    try:
+        while child.exitcode is None:
+            child.join(5)
+            if child.exitcode is None and time.time() - last >= PROGRESS_EVERY_S:
+                last = time.time()
+                progress = ' iteration %d/%d,' % (count_iterations(run_dir), total) if run_dir else ''
+                say('  ... %s:%s %s' % (label, progress, duration(last - start)))
+    except KeyboardInterrupt:
+        child.terminate()
+        child.join()
+        raise
+    return child.exitcode, time.time() - start
 
 
 def score(argv, log_path):

@@ -93,10 +93,11 @@ def spawn_ranks(fn, args, nprocs, timeout):
     seconds (a hang) is killed and fails the test instead of blocking the suite.
 
     Fresh as torchrun's (no state of this process), but forked from one server process that
-    imported torch and the trainer once for the session: not 2-3 s of imports per rank and job."""
-    import multiprocessing
+    imported torch and the trainer once for the session (``runtime.fresh_process_context``): not
+    4-5 s of imports per rank and job."""
     import torch.multiprocessing as mp
-    multiprocessing.set_forkserver_preload(['torch', 'trainer'])
+    import runtime
+    runtime.fresh_process_context()
     context = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method='forkserver')
     deadline = time.monotonic() + timeout
     try:

@@ -161,6 +161,24 @@ def test_an_evaluation_in_the_experiments_process_scores_as_evaluate_py_and_keep
     assert capsys.readouterr() == ('', '')
 
 
+def test_a_training_child_is_a_fresh_process_whose_output_and_exit_status_come_back(tmp_path, monkeypatch):
+    """quality_runs.run_child: a script in a process forked from the torch-importing server, none of this
+    process's state in it (a module attribute patched here is not seen there, as in a new interpreter),
+    run from the repository with its arguments, its output in the log and its exit status back."""
+    import runtime
+    runtime.fresh_process_context()
+    log = tmp_path / 'quality.log'
+    script = os.path.join(REPO_DIR, 'train_color_fcn32s.py')
+    status, _ = quality_runs.run_child([sys.executable, script, '-c', '999'], str(log), 'bad')
+    assert status == 2 and 'error: no configuration 999' in log.read_text()
+    probe = tmp_path / 'probe.py'
+    probe.write_text('import os, sys, torch, config\nprint("argv", sys.argv[1:], "cwd", os.getcwd(), '
+                     '"patched", hasattr(config, "PATCHED"))\nsys.exit(3)\n')
+    monkeypatch.setattr(config, 'PATCHED', True, raising=False)
+    status, _ = quality_runs.run_child([sys.executable, str(probe), 'a', 'b'], str(log), 'probe')
+    assert status == 3 and "argv ['a', 'b'] cwd %s patched False" % REPO_DIR in log.read_text()
+
+
 def test_the_default_model_carries_the_decoding_chosen_for_it(plain_model, tmp_path):
     """save_colorizer_checkpoint writes a decoding of QUALITY_EXPERIMENT['decodings'] into the checkpoint's
     config (colorize.py, evaluate.py and the page decode by it); the same label gives evaluate.py's flags."""
