@@ -1,9 +1,8 @@
 """Training experiments/quality.py's runs as child processes (``train_color_fcn*s.py``, forked from a
-server that imported torch once) and scoring them
-in this process (``evaluate.main``: no 2-3 s of imports per evaluation), with progress lines, their
-output in each run's ``quality.log``, and every finished run or score reused: a run folder holds
-``quality_run.json`` once trained, an evaluation folder its ``metrics.json`` once scored; a folder that
-cannot be continued is set aside, never deleted."""
+server that imported torch once) and scoring them in this process (``evaluate.main``), with progress
+lines, their output in each run's ``quality.log``, and every finished run or score reused: a run folder
+holds ``quality_run.json`` once trained, an evaluation folder its ``metrics.json`` once scored; a folder
+that cannot be continued is set aside, never deleted."""
 import datetime
 import json
 import os
