@@ -8,6 +8,7 @@ or file, no ``Traceback``, and no new run folder (nothing new under ``logs/``,
 no ``-o`` folder made, nothing changed in an existing one).
 """
 import concurrent.futures
+import contextlib
 import functools
 import importlib
 import os
@@ -127,17 +128,29 @@ def run_in_process(main, argv, capsys):
     return status, capsys.readouterr().err
 
 
+NOTHING_LEFT = {'new run folders': [], '-o made': False, 'run32 changed': False}
+
+
+@contextlib.contextmanager
+def left_behind(files):
+    """Yields a dict, filled when the block ends with what it left: new run folders under logs/ (then
+    removed: a check that let a run through leaves no folder behind), the -o folder, run32 changed."""
+    before, run32 = logs_listing(), tree_state(files['run32'])
+    left = {}
+    yield left
+    new = logs_listing() - before
+    for name in new:
+        shutil.rmtree(os.path.join(run_setup.LOGS_DIR, name), ignore_errors=True)
+    left.update({'new run folders': sorted(new), '-o made': os.path.exists(files['new_out']),
+                 'run32 changed': tree_state(files['run32']) != run32})
+
+
 @pytest.fixture
 def no_new_run_folder(files):
     """Nothing new under logs/, no -o folder made, the existing run folder untouched."""
-    before, run32 = logs_listing(), tree_state(files['run32'])
-    yield
-    new = logs_listing() - before
-    for name in new:   # a check that let a run through: do not leave its folder behind
-        shutil.rmtree(os.path.join(run_setup.LOGS_DIR, name), ignore_errors=True)
-    assert not new, new
-    assert not os.path.exists(files['new_out'])
-    assert tree_state(files['run32']) == run32
+    with left_behind(files) as left:
+        yield
+    assert left == NOTHING_LEFT
 
 
 # --------------------------------------------------------------------------
@@ -446,25 +459,20 @@ def run_script(args, env=None):
 
 @pytest.fixture(scope='module')
 def script_runs(files):
-    """[finished process] of each SUBPROCESS_CASES script, two at a time (each is mostly its
-    imports, one core's work); with what they left behind: new run folders, the -o folder, run32's state."""
-    before, run32 = logs_listing(), tree_state(files['run32'])
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    """([finished process] of each SUBPROCESS_CASES script, what they left behind), two at a time (each
+    is mostly its imports, one core's work)."""
+    with left_behind(files) as left, concurrent.futures.ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda case: run_script(expand(case[0], files)), SUBPROCESS_CASES))
-    new = logs_listing() - before
-    for name in new:
-        shutil.rmtree(os.path.join(run_setup.LOGS_DIR, name), ignore_errors=True)
-    return procs, {'new run folders': sorted(new), '-o made': os.path.exists(files['new_out']),
-                   'run32 changed': tree_state(files['run32']) != run32}
+    return procs, left
 
 
 @pytest.mark.parametrize('args, needle', SUBPROCESS_CASES, ids=[' '.join(c[0][:2]) for c in SUBPROCESS_CASES])
 def test_scripts_exit_2_with_one_error_line(args, needle, files, script_runs):
-    procs, left_behind = script_runs
+    procs, left = script_runs
     proc = procs[SUBPROCESS_CASES.index((args, needle))]
     assert proc.returncode == 2, proc.stderr
     assert_one_error_line(proc.stderr, needle.format(**files))
-    assert left_behind == {'new run folders': [], '-o made': False, 'run32 changed': False}
+    assert left == NOTHING_LEFT
 
 
 def test_under_torchrun_only_rank_0_prints_and_every_rank_exits(files, no_new_run_folder):
