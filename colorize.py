@@ -136,7 +136,7 @@ class Colorizer:
         size = propagate.working_size(*lightness.shape, config.HINT_PROPAGATION['side'])
         small_plane, hinted = propagate.resize_hints(*hint_maps, size)
         certainty = None
-        if 'confidence' in methods:
+        if 'confidence' in methods or 'stacked' in methods:
             heads = 2 if self.encoder.binning == 'one-hot' else 1
             certainty = propagate.resize_plane(propagate.confidence(probs, heads)[None], size)[0]
         fused = propagate.fused_planes(methods, propagate.resize_lightness(lightness, size), small_plane, hinted,
@@ -357,14 +357,15 @@ def resolve_decoding(args, colorizer):
     args.temperature = args.temperature or temperature
 
 
-def read_batches(paths, batch_size, max_pixels):
-    """Yield, per batch of ``paths``: ([(index, uint8 [H, W, 3])], [(index, why unreadable)])."""
+def read_batches(paths, batch_size, max_pixels, max_side=None):
+    """Yield, per batch of ``paths``: ([(index, uint8 [H, W, 3])], [(index, why unreadable)]); photos longer
+    than ``max_side`` pixels scaled down to it."""
     batch_size = max(1, batch_size)
     for start in range(0, len(paths), batch_size):
         readable, unreadable = [], []
         for index in range(start, min(start + batch_size, len(paths))):
             try:
-                readable.append((index, data_loader.load_rgb(paths[index], max_pixels)))
+                readable.append((index, data_loader.load_rgb(paths[index], max_pixels, max_side=max_side)))
             except data_loader.UnreadableImage as err:
                 unreadable.append((index, str(err)))
         yield readable, unreadable
@@ -408,7 +409,8 @@ def parse_args(argv=None):
                    help="how the hints are spread and fused with the prediction: levin (the hints alone, "
                    "Levin et al. 2004), corrections (prediction + propagated hint - prediction), shrinkage "
                    "(the same with the prediction scaled by a weight chosen from the hints, leave-one-out), "
-                   "confidence (scaled per pixel by the prediction's certainty); default: the checkpoint's "
+                   "confidence (scaled per pixel by the prediction's certainty), stacked (levin and confidence "
+                   "blended by a weight chosen from the hints, leave-one-out); default: the checkpoint's "
                    "(%s unless it says otherwise)" % config.DEFAULTS['hint_method'])
     p.add_argument('--edge-aware', action='store_true', help='upsample the colours along the lightness edges '
                    '(guided by the full-resolution lightness) instead of bilinearly')

@@ -135,7 +135,7 @@ def either(word, spec):
 
 
 # arms of propagate.py that spread given hints and fuse them with the network's prediction
-HINT_METHODS = ('levin', 'corrections', 'shrinkage', 'confidence')
+HINT_METHODS = ('levin', 'corrections', 'shrinkage', 'confidence', 'stacked')
 
 VGG16_TRUNK_WIDTH = 64       # conv1's channels in VGG16: the only width its weights fit
 
@@ -188,8 +188,8 @@ DEFAULTS = dict(
     recolour_regions=6,        # ... remapped per sector of the image's own hue (this many sectors)
     recolour_hue_shift=0.15,   # ... each sector's extra hue shift, uniform in +- this many turns
     recolour_chroma_scale=[0.5, 1.5],  # ... and its chroma scale, uniform in [min, max]
-    hint_method='confidence',  # how given hints are spread and fused with the prediction (propagate.py;
-                               # chosen on the quality experiment's validation split, docs/hints.md)
+    hint_method='stacked',     # how given hints are spread and fused with the prediction (propagate.py;
+                               # chosen on the quality experiment's validation folds, docs/hints.md)
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
@@ -422,9 +422,9 @@ HINT_SWEEP = dict(points=[0, 1, 2, 5, 10, 20, 50], patch=6, side=256)
 # corrections spread by a walk on Levin's affinities (csig = `variance_scale` x the window's variance; Levin:
 # 0.6) that dies with probability `leak` per step (at side x side pixels), faded where less than about
 # `fade` of it reaches a hint;
-# the `shrinkage` arm picks its per-photo weight by leave-one-out over at most `loo_max_folds` groups of
-# hints, solved at `loo_side` pixels.
-HINT_PROPAGATION = dict(side=256, leak=1e-5, fade=0.1, variance_scale=0.3, loo_side=64, loo_max_folds=16)
+# the `shrinkage` and `stacked` arms pick their per-photo weights by leave-one-out over the hints, solved at
+# `loo_side` pixels.
+HINT_PROPAGATION = dict(side=256, leak=1e-5, fade=0.1, variance_scale=0.3, loo_side=64)
 
 # colorize.py --edge-aware: the predicted colours upsampled by the guided filter's linear model fitted at
 # the network's size (levin.coarse_fit_guided_upsample), guided by the full-resolution lightness:
@@ -454,6 +454,7 @@ QUALITY_EXPERIMENT = dict(
     hint_chain=(('fcn32s', 113), ('fcn16s', 114), ('fcn8s', 115)),  # --hints: after the chain's FCN-32s
     hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split
     hint_method_tolerance_db=0.1,  # --hints: a hint method qualifies as default within this of Levin (validation)
+    hint_val_max_side=1024,     # --hints: the validation sweeps score photos scaled to this long side (pixels)
     budget_min=5.0,             # default budget of the whole chain, minutes of training on the reference CPU
                                 # (5: the 4-fold cross-validated chain in 24 minutes on 2 cores)
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage

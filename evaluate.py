@@ -210,6 +210,9 @@ def parse_args(argv=None):
     p.add_argument('--list', default=None, help='list of image paths under -d ROOT, e.g. lists/ctest10k.txt')
     p.add_argument('-o', '--out', default=DEFAULT_OUT_DIR, help='output folder (default %(default)s)')
     p.add_argument('--max-images', type=cli.positive_int, default=None, help='score only the first N images')
+    p.add_argument('--max-side', type=cli.positive_int, default=None,
+                   help='score each photo scaled down to this long side, in pixels (a faster proxy: the '
+                   'quality experiment\'s hint sweeps on its folds); default: full size')
     p.add_argument('--grid-images', type=cli.natural_int, default=8, help='images drawn in grid.png (default %(default)s)')
     p.add_argument('--hint-points', type=hint_counts, default=None, metavar='N,N,...',
                    help='also score N hint points per photo drawn from the original (Zhang et al. 2017\'s '
@@ -238,7 +241,7 @@ def main(argv=None, log=None):
     paths = evaluation_paths(args, colorizer.config, args.model, unlisted)
     rows, skipped, grid_rows = [], [], []
     bar = tqdm(total=len(paths), unit='image', desc='evaluate', disable=log is not None)
-    for readable, unreadable in colorize.read_batches(paths, args.batch_size, args.max_pixels):
+    for readable, unreadable in colorize.read_batches(paths, args.batch_size, args.max_pixels, args.max_side):
         for index, why in unreadable:
             why = unlisted.get(paths[index], why)
             skipped.append((paths[index], why))
@@ -264,6 +267,8 @@ def main(argv=None, log=None):
         print('error: none of the %d images could be read' % len(paths), file=err)
         return cli.STOPPED
     summary = summarise(rows, skipped, args.decode, args.temperature)
+    summary['max_side'] = args.max_side
+    summary['hint_method'] = colorizer.hint_method if args.hint_points else None   # hints.json's "default"
     write_outputs(args.out, summary, rows, grid_rows)
     temperature = ', T=%g' % args.temperature if args.decode == 'annealed' else ''
     print('%d images scored (%s decoding%s), %d skipped' % (len(rows), args.decode, temperature, len(skipped)),

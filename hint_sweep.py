@@ -12,7 +12,8 @@ the same points) and scored for:
   solved at ``config.HINT_PROPAGATION['side']`` pixels on the short side,
   upsampled edge-aware and recombined with the full-resolution lightness;
 * ``default``: the arm that ``colorize.py`` and the web page use for this
-  checkpoint (``Colorizer.hint_method``), under its own key too;
+  checkpoint (``Colorizer.hint_method``), under its own key too; with 0 points
+  the automatic colorization, as theirs (even for ``levin``);
 * ``grayscale``: no colour at all.
 
 With 0 points every arm but ``levin`` (grey) is the automatic colorization.
@@ -80,9 +81,10 @@ def score_photo(colorizer, rgb, name, counts, method='annealed', temperature=uti
         points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
         outputs = colorized_arms(colorizer, lightness, points, method, temperature)
         scores[count] = {m: utils.colorization_metrics(rgb, out, ab_truth, rebalance) for m, out in outputs.items()}
-        scores[count]['default'] = scores[count][colorizer.hint_method]
+        default = colorizer.hint_method if points else 'model'   # no hints: Colorizer.colorize's automatic colours
+        scores[count]['default'] = scores[count][default]
         scores[count]['grayscale'] = grey_scores
-        outputs['default'] = outputs[colorizer.hint_method]
+        outputs['default'] = outputs[default]
         outputs['grayscale'] = grey
         images[count], drawn[count] = outputs, points
     return scores, images, drawn

@@ -23,13 +23,18 @@ pixels.
   prediction stays behind sharp edges;
 * ``shrinkage``: ``a P + S'(h - a P)`` with one ``a`` in [0, 1] per photo, chosen
   from the hints themselves: each hint (a connected hinted region) is predicted
-  from the others (leave-one-out, at ``loo_side`` pixels), and ``a`` minimises
+  from the others (leave-one-out, at ``loo_side`` pixels, all at once by a Schur
+  complement: :meth:`Propagator.held_out`), and ``a`` minimises
   those predictions' squared error (a closed form: the error is linear in ``a``);
   its corrections leak ``a`` times as much (a distrusted prediction is replaced
   as far as the hints reach);
 * ``confidence``: ``c P + S'(h - c P)``, ``c`` per pixel the prediction's own
   confidence, 1 - its distribution's normalised entropy (peaked: trusted; flat: the
-  hints win).
+  hints win);
+* ``stacked``: ``(1 - b) S(h) + b (cP + S'(h - cP))``, ``levin`` and ``confidence`` blended with one ``b``
+  in [0, 1] per photo, again chosen by leave-one-out on the hints: each hint is predicted by both arms
+  from the others and ``b`` minimises the blend's squared error (stacked regression, Breiman 1996); with a
+  single hint ``b`` = 1.
 
 Planes are numpy float64 ``[2, h, w]`` (the chroma plane (a, b) of ``utils``),
 masks ``[h, w]`` bool, at the working size.
@@ -129,16 +134,40 @@ class Propagator:
 
     def spread_corrections(self, hinted, corrections, leak, fade):
         """Corrections ``[C, h, w]`` (given on the hinted pixels) spread with ``leak``, as their weighted mean
-        S(c) / S(1) times a reach g = S(1)^2 (1 + fade^2) / (S(1)^2 + fade^2).
+        S(c) / S(1) times a reach g = S(1)^2 (1 + fade^2) / (S(1)^2 + fade^2) (:func:`faded`).
 
         S(1) in [0, 1] is the share of the walk from a pixel that reaches a hint: where it is well above
         ``fade``, g ~ 1 and the hints' colours arrive whole; well below, g ~ 0 and the prediction is
         kept.  Linear in the corrections for a given hinted set.  ``leak`` = 0: S(1) = 1, plain Levin.
         """
         ones = np.ones((1,) + self.shape)
-        spread = self.spread(hinted, np.concatenate([corrections, ones]), leak)
-        reach = np.maximum(spread[-1], 1e-12)
-        return spread[:-1] * (reach * (1.0 + fade ** 2) / (reach ** 2 + fade ** 2))
+        return faded(self.spread(hinted, np.concatenate([corrections, ones]), leak), fade)
+
+    def held_out(self, hinted, values, leak=0.0):
+        """Leave-one-out at every hinted pixel at once: ``hinted`` ``[h, w]`` bool, ``values`` ``[C, h, w]`` ->
+        ``[C, n]`` (the n hinted pixels in row-major order), each the value :meth:`spread` gives at that
+        pixel from all the other hinted pixels.
+
+        With M = I - (1 - leak) W and the hinted pixels' Schur complement S = M_HH - M_HF M_FF^-1 M_FH (one
+        factorisation, n solves), freeing pixel j alone leaves S_jj u_j + sum_k!=j S_jk v_k = 0, so
+        u_j = v_j - (S v)_j / S_jj: the leave-one-out formula of a Gaussian Markov random field.
+        """
+        hinted = np.asarray(hinted, bool).reshape(-1)
+        flat = np.asarray(values, dtype=np.float64).reshape(values.shape[0], -1)[:, hinted]
+        system = scipy.sparse.identity(hinted.size, format='csr') - (1.0 - leak) * self.weights
+        rows = system[hinted]
+        schur = rows[:, hinted].toarray()
+        if not hinted.all():
+            lu, a_free_hinted = self._factor(hinted, leak)
+            schur -= rows[:, ~hinted] @ lu.solve(a_free_hinted.toarray())
+        return flat - (flat @ schur.T) / np.diag(schur)
+
+
+def faded(spread, fade):
+    """:meth:`Propagator.spread` of ``[corrections; 1]`` ``[C + 1, ...]`` -> the corrections' weighted mean
+    S(c) / S(1) times the reach g = S(1)^2 (1 + fade^2) / (S(1)^2 + fade^2): ``[C, ...]``."""
+    reach = np.maximum(spread[-1], 1e-12)
+    return spread[:-1] * (reach * (1.0 + fade ** 2) / (reach ** 2 + fade ** 2))
 
 
 def _recently_used(cache, key, build, kept):
@@ -159,45 +188,82 @@ def leak_at(shape, settings):
     return min(0.5, settings['leak'] * settings['side'] ** 2 / float(np.prod(shape)))
 
 
-def loo_folds(hinted, max_folds):
-    """The hinted pixels ``[h, w]`` -> fold labels ``[h, w]`` (0 = not hinted, 1..F): each connected hinted
-    region is a hint; with more than ``max_folds`` regions they are dealt round-robin into ``max_folds``."""
+def hint_points(hinted, hint_plane):
+    """Each hint (a connected hinted region) as one pixel: the region's pixel nearest its centre, holding
+    the region's mean colour -> (points ``[h, w]`` bool, plane ``[2, h, w]``)."""
     labels, count = scipy.ndimage.label(hinted)
-    if count > max_folds:
-        labels = np.where(labels > 0, (labels - 1) % max_folds + 1, 0)
-    return labels
+    points = np.zeros(hinted.shape, bool)
+    plane = np.zeros(hint_plane.shape)
+    for index, region in enumerate(scipy.ndimage.find_objects(labels), start=1):
+        ys, xs = np.nonzero(labels[region] == index)
+        centre = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+        y, x = ys[centre] + region[0].start, xs[centre] + region[1].start
+        points[y, x] = True
+        plane[:, y, x] = hint_plane[:, labels == index].mean(1)
+    return points, plane
 
 
-def shrinkage_factor(lightness, hint_plane, hinted, prediction, settings):
-    """The per-photo ``a`` of the ``shrinkage`` arm, by leave-one-out on the hints at ``settings['loo_side']``
-    pixels on the short side, over at most ``settings['loo_max_folds']`` groups of hints.
+def line_fit(target, start, end):
+    """The least-squares ``b`` in [0, 1] of ``target`` ~ ``start`` + b (``end`` - ``start``) (arrays of one
+    shape): the closed form sum r . d / sum |d|^2 (r = target - start, d = end - start), clipped; 1 when
+    ``end`` = ``start`` everywhere (nothing to choose)."""
+    r, d = np.asarray(target) - start, np.asarray(end) - start
+    den = float((d * d).sum())
+    return float(np.clip(float((r * d).sum()) / den, 0.0, 1.0)) if den > 1e-12 else 1.0
 
-    For hint j left out, Levin from the other hints predicts it as a P + S_j(h - a P) =
-    S_j(h) + a (P - S_j(P)) (S_j: Levin's system with the other hints, linear in what it spreads); its
-    error r_h - a r_P (r_h = h - S_j(h), r_P = P - S_j(P) on hint j) is linear in a, so the
-    least-squares a over every hint is sum r_h . r_P / sum |r_P|^2, clipped to [0, 1].  Inputs at the
-    working size (numpy).  1 (the prediction kept whole) when the hints say nothing about it: a single
-    hint (or one connected group) has no other hint to be predicted from, and a correction is no evidence
-    against the prediction elsewhere.
+
+def leave_one_out(lightness, hint_plane, hinted, planes, settings, predict):
+    """Each hint predicted from the others, at ``settings['loo_side']`` pixels on the short side.
+
+    Inputs at the working size (numpy): ``planes`` ``[C, h, w]`` that ``predict`` needs (the prediction,
+    its certainty), resized with the rest.  Each hint becomes one pixel (:func:`hint_points`), so a hint
+    is never predicted from its own neighbouring pixels.  ``predict(small_l, points, small_h,
+    small_planes)`` -> a list of planes ``[2, n]``: at each of the n points (row-major), the arm's value
+    from every other point (:meth:`Propagator.held_out`).  Returns (the hints ``[2, n]``, that list), or
+    None with fewer than two hints (no hint to predict from another).
     """
     size = working_size(*lightness.shape, settings['loo_side'])
     small_l = resize_lightness(torch.from_numpy(lightness), size)
     small_h, small_mask = resize_hints(torch.from_numpy(hint_plane * hinted), torch.from_numpy(hinted * 1.0), size)
-    small_p = resize_plane(torch.from_numpy(prediction), size)
-    folds = loo_folds(small_mask, settings['loo_max_folds'])
-    if folds.max() < 2:
-        return 1.0
-    propagator = Propagator.of(small_l)
-    both = np.concatenate([small_h, small_p])
-    num = den = 0.0
-    for fold in range(1, folds.max() + 1):
-        held = folds == fold
-        spread = propagator.spread(small_mask & ~held, both)
-        r_h = (small_h - spread[:2])[:, held]
-        r_p = (small_p - spread[2:])[:, held]
-        num += float((r_h * r_p).sum())
-        den += float((r_p * r_p).sum())
-    return float(np.clip(num / den, 0.0, 1.0)) if den > 1e-12 else 1.0
+    small_planes = [resize_plane(torch.from_numpy(np.asarray(p, dtype=np.float64)), size) for p in planes]
+    points, small_h = hint_points(small_mask, small_h)
+    if points.sum() < 2:
+        return None
+    return small_h[:, points], predict(small_l, points, small_h, small_planes)
+
+
+def shrinkage_factor(lightness, hint_plane, hinted, prediction, settings):
+    """The per-photo ``a`` of the ``shrinkage`` arm, by :func:`leave_one_out` on the hints.
+
+    For hint j left out, Levin from the other hints predicts it as a P + S_j(h - a P) =
+    S_j(h) + a (P - S_j(P)) (S_j: Levin's system with the other hints, linear in what it spreads): a line
+    in a from S_j(h) (a = 0) to S_j(h) + P - S_j(P) (a = 1), so the least-squares a over every hint is
+    :func:`line_fit`'s.  1 (the prediction kept whole) when the hints say nothing about it: a single
+    hint has no other hint to be predicted from, and a correction is no evidence against the prediction
+    elsewhere.
+    """
+    def predict(small_l, points, small_h, planes):
+        held = Propagator.of(small_l).held_out(points, np.concatenate([small_h, planes[0]]))
+        return [held[:2], held[:2] + planes[0][:, points] - held[2:]]
+    held = leave_one_out(lightness, hint_plane, hinted, [prediction], settings, predict)
+    return 1.0 if held is None else line_fit(held[0], *held[1])
+
+
+def stacking_weight(lightness, hint_plane, hinted, prediction, certainty, settings):
+    """The per-photo ``b`` of the ``stacked`` arm, (1 - b) ``levin`` + b ``confidence``, by
+    :func:`leave_one_out` on the hints: each hint predicted by both arms from the other hints, and b the
+    least-squares blend of those predictions (:func:`line_fit`; Breiman 1996's stacked regression with two
+    members).  1 (``confidence``, which keeps a lone click inside its region) with a single hint.  Inputs
+    at the working size (numpy); certainty ``[h, w]``.
+    """
+    def predict(small_l, points, small_h, planes):
+        prior = (planes[1] * planes[0])[:, points]
+        ones = np.ones((1,) + small_l.shape)
+        spread = Propagator.of(small_l, settings['variance_scale']).held_out(
+            points, np.concatenate([small_h - planes[1] * planes[0], ones]), leak_at(small_l.shape, settings))
+        return [Propagator.of(small_l).held_out(points, small_h), prior + faded(spread, settings['fade'])]
+    held = leave_one_out(lightness, hint_plane, hinted, [prediction, np.asarray(certainty)[None]], settings, predict)
+    return 1.0 if held is None else line_fit(held[0], *held[1])
 
 
 def confidence(probs, heads=1):
@@ -214,13 +280,13 @@ def fused_planes(methods, lightness, hint_plane, hinted, prediction, certainty=N
     """Arms of :data:`HINT_METHODS` at the working size -> {method: fused chroma plane ``[2, h, w]``} (numpy).
 
     lightness ``[h, w]``, hint_plane ``[2, h, w]``, hinted ``[h, w]`` bool, prediction ``[2, h, w]``,
-    certainty ``[h, w]`` (the ``confidence`` arm's).  ``levin`` is S(h) with Levin's own system; the
-    others are ``w P + S'(h - w P)`` for their weight w (``corrections``: 1, ``shrinkage``: a,
-    ``confidence``: c), S' spreading with ``settings``' ``fade`` and ``leak``
-    (:meth:`Propagator.spread_corrections`); ``shrinkage`` leaks a times as much: a prediction the hints
-    distrust (a ~ 0) lets them reach as far as Levin's, one they trust is kept where they do not reach.
-    Arms with the same leak share one factorisation.  No hinted pixel: the prediction itself (``levin``:
-    grey).
+    certainty ``[h, w]`` (the ``confidence`` and ``stacked`` arms').  ``levin`` is S(h) with Levin's own
+    system; ``corrections``, ``shrinkage`` and ``confidence`` are ``w P + S'(h - w P)`` for their weight w
+    (1, a, c), S' spreading with ``settings``' ``fade`` and ``leak`` (:meth:`Propagator.spread_corrections`);
+    ``shrinkage`` leaks a times as much: a prediction the hints distrust (a ~ 0) lets them reach as far as
+    Levin's, one they trust is kept where they do not reach; ``stacked`` is (1 - b) ``levin`` + b
+    ``confidence``.  Arms with the same leak share one factorisation.  No hinted pixel: the prediction
+    itself (``levin``: grey).
     """
     settings = settings or config.HINT_PROPAGATION
     unknown = [m for m in methods if m not in HINT_METHODS]
@@ -228,18 +294,19 @@ def fused_planes(methods, lightness, hint_plane, hinted, prediction, certainty=N
         raise ValueError('unknown hint method %r (choose from %s)' % (unknown[0], ', '.join(HINT_METHODS)))
     if not hinted.any():
         return {m: np.zeros_like(prediction) if m == 'levin' else prediction for m in methods}
+    needed = list(dict.fromkeys(list(methods) + (['levin', 'confidence'] if 'stacked' in methods else [])))
     leak, fade = leak_at(lightness.shape, settings), settings['fade']
     out = {}
-    if 'levin' in methods:
+    if 'levin' in needed:
         out['levin'] = Propagator.of(lightness).spread(hinted, hint_plane)
     propagator = Propagator.of(lightness, settings['variance_scale'])
     weights, leaks = {'corrections': 1.0}, {'corrections': leak, 'confidence': leak}
-    if 'shrinkage' in methods:
+    if 'shrinkage' in needed:
         weights['shrinkage'] = shrinkage_factor(lightness, hint_plane, hinted, prediction, settings)
         leaks['shrinkage'] = weights['shrinkage'] * leak
-    if 'confidence' in methods:
+    if 'confidence' in needed:
         weights['confidence'] = np.asarray(certainty, dtype=np.float64)[None]
-    arms = [m for m in methods if m != 'levin']
+    arms = [m for m in needed if m in weights]
     for arm_leak in dict.fromkeys(leaks[m] for m in arms):
         group = [m for m in arms if leaks[m] == arm_leak]
         priors = [weights[m] * prediction for m in group]
@@ -247,4 +314,7 @@ def fused_planes(methods, lightness, hint_plane, hinted, prediction, certainty=N
                                                     arm_leak, fade)
         for i, (m, prior) in enumerate(zip(group, priors)):
             out[m] = prior + corrections[2 * i:2 * i + 2]
+    if 'stacked' in needed:
+        b = stacking_weight(lightness, hint_plane, hinted, prediction, certainty, settings)
+        out['stacked'] = (1.0 - b) * out['levin'] + b * out['confidence']
     return {m: out[m] for m in methods}

@@ -46,16 +46,6 @@ def numbers_int(text):
     return [cli.positive_int(part) for part in text.split(',')]
 
 
-def scaled_down(rgb, max_side):
-    """uint8 ``[H, W, 3]`` with its long side at most ``max_side`` (antialiased), else itself."""
-    from PIL import Image
-    scale = max_side / max(rgb.shape[:2])
-    if scale >= 1:
-        return rgb
-    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-    return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
-
-
 def split_photos(photos, split):
     """(list path, names) of ``photos/split_<split>.txt``; a missing or empty list is a UserError."""
     list_path = os.path.join(photos, 'split_%s.txt' % split)
@@ -67,10 +57,12 @@ def split_photos(photos, split):
     return list_path, names
 
 
-def read_photo(photos, name, list_path):
-    """uint8 ``[H, W, 3]`` of ``photos/name`` (listed in ``list_path``); an unreadable one is a UserError."""
+def read_photo(photos, name, list_path, max_side=None):
+    """uint8 ``[H, W, 3]`` of ``photos/name`` (listed in ``list_path``), its long side scaled down to
+    ``max_side``; an unreadable one is a UserError."""
     try:
-        return data_loader.load_rgb(os.path.join(photos, name), config.DEFAULTS['max_image_pixels'])
+        return data_loader.load_rgb(os.path.join(photos, name), config.DEFAULTS['max_image_pixels'],
+                                    max_side=max_side)
     except data_loader.UnreadableImage as err:
         raise cli.UserError('%s (listed in %s) cannot be read: %s' % (name, list_path, err)) from None
 
@@ -95,7 +87,7 @@ def main(argv=None):
     colorizer = colorize.load_colorizer(args.model)
     scores = {}   # leak -> arm -> N -> [(psnr, auc_rebal)]
     for name in names:
-        rgb = scaled_down(read_photo(args.photos, name, list_path), args.max_side)
+        rgb = read_photo(args.photos, name, list_path, args.max_side)
         ab_truth = utils.ab_channels(rgb)
         rebalance = utils.inverse_frequency_weights(ab_truth)
         lightness = colorizer.lightness(rgb)

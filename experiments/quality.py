@@ -30,10 +30,13 @@ follow).  An arm is chosen by the same rule on the validation
 scores; the tables show mean +- spread (half the range) over the folds and seeds (with
 ``--folds 1``: the test split over the seeds).
 
-``--hints`` (with ``--folds 1`` for now) adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``:
-configs 113 -> 114 -> 115, colour-hint input, the first from the chain's FCN-32s) with the same
-budget, chooses its model on validation as the default model is (``OUT/hints/model_best.pth.tar``)
-and runs that model's hint sweep on the test split (experiments/quality_hints.py).
+``--hints`` chooses the hint method (``config.HINT_METHODS``) on hint sweeps of each fold's chosen
+stage on its own fold (photos scaled down to ``QUALITY_EXPERIMENT['hint_val_max_side']``), writes it
+into the default model, and adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``: configs
+113 -> 114 -> 115, colour-hint input, the first from the chain's FCN-32s; with folds trained on every
+non-test photo up to the default model's stage, with ``--folds 1`` its stage chosen on validation) with
+the same budget (``OUT/hints/model_best.pth.tar``) and both models' hint sweeps on the test split
+(experiments/quality_hints.py).
 
 The budget (minutes on the reference CPU) becomes iteration counts through the reference
 throughput in ``config.QUALITY_EXPERIMENT``, so the same command trains the same iterations on any
@@ -154,18 +157,6 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         result['default'][arch] = collect(stage_runs, scores)
     result['default_model'] = default_stage(result['default'])
     result['selection_rule'] = quality_folds.select({})['rule']
-    if args.hints:
-        stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
-        default = result['default'].get(result['default_model']) if result['default_model'] else None
-        sweeps = getattr(args, 'hint_sweeps', {})
-        sweep = sweeps.get('hints_test')
-        result['hints'] = {'configs': [n for _, n in args.hint_chain], 'stages': stages,
-                           'hint_model': default_stage(stages), 'sweeps': sweeps,
-                           'best_method': quality_hints.best_method(sweeps.get('default_val')),
-                           'goal': quality_hints.goal(default and default['test'], sweep),
-                           'propagation_goals': {k: quality_hints.propagation_goal(
-                               default and default['test'] if k == 'default_test' else None, sweeps.get(k))
-                               for k in ('default_test', 'hints_test')}}
     for variant, arm_runs in arms.items():
         if variant == 'decoding':
             arms_result = {d: collect(rs, scores, d) for d, rs in arm_runs.items()}
@@ -178,14 +169,29 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
                 baseline = result['default_model'] or chain[-1][0]
         result['variants'][variant] = {'arms': arms_result,
                                        'decision': choose(arms_result, baseline, len(seeds) * max(1, args.folds))}
-    if args.learning_curve and result['default_model']:
-        result['learning_curve'] = learning_curve(runs, scores, result['default_model'], recommended_decode(result))
     if args.folds > 1:
         final = recommended_run(runs, result)
         decode = recommended_decode(result)
         test = final and scores.get((final.name, 'test', decode))
         result['recommended'] = {'arch': result['default_model'], 'run': final and final.name, 'decode': decode,
                                  'test': summary_of([test]) if test else None}
+    if args.hints:
+        stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
+        default = result['default'].get(result['default_model']) if result['default_model'] else None
+        default = result['recommended'] if args.folds > 1 else default    # the default model's test scores
+        sweeps = getattr(args, 'hint_sweeps', {})
+        sweep = sweeps.get('hints_test')
+        # with folds the hint chain trains once, on every non-test photo, up to the default model's stage
+        hint_model = default_stage(stages) if args.folds == 1 else result['default_model']
+        result['hints'] = {'configs': [n for _, n in args.hint_chain], 'stages': stages,
+                           'hint_model': hint_model, 'sweeps': sweeps, 'val_sweeps': getattr(args, 'val_sweeps', None),
+                           'best_method': quality_hints.best_method(sweeps.get('default_val')),
+                           'goal': quality_hints.goal(default and default['test'], sweep),
+                           'propagation_goals': {k: quality_hints.propagation_goal(
+                               default and default['test'] if k == 'default_test' else None, sweeps.get(k))
+                               for k in ('default_test', 'hints_test')}}
+    if args.learning_curve and result['default_model']:
+        result['learning_curve'] = learning_curve(runs, scores, result['default_model'], recommended_decode(result))
     return result
 
 
@@ -274,8 +280,9 @@ def parse_args(argv=None):
                    help='also train the chosen stage on shares %s of each fold\'s training photos, at the '
                         'same budget per photo and at the same budget, and score them on the test split'
                         % ', '.join('%g' % x for x in EXPERIMENT['learning_curve']['shares']))
-    p.add_argument('--hints', action='store_true', help='also the hint chain (configs %s), its model '
-                   '(OUT/hints/model_best.pth.tar) and its hint sweep on the test split'
+    p.add_argument('--hints', action='store_true', help='also choose the hint method on the validation folds, '
+                   'train the hint chain (configs %s, OUT/hints/model_best.pth.tar) and sweep both models\' '
+                   'hints on the test split'
                    % ', '.join(str(n) for _, n in EXPERIMENT['hint_chain']))
     p.add_argument('--hint-configs', default=','.join(str(n) for _, n in EXPERIMENT['hint_chain']),
                    help='with --hints: config numbers of the hint chain\'s stages (default %(default)s)')
@@ -342,8 +349,6 @@ def train_recommended(args, final, decode, scores, walls):
     while run is not None:
         chain_runs.insert(0, run)
         run = run.previous
-    say('chosen on %d folds: %s; the recommended model trains on every photo outside the test split'
-        % (args.folds, final.arch))
     for run in chain_runs:
         if not train(run, args):
             return
@@ -370,27 +375,49 @@ def train_curve(args, runs, final, decode, scores, walls, report):
     train_and_score(curve_runs, {}, args, scores, walls, [], report)
 
 
-def finish_hints(args, runs, result):
-    """OUT/hints/model_best.pth.tar (the hint chain's stage chosen on validation) and its sweep."""
+def choose_hint_method(args, runs, chosen):
+    """The hint method by quality_hints.best_method on the validation sweeps: each fold's run of the chosen
+    stage on its own fold (``--folds 1``: the chosen stage on split_val.txt), photos scaled down to
+    ``EXPERIMENT['hint_val_max_side']``, averaged over the folds; None when a sweep failed."""
+    choosing = [r for r in runs if r.arm == DEFAULT_ARM and r.seed == runs[0].seed and r.arch == chosen
+                and r.fold != ALL and r.curve is None and not r.failed and os.path.isfile(r.model)]
+
+    def one(run):
+        return quality_hints.sweep(run.model, EXPERIMENT['hint_points'], args, run.lists['val'],
+                                   os.path.join(run.dir, quality_hints.VAL_SWEEP), os.path.join(run.dir, 'quality.log'),
+                                   score, say, EXPERIMENT['hint_val_max_side'])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        folds = list(pool.map(one, choosing))
+    args.val_sweeps = {'runs': [r.name for r in choosing], 'max_side': EXPERIMENT['hint_val_max_side']}
+    args.hint_sweeps['default_val'] = quality_hints.mean_sweep(folds)
+    best = quality_hints.best_method(args.hint_sweeps['default_val'])
+    say('hint method chosen on %d validation sweep(s): %s' % (len(folds), best))
+    return best
+
+
+def test_sweeps(args, runs, result, default_model, hint_method):
+    """The hint sweeps on the test split: the default model's, and (``--hints``) the hint model's, written
+    as OUT/hints/model_best.pth.tar with the chosen hint method (``--jobs`` of them side by side)."""
+    tasks = [lambda: ('default_test', quality_hints.sweep(
+        default_model, EXPERIMENT['hint_points'], args, args.test_list,
+        os.path.join(os.path.dirname(default_model), quality_hints.TEST_SWEEP),
+        os.path.join(os.path.dirname(default_model), 'quality.log'), score, say, method=hint_method))]
     chosen = result['hints']['hint_model']
     final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and r.arch == chosen), None)
     if final is None or final.failed or not os.path.isfile(final.model):
         say('no hint model: the hint chain did not finish')
-        return
-    hint_dir = os.path.join(args.out, quality_hints.HINT_ARM)
-    target = os.path.join(hint_dir, 'model_best.pth.tar')
-    save_colorizer_checkpoint(final.model, target)
-    say('hint model: %s (%s, the best on validation)' % (target, chosen))
-    args.hint_sweeps['hints_test'] = quality_hints.sweep(target, EXPERIMENT['hint_points'], args, hint_dir,
-                                                         score, say)
-
-
-def sweep_default(args, model_path):
-    """The default model's hint sweeps: validation (it chooses the hint method) and test."""
-    default_dir = os.path.dirname(model_path)
-    for split in ('val', 'test'):
-        args.hint_sweeps['default_' + split] = quality_hints.sweep(model_path, EXPERIMENT['hint_points'], args,
-                                                                   default_dir, score, say, split)
+    else:
+        hint_dir = os.path.join(args.out, quality_hints.HINT_ARM)
+        target = os.path.join(hint_dir, 'model_best.pth.tar')
+        os.makedirs(hint_dir, exist_ok=True)
+        save_colorizer_checkpoint(final.model, target, recommended_decode(result), hint_method)
+        say('hint model: %s (%s)' % (target, chosen))
+        tasks.append(lambda: ('hints_test', quality_hints.sweep(
+            target, EXPERIMENT['hint_points'], args, args.test_list, os.path.join(hint_dir, quality_hints.TEST_SWEEP),
+            os.path.join(hint_dir, 'quality.log'), score, say, method=hint_method)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for key, found in pool.map(lambda task: task(), tasks):
+            args.hint_sweeps[key] = found
 
 
 def main(argv=None):
@@ -413,9 +440,6 @@ def main(argv=None):
             raise UserError('--jobs must be at least 1')
         if args.learning_curve and args.folds < 2:
             raise UserError('--learning-curve needs --folds 2 or more (its spread is over the folds)')
-        if args.hints and args.folds > 1:
-            raise UserError('--hints runs with --folds 1 for now (the hint chain and its sweeps are not '
-                            'cross-validated yet)')
         check_photos(args)
         if args.folds > 1 and data_loader.is_imagenet_root(args.photos):
             raise UserError('--folds %d: cross-validation needs a photo folder (get_photos.py); use --folds 1 '
@@ -451,31 +475,36 @@ def main(argv=None):
     if args.folds > 1:
         final = recommended_run(runs, result)
         if final is not None:
+            say('chosen on %d folds: %s; the recommended model trains on every photo outside the test split'
+                % (args.folds, final.arch))
             train_recommended(args, final, recommended_decode(result), scores, walls)
             result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
         if final is not None and args.learning_curve:
             train_curve(args, runs, final, recommended_decode(result), scores, walls, report)
             result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
+        hint_final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and final is not None
+                           and r.arch == final.arch), None)
+        if hint_final is not None:
+            say('the hint chain, on every photo outside the test split, up to %s' % hint_final.arch)
+            train_recommended(args, hint_final, recommended_decode(result), scores, walls)
+            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     else:
         final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
     failed = [r.name for r in runs if r.failed]
-    args.hint_sweeps, sweeps = {}, []
+    args.hint_sweeps = {}
     if final is not None and not final.failed and os.path.isfile(final.model):
+        hint_method = choose_hint_method(args, runs, chosen) if args.hints else None
         default_dir = os.path.join(args.out, DEFAULT_ARM)
         default_model = os.path.join(default_dir, 'model_best.pth.tar')
-        save_colorizer_checkpoint(final.model, default_model, recommended_decode(result))
+        save_colorizer_checkpoint(final.model, default_model, recommended_decode(result), hint_method)
         grid = os.path.join(default_dir, 'test_grid.png')
         n = test_grid(default_model, args, grid)
         say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
             % (default_model, chosen, n, grid))
         if args.hints:
-            sweeps.append(lambda: sweep_default(args, default_model))
-    if args.hints:
-        sweeps.append(lambda: finish_hints(args, runs, result))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:   # the two models' sweeps
-            for future in [pool.submit(task) for task in sweeps]:
-                future.result()
-        write_results(args, chain, runs, arms, seeds, scores, walls, started)
+            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
+            test_sweeps(args, runs, result, default_model, hint_method)
+            write_results(args, chain, runs, arms, seeds, scores, walls, started)
     say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),
                                          os.path.join(args.out, 'results.json'), duration(time.time() - started)))
     if failed:

@@ -1,8 +1,8 @@
-"""``quality.py --hints``: the hint chain (configs 113 -> 114 -> 115, colour-hint input) on the same
-photos and budget, its model chosen on validation as the default model is, and the hint sweeps
-(``evaluate.py --hint-points``): the default (lightness-only) model's on the validation split (which
-chooses the hint method, ``propagate.HINT_METHODS``) and on the test split, the hint model's on the
-test split.  Each sweep scores the network alone, every hint method, ``default`` (the checkpoint's
+"""``quality.py --hints``: the hint sweeps (``evaluate.py --hint-points``) and the hint chain (configs
+113 -> 114 -> 115, colour-hint input) on the same photos and budget.  The sweeps of the default
+(lightness-only) chain's chosen stage on validation (each fold's run on its own fold, averaged) choose
+the hint method (``config.HINT_METHODS``); the default model's and the hint model's sweeps on the test
+split measure it.  Each sweep scores the network alone, every hint method, ``default`` (the checkpoint's
 method), Levin et al. 2004 on the same points and grayscale.
 
 The goals it checks on the test split: the hint model with 0 points no worse than the default
@@ -16,39 +16,56 @@ import shutil
 import numpy as np
 
 import config
+from quality_runs import read_json
 
 HINT_ARM = 'hints'
-SWEEP_DIRS = {'test': 'sweep-test', 'val': 'sweep-val'}   # in OUT/hints and OUT/default: the sweeps
+TEST_SWEEP = 'sweep-test'     # in OUT/hints and OUT/default: the test split's sweep
+VAL_SWEEP = 'hint-sweep-val'  # in each run that chooses the hint method (a fold's chosen stage): its sweep
 GOAL_METRICS = ('psnr', 'auc_rebal')
 GOAL_POINTS = 10
 
 
-def sweep(model_path, counts, args, out_root, score, say, split='test'):
-    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` (run by ``score``) on the ``split`` (test
-    or val) list, in ``out_root/sweep-<split>`` (reused when present)."""
-    out = os.path.join(out_root, SWEEP_DIRS[split])
+def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_side=None, method=None):
+    """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` (run by ``score``, logging to ``log_path``)
+    on the photos of ``list_path``, scaled down to ``max_side`` pixels (None: full size), in the folder
+    ``out``; reused when present and, with ``method``, made with that method as its ``default``.  None
+    when it failed."""
     result_path = os.path.join(out, 'hints.json')
-    if os.path.isfile(result_path):
+    made = read_json(os.path.join(out, 'metrics.json')) or {}
+    if os.path.isfile(result_path) and method in (None, made.get('hint_method')):
         with open(result_path) as f:
             return json.load(f)
     tmp = out + '.tmp'
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)
-    points = ','.join(str(n) for n in counts)
-    argv = ['-m', model_path, '-d', args.photos, '--list', args.test_list if split == 'test' else args.val_list,
-            '--hint-points', points, '-o', tmp]
-    status, wall = score(argv, os.path.join(out_root, 'quality.log'))
+    argv = ['-m', model_path, '-d', args.photos, '--list', list_path,
+            '--hint-points', ','.join(str(n) for n in counts), '-o', tmp]
+    if max_side is not None:
+        argv += ['--max-side', str(max_side)]
+    status, wall = score(argv, log_path)
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'hints.json')):
-        say('FAILED the hint sweep (exit status %d); see %s' % (status, os.path.join(out_root, 'quality.log')))
+        say('FAILED the hint sweep (exit status %d); see %s' % (status, log_path))
         return None
+    if os.path.isdir(out):       # a sweep made with another default method: replaced by the new one
+        shutil.rmtree(out)
     os.replace(tmp, out)
     with open(result_path) as f:
         result = json.load(f)
     ten = str(GOAL_POINTS)
-    say('hint sweep of %s on %s in %.0f s%s' % (model_path, split, wall, ': default %.2f dB, model %.2f dB, Levin '
-        '%.2f dB at %s points' % (result['default'][ten]['psnr'], result['model'][ten]['psnr'],
-                                  result['levin'][ten]['psnr'], ten) if ten in result['model'] else ''))
+    at_ten = ': default %.2f dB, model %.2f dB, Levin %.2f dB at %s points' % (
+        result['default'][ten]['psnr'], result['model'][ten]['psnr'], result['levin'][ten]['psnr'], ten) \
+        if ten in result['model'] else ''
+    say('hint sweep of %s on %s in %.0f s%s' % (model_path, os.path.basename(list_path), wall, at_ten))
     return result
+
+
+def mean_sweep(sweeps):
+    """The folds' hints.json dicts -> one of the same shape, each figure the mean over the folds (None
+    while any is missing)."""
+    if not sweeps or any(s is None for s in sweeps):
+        return None
+    return {m: {n: {k: float(np.mean([s[m][n][k] for s in sweeps])) for k in per_n[n]} for n in per_n}
+            for m, per_n in sweeps[0].items()}
 
 
 def best_method(val_sweep, tolerance_db=None):
@@ -66,7 +83,7 @@ def best_method(val_sweep, tolerance_db=None):
 
     def score(m):
         return tuple(float(np.mean([val_sweep[m][n][k] for n in counts])) for k in GOAL_METRICS)
-    return max((m for m in config.HINT_METHODS if near_levin(m)), key=score)
+    return max((m for m in config.HINT_METHODS if m in val_sweep and near_levin(m)), key=score)
 
 
 def propagation_goal(automatic_test, sweep_result):
@@ -141,7 +158,10 @@ def markdown(hints_result, metric_cells, metric_names):
         name = '**%s: hint model**' % arch if arch == hints_result['hint_model'] else arch
         lines.append('| %s | model | %s |' % (name, ' | '.join(metric_cells(r['test'], 'model'))))
     sweeps = hints_result.get('sweeps') or {}
-    titles = {'default_val': 'Hint sweep of the default model, validation split (chooses the hint method)',
+    val = hints_result.get('val_sweeps') or {'runs': [], 'max_side': None}
+    titles = {'default_val': 'Hint sweeps on validation, the mean over %d run(s) of the chosen stage, each on the '
+                             'photos it did not train on, scaled to %s px (chooses the hint method)'
+                             % (len(val['runs']), val['max_side']),
               'default_test': 'Hint sweep of the default model, test split',
               'hints_test': 'Hint sweep of the hint model (%s), test split' % hints_result['hint_model']}
     for key, title in titles.items():

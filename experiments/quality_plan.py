@@ -123,13 +123,14 @@ def plan(args, chain, variants, seeds):
                 for fold in folds:
                     for stage_index in range(len(chain)):
                         run_of(curve_arm(share, budget), {}, seeds[0], stage_index, fold, (share, budget))
-    if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s
-        previous = by_key[(DEFAULT_ARM, seeds[0], None, 0)]
+    if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s; with folds on every non-test photo
+        fold = ALL if args.folds > 1 else None
+        previous = by_key[(DEFAULT_ARM, seeds[0], fold, 0)]
         for stage_index, (arch, number) in enumerate(args.hint_chain):
             cfg = effective_config(number, base_pairs)
             iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
             run = Run(quality_hints.HINT_ARM, {}, seeds[0], stage_index, arch, number, iterations, budget_s,
-                      args.out, None, run_lists(args, None))
+                      args.out, fold, run_lists(args, fold))
             run.previous, previous = previous, run
             runs.append(run)
     configs = [(effective_config(chain[0][1], base_pairs), DEFAULT_ARM, {})]   # (config, label, overrides)

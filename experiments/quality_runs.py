@@ -247,10 +247,11 @@ def evaluate(run, split, decode, args):
     return metrics
 
 
-def save_colorizer_checkpoint(source, target, decoding=None):
+def save_colorizer_checkpoint(source, target, decoding=None, hint_method=None):
     """``source`` checkpoint without what only resuming needs (optimizer, RNG states), atomically;
-    ``decoding`` (a label of ``QUALITY_EXPERIMENT['decodings']``): written into its config, so that
-    colorize.py, evaluate.py and the page decode as the experiment chose."""
+    ``decoding`` (a label of ``QUALITY_EXPERIMENT['decodings']``) and ``hint_method`` (of
+    ``config.HINT_METHODS``): written into its config, so that colorize.py, evaluate.py and the page
+    decode and spread hints as the experiment chose."""
     import torch
     import models
     ckpt = models.load_checkpoint(source)
@@ -259,6 +260,8 @@ def save_colorizer_checkpoint(source, target, decoding=None):
         ckpt['config'] = dict(ckpt['config'], decode=decode)
         if temperature is not None:
             ckpt['config']['temperature'] = temperature
+    if hint_method is not None:
+        ckpt['config'] = dict(ckpt['config'], hint_method=hint_method)
     tmp = target + '.tmp'
     torch.save({k: v for k, v in ckpt.items() if k not in RESUME_ONLY_KEYS}, tmp)
     os.replace(tmp, target)

@@ -144,3 +144,14 @@ def test_jpeg_draft_decodes_large_jpegs_smaller_and_resizes_to_nearly_the_same_i
         return ds[0][0].numpy().astype(np.float64)
     diff = np.abs(at_256(True) - at_256(False))
     assert diff.shape == (3, 256, 256) and diff.mean() < 1.0   # measured 0.33 grey levels
+
+
+def test_max_side_scales_the_long_side_down_with_lanczos_and_keeps_smaller_photos(tmp_path):
+    from skimage import data
+    rgb = data.astronaut()[:, :400]                       # 512 x 400: the long side is the height
+    path = str(tmp_path / 'tall.png')
+    Image.fromarray(rgb).save(path)
+    scaled = data_loader.load_rgb(path, config.DEFAULTS['max_image_pixels'], max_side=256)
+    assert scaled.shape == (256, 200, 3)
+    np.testing.assert_array_equal(scaled, np.asarray(Image.fromarray(rgb).resize((200, 256), Image.LANCZOS)))
+    np.testing.assert_array_equal(data_loader.load_rgb(path, config.DEFAULTS['max_image_pixels'], max_side=512), rgb)

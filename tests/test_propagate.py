@@ -37,7 +37,7 @@ def flat_prediction(height, width):
     return np.broadcast_to(PREDICTED_AB[:, None, None], (2, height, width)).copy()
 
 
-@pytest.mark.parametrize('method', ['corrections', 'confidence', 'shrinkage'])
+@pytest.mark.parametrize('method', ['corrections', 'confidence', 'shrinkage', 'stacked'])
 def test_a_hint_recolours_its_region_far_from_it_and_the_other_region_keeps_the_prediction(method):
     lightness = two_regions()
     plane, mask = one_hint(*lightness.shape)
@@ -90,44 +90,107 @@ def test_confidence_is_one_for_a_certain_bin_and_zero_for_a_flat_distribution():
     assert float(propagate.confidence(two_heads, heads=2)[0, 0]) == pytest.approx(0.5, abs=1e-6)
 
 
-def test_the_shrinkage_weight_is_the_leave_one_out_least_squares_weight():
-    """Against a brute-force search over a: each hint predicted by Levin from the others."""
-    rng = np.random.default_rng(3)
-    h, w = 32, 48
+def smooth_field_case(h=32, w=48, seed=3):
+    """Two regions with texture, a smooth chroma field (the truth) and six one-pixel hints of it: at
+    ``loo_side`` = h each hint is its own leave-one-out point."""
+    rng = np.random.default_rng(seed)
     lightness = two_regions(h, w) + 0.05 * rng.random((h, w))
     yy, xx = np.mgrid[:h, :w]
-    truth = np.stack([0.2 * xx / w - 0.1, 0.1 - 0.2 * yy / h])      # a smooth chroma field
+    truth = np.stack([0.2 * xx / w - 0.1, 0.1 - 0.2 * yy / h])
     hinted = np.zeros((h, w), bool)
-    for y, x in ((4, 4), (20, 10), (6, 30), (24, 40)):
-        hinted[y:y + 3, x:x + 3] = True
-    plane = truth * hinted
-    prediction = 1.6 * truth + rng.normal(0, 0.03, (2, h, w))        # too saturated, noisy
-    settings = dict(config.HINT_PROPAGATION, loo_side=h, loo_max_folds=16)
+    for y, x in ((4, 4), (20, 10), (6, 30), (24, 40), (28, 20), (12, 44)):
+        hinted[y, x] = True
+    return rng, lightness, truth, hinted, truth * hinted, dict(config.HINT_PROPAGATION, loo_side=h)
+
+
+def test_held_out_is_spread_from_every_other_hinted_pixel():
+    """The Schur-complement leave-one-out against one solve per left-out pixel, with and without a leak."""
+    rng = np.random.default_rng(0)
+    lightness = two_regions(20, 30) + 0.1 * rng.random((20, 30))
+    hinted = rng.random((20, 30)) < 0.05
+    hinted[5:7, 5:7] = True                              # neighbours: each still predicted from the others
+    values = rng.normal(size=(3, 20, 30))
+    propagator = propagate.Propagator(lightness, 0.3)
+    for leak in (0.0, 1e-3):
+        got = propagator.held_out(hinted, values, leak)
+        pixels = np.flatnonzero(hinted)
+        assert got.shape == (3, pixels.size)
+        for i, pixel in enumerate(pixels):
+            rest = hinted.copy()
+            rest.flat[pixel] = False
+            expected = propagator.spread(rest, values, leak).reshape(3, -1)[:, pixel]
+            np.testing.assert_allclose(got[:, i], expected, atol=1e-9)
+
+
+def test_each_hint_is_one_point_at_its_centre_with_its_mean_colour():
+    hinted = np.zeros((10, 40), bool)
+    plane = np.zeros((2, 10, 40))
+    hinted[2:5, 1:4] = True                               # a 3 x 3 square: its centre (3, 2)
+    plane[:, 2:5, 1:4] = np.arange(9.0).reshape(3, 3)     # mean 4
+    hinted[7, 30] = True
+    plane[:, 7, 30] = [1.0, -1.0]
+    points, values = propagate.hint_points(hinted, plane)
+    assert sorted(zip(*np.nonzero(points))) == [(3, 2), (7, 30)]
+    np.testing.assert_allclose(values[:, 3, 2], [4.0, 4.0])
+    np.testing.assert_allclose(values[:, 7, 30], [1.0, -1.0])
+    assert not values[:, ~points].any()
+
+
+def test_the_shrinkage_weight_is_the_leave_one_out_least_squares_weight():
+    """Against a brute-force search over a: each hint predicted by Levin from the others."""
+    rng, lightness, truth, hinted, plane, settings = smooth_field_case()
+    prediction = 1.6 * truth + rng.normal(0, 0.03, truth.shape)      # too saturated, noisy
     got = propagate.shrinkage_factor(lightness, plane, hinted, prediction, settings)
-    labels = propagate.loo_folds(hinted, 16)
-    assert labels.max() == 4
 
     def loo_error(a):
         total = 0.0
-        for fold in range(1, 5):
-            held = labels == fold
-            rest = hinted & ~held
+        for pixel in np.flatnonzero(hinted):
+            rest = hinted.copy()
+            rest.flat[pixel] = False
             guess = a * prediction + levin.levin_colorize(lightness, plane - a * prediction, rest)
-            total += float(((guess - plane)[:, held] ** 2).sum())
+            total += float(((guess - plane).reshape(2, -1)[:, pixel] ** 2).sum())
         return total
     grid = np.linspace(0, 1, 201)
     best = grid[np.argmin([loo_error(a) for a in grid])]
     assert 0 < got < 1 and abs(got - best) <= 0.005
 
 
-def test_leave_one_out_folds_are_the_connected_hints_dealt_into_at_most_max_folds():
-    hinted = np.zeros((10, 40), bool)
-    for x in range(0, 40, 4):
-        hinted[2:4, x:x + 2] = True                 # 10 separate hints
-    labels = propagate.loo_folds(hinted, 3)
-    assert set(np.unique(labels)) == {0, 1, 2, 3}
-    assert ((labels > 0) == hinted).all()
-    assert propagate.loo_folds(hinted, 16).max() == 10
+def test_line_fit_is_the_clipped_least_squares_weight():
+    rng = np.random.default_rng(0)
+    start, end = rng.normal(size=(2, 50)), rng.normal(size=(2, 50))
+    target = start + 0.3 * (end - start) + rng.normal(0, 0.05, (2, 50))
+    grid = np.linspace(0, 1, 1001)
+    brute = grid[np.argmin([((target - start - b * (end - start)) ** 2).sum() for b in grid])]
+    assert abs(propagate.line_fit(target, start, end) - brute) <= 0.001
+    assert propagate.line_fit(start - (end - start), start, end) == 0.0     # beyond start: clipped
+    assert propagate.line_fit(end + (end - start), start, end) == 1.0       # beyond end: clipped
+    assert propagate.line_fit(target, start, start) == 1.0                  # nothing to choose
+
+
+def test_the_stacking_weight_is_the_leave_one_out_least_squares_blend_of_levin_and_confidence():
+    """Against a brute-force search over b: each hint predicted from the others by (1 - b) levin + b confidence,
+    both through fused_planes on the other hints."""
+    rng, lightness, truth, hinted, plane, settings = smooth_field_case()
+    prediction = 2.5 * truth + rng.normal(0, 0.03, truth.shape)      # far too saturated, noisy
+    certainty = np.full(lightness.shape, 0.6)
+    got = propagate.stacking_weight(lightness, plane, hinted, prediction, certainty, settings)
+    arms = []
+    for pixel in np.flatnonzero(hinted):
+        rest = hinted.copy()
+        rest.flat[pixel] = False
+        fused = propagate.fused_planes(['levin', 'confidence'], lightness, plane, rest, prediction, certainty,
+                                       settings)
+        arms.append((pixel, fused['levin'].reshape(2, -1), fused['confidence'].reshape(2, -1)))
+    grid = np.linspace(0, 1, 201)
+    errors = [sum(float((((1 - b) * lev + b * conf - plane.reshape(2, -1))[:, pixel] ** 2).sum())
+                  for pixel, lev, conf in arms) for b in grid]
+    assert 0.1 < got < 0.9 and abs(got - grid[np.argmin(errors)]) <= 0.005
+    fused = propagate.fused_planes(['levin', 'confidence', 'stacked'], lightness, plane, hinted, prediction,
+                                   certainty, settings)
+    np.testing.assert_allclose(fused['stacked'], (1 - got) * fused['levin'] + got * fused['confidence'])
+    # a prediction that is the truth is trusted; one of the opposite colours gives way to Levin
+    for scale, weight in ((1.0, 1.0), (-1.0, 0.0)):
+        assert propagate.stacking_weight(lightness, plane, hinted, scale * truth, certainty, settings) == weight
 
 
 def test_no_hinted_pixel_leaves_the_prediction_and_levin_grey():
@@ -240,6 +303,16 @@ def test_the_sweep_scores_every_arm_and_default_for_a_lightness_only_checkpoint(
     assert result['levin']['0'] == result['grayscale']['0']
     assert result['default'] == result[config.DEFAULTS['hint_method']]
     assert result['levin']['10']['psnr'] > result['levin']['0']['psnr']
+    # a checkpoint whose method is levin: with 0 points its default is what colorize.py gives, the automatic colours
+    import models
+    levin_model = str(tmp_path / 'levin.pth.tar')
+    ckpt = models.load_checkpoint(plain_model)
+    torch.save(dict(ckpt, config=dict(ckpt['config'], hint_method='levin')), levin_model)
+    assert evaluate.main(['-m', levin_model, '--device', 'cpu', '-o', str(tmp_path / 'levin'), '--hint-points', '0,2',
+                          '-d', str(folder)]) == 0
+    levin_result = json.loads((tmp_path / 'levin' / 'hints.json').read_text())
+    assert levin_result['default']['0'] == result['model']['0'] != levin_result['levin']['0']
+    assert levin_result['default']['2'] == levin_result['levin']['2']
 
 
 def test_a_propagator_is_reused_for_the_same_lightness_and_a_factorisation_for_the_same_hints(monkeypatch):

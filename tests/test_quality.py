@@ -1,5 +1,6 @@
 """experiments/quality.py: end to end on 3 tiny photos (config 199 for every stage, a 1-minute
 budget of big batches: a few iterations per run), its plan of runs, its statistics and its errors."""
+import csv
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from PIL import Image
 import colorize
 import config
 import evaluate
+from data_loader import read_list
 import utils
 from conftest import NARROW, PHOTO_SIZE, REPO_DIR, skimage_photo, write_photos
 
@@ -109,10 +111,16 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     assert sweep == hints_result['sweeps']['hints_test'] and set(sweep['levin']) == {str(n) for n in
                                                                                      config.QUALITY_EXPERIMENT['hint_points']}
     assert set(hints_result['goal']) == {'zero_points', 'ten_points'}
-    # the default model's sweeps: validation chooses the hint method, test scores the default path
-    for split in ('val', 'test'):
-        default_sweep = json.loads((out / 'default' / ('sweep-' + split) / 'hints.json').read_text())
-        assert default_sweep == hints_result['sweeps']['default_' + split]
+    # the default model's sweeps: validation (its stage's run on split_val) chooses the hint method, which the
+    # default and hint models carry; test scores the default path
+    chosen_dir = out / 'default' / 'seed0' / result['default_model']
+    assert json.loads((chosen_dir / quality_hints.VAL_SWEEP / 'hints.json').read_text()) == \
+        hints_result['sweeps']['default_val']
+    assert json.loads((out / 'default' / 'sweep-test' / 'hints.json').read_text()) == \
+        hints_result['sweeps']['default_test']
+    for model in ('default', 'hints'):
+        assert colorize.load_colorizer(str(out / model / 'model_best.pth.tar')).hint_method == \
+            hints_result['best_method']
     val_sweep = hints_result['sweeps']['default_val']
     with_points = [n for n in val_sweep['model'] if int(n) > 0]
     tolerance = config.QUALITY_EXPERIMENT['hint_method_tolerance_db']
@@ -123,6 +131,7 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     assert all(v['met'] for v in goal['zero_points'].values())   # 0 points: the automatic figures exactly
     assert set(goal['points']) == {str(n) for n in config.QUALITY_EXPERIMENT['hint_points'] if n > 0}
     assert '### Hint sweep of the default model, test split' in md and 'Hint method chosen on validation' in md
+    assert '### Hint sweeps on validation, the mean over 1 run(s)' in md
     assert '### Hint sweep of the hint model' in md and '### Quality goals' in md
 
     marker = out / 'default' / 'seed0' / 'fcn8s' / quality.DONE_MARKER
@@ -300,7 +309,8 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     (photos / 'split_val.txt').write_text(PHOTOS[3] + '.png\n')
     (photos / 'split_test.txt').write_text(PHOTOS[4] + '.png\n')
     out = tmp_path / 'out'
-    status, stdout, err = run_quality(capsys, '--photos', photos, '--out', out, '--jobs', '2', *(TINY[:-1] + ['2']))
+    status, stdout, err = run_quality(capsys, '--photos', photos, '--out', out, '--jobs', '2', '--hints',
+                                      '--hint-configs', '198,198,198', *(TINY[:-1] + ['2']))
     assert status == 0, stdout + err
     result = json.loads((out / 'results.json').read_text())
     assert result['folds'] == 2
@@ -326,6 +336,25 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     assert 'selection rule: the highest mean auc_rebal' in md
     assert colorize.load_colorizer(str(out / 'default' / 'model_best.pth.tar')).model.__class__.__name__ == {
         'fcn32s': 'FCN32sColor', 'fcn16s': 'FCN16sColor', 'fcn8s': 'FCN8sColor'}[chosen]
+    # --hints: the hint method is chosen on each fold's chosen stage swept on its own fold (never a test
+    # photo), averaged; the hint chain trains on every non-test photo up to the chosen stage
+    hints_result = result['hints']
+    folds = [sorted(read_list(out / 'folds' / ('fold%d-val.txt' % fold))) for fold in (0, 1)]
+    sweeps = []
+    for fold in (0, 1):
+        sweep_dir = out / 'default' / 'seed0' / ('fold%d' % fold) / chosen / quality_hints.VAL_SWEEP
+        with open(sweep_dir / 'per_image.csv') as f:
+            scored = sorted(os.path.relpath(row['path'], photos) for row in csv.DictReader(f))
+        assert scored == folds[fold]
+        sweeps.append(json.loads((sweep_dir / 'hints.json').read_text()))
+    assert hints_result['sweeps']['default_val'] == quality_hints.mean_sweep(sweeps)
+    assert sweeps[0] != sweeps[1]
+    assert hints_result['best_method'] == quality_hints.best_method(quality_hints.mean_sweep(sweeps))
+    assert hints_result['hint_model'] == chosen and hints_result['sweeps']['hints_test']
+    assert colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar')).hint_method == hints_result['best_method']
+    started_from = (out / 'hints' / 'seed0' / 'all' / 'fcn32s' / 'quality.log').read_text()
+    assert '-m %s' % (out / 'default' / 'seed0' / 'all' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
+    assert all(not (out / 'hints' / 'seed0' / 'all' / a).exists() for a in later)
 
 
 def test_mean_and_spread_over_seeds():
@@ -546,3 +575,34 @@ def test_the_hint_curves_network_gain_is_the_sweeps_model_arm(plain_model):
             assert gain[count][key] == pytest.approx(scores[int(count)]['model'][key], abs=1e-9)
     assert gain['gain_psnr'] == pytest.approx(scores[10]['model']['psnr'] - scores[0]['model']['psnr'], abs=1e-9)
     assert gain['gain_psnr'] > 0.01   # a lightness-only model: the gain is only the pasted squares, but there is one
+
+
+def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method(tmp_path):
+    """A default model whose hint method changed gets a new test sweep; a failed sweep keeps the old one."""
+    from types import SimpleNamespace
+    made, calls = {'method': 'stacked', 'status': 0}, []
+
+    def score(argv, log_path):         # evaluate.py's outputs, made with the model's method
+        calls.append(argv)
+        if made['status']:
+            return made['status'], 0.1
+        out = argv[argv.index('-o') + 1]
+        os.makedirs(out)
+        with open(os.path.join(out, 'hints.json'), 'w') as f:
+            json.dump({'model': {'0': {'psnr': len(calls)}}}, f)
+        with open(os.path.join(out, 'metrics.json'), 'w') as f:
+            json.dump({'hint_method': made['method']}, f)
+        return 0, 0.1
+    out = str(tmp_path / 'sweep-test')
+
+    def sweep(method):
+        return quality_hints.sweep('m.pth.tar', [0], SimpleNamespace(photos='P'), 'list.txt', out,
+                                   str(tmp_path / 'log'), score, lambda line: None, method=method)
+    assert sweep('stacked')['model']['0']['psnr'] == 1
+    assert sweep('stacked')['model']['0']['psnr'] == 1 and len(calls) == 1    # reused
+    assert sweep(None)['model']['0']['psnr'] == 1 and len(calls) == 1       # any method will do
+    made['method'] = 'levin'
+    assert sweep('levin')['model']['0']['psnr'] == 2 and len(calls) == 2      # made again
+    made['status'] = 1
+    assert sweep('confidence') is None and len(calls) == 3
+    assert json.loads((tmp_path / 'sweep-test' / 'hints.json').read_text())['model']['0']['psnr'] == 2   # kept
