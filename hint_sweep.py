@@ -8,7 +8,7 @@ the same points) and scored for:
   colours upsampled bilinearly, the hints pasted on their squares;
 * every arm of ``propagate.HINT_METHODS`` (``levin``: Levin et al. 2004's
   colorization by optimization from the hints alone, no learning; ``corrections``,
-  ``shrinkage``, ``confidence``: the prediction fused with the propagated hints),
+  ``shrinkage``, ``confidence``, ``stacked``: the prediction fused with the propagated hints),
   solved at ``config.HINT_PROPAGATION['side']`` pixels on the short side,
   upsampled edge-aware and recombined with the full-resolution lightness;
 * ``default``: the arm that ``colorize.py`` and the web page use for this

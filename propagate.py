@@ -191,15 +191,16 @@ def leak_at(shape, settings):
 def hint_points(hinted, hint_plane):
     """Each hint (a connected hinted region) as one pixel: the region's pixel nearest its centre, holding
     the region's mean colour -> (points ``[h, w]`` bool, plane ``[2, h, w]``)."""
-    labels, count = scipy.ndimage.label(hinted)
+    labels, _ = scipy.ndimage.label(hinted)
     points = np.zeros(hinted.shape, bool)
     plane = np.zeros(hint_plane.shape)
     for index, region in enumerate(scipy.ndimage.find_objects(labels), start=1):
-        ys, xs = np.nonzero(labels[region] == index)
+        inside = labels[region] == index
+        ys, xs = np.nonzero(inside)
         centre = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
         y, x = ys[centre] + region[0].start, xs[centre] + region[1].start
         points[y, x] = True
-        plane[:, y, x] = hint_plane[:, labels == index].mean(1)
+        plane[:, y, x] = hint_plane[:, region[0], region[1]][:, inside].mean(1)
     return points, plane
 
 
