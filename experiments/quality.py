@@ -49,6 +49,7 @@ and only the missing runs are trained.
 import argparse
 import concurrent.futures
 import datetime
+import json
 import os
 import sys
 import threading
@@ -448,12 +449,17 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         if args.folds > 1:
             write_fold_lists(args)
-        # a finished run trained for another budget is refused before anything trains
+        # a finished run trained for another budget or config is refused before anything trains
         for run in runs:
             marker = read_json(os.path.join(run.dir, DONE_MARKER))
             if marker is not None and marker['iterations'] != run.iterations:
                 raise UserError('%s was trained for %d iterations, this budget asks for %d: use another --out'
                                 % (run.dir, marker['iterations'], run.iterations))
+            asked = (run.config_number, json.loads(json.dumps(run.overrides)))    # as the marker holds them
+            if marker is not None and (marker.get('config'), marker.get('overrides')) != asked:
+                raise UserError('%s was trained with config %s %s, this run asks for config %d %s: use another '
+                                '--out' % (run.dir, marker.get('config'), marker.get('overrides'), run.config_number,
+                                           run.overrides))
     except UserError as e:
         print('error: %s' % e, file=sys.stderr)
         return 2

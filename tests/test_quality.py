@@ -606,3 +606,23 @@ def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method(tmp
     made['status'] = 1
     assert sweep('confidence') is None and len(calls) == 3
     assert json.loads((tmp_path / 'sweep-test' / 'hints.json').read_text())['model']['0']['psnr'] == 2   # kept
+
+
+def test_a_finished_run_of_another_config_is_refused_not_reused(tmp_path, capsys):
+    """--hint-configs 116,.. into a folder whose hint chain was trained with 113: one error line, nothing
+    trained (the run folder's name does not say its config)."""
+    photos = split_folder(str(tmp_path / 'photos'))
+    out = tmp_path / 'out'
+    argv = ['--photos', photos, '--out', out, '--hints', '--hint-configs', '198,198,198'] + TINY
+    args = quality.parse_args([str(a) for a in argv])
+    args.hint_chain = [(arch, 198) for arch, _ in config.QUALITY_EXPERIMENT['hint_chain']]
+    runs, _ = quality.plan(args, [(arch, 199) for arch, _ in config.QUALITY_EXPERIMENT['chain']], [], [0])
+    hint_run = next(r for r in runs if r.arm == quality_hints.HINT_ARM)
+    os.makedirs(hint_run.dir)
+    marker = {'iterations': hint_run.iterations, 'config': 197, 'overrides': {}}
+    with open(os.path.join(hint_run.dir, quality.DONE_MARKER), 'w') as f:
+        json.dump(marker, f)
+    status, stdout, err = run_quality(capsys, *argv)
+    assert status == 2 and err.count('\n') == 1 and err.startswith('error: ')
+    assert 'trained with config 197' in err and 'asks for config 198' in err, err
+    assert ' train ' not in stdout and not (out / 'default').exists()
