@@ -104,13 +104,16 @@ class Propagator:
         key = (lightness.shape, variance_scale, hashlib.blake2b(lightness.tobytes(), digest_size=16).digest())
         return _recently_used(cls._recent, key, lambda: cls(lightness, variance_scale), cls.KEPT_LIGHTNESS)
 
+    def _system(self, leak):
+        """M = I - (1 - leak) W ``[N, N]`` (sparse): the walk's system, before any hint fixes a row."""
+        return scipy.sparse.identity(self.weights.shape[0], format='csr') - (1.0 - leak) * self.weights
+
     def _factor(self, hinted, leak):
         """Sparse LU of the free rows' system, and the rows' matrix, for one hinted set and leak."""
         key = (leak, hashlib.blake2b(np.packbits(hinted).tobytes(), digest_size=16).digest())
 
         def build():
-            system = scipy.sparse.identity(hinted.size, format='csr') - (1.0 - leak) * self.weights
-            a_free = system[~hinted]
+            a_free = self._system(leak)[~hinted]
             return levin.GridLU(a_free[:, ~hinted], ~hinted.reshape(self.shape)), a_free[:, hinted]
         return _recently_used(self._factors, key, build, self.KEPT_FACTORS)
 
@@ -154,8 +157,7 @@ class Propagator:
         """
         hinted = np.asarray(hinted, bool).reshape(-1)
         flat = np.asarray(values, dtype=np.float64).reshape(values.shape[0], -1)[:, hinted]
-        system = scipy.sparse.identity(hinted.size, format='csr') - (1.0 - leak) * self.weights
-        rows = system[hinted]
+        rows = self._system(leak)[hinted]
         schur = rows[:, hinted].toarray()
         if not hinted.all():
             lu, a_free_hinted = self._factor(hinted, leak)
@@ -258,11 +260,11 @@ def stacking_weight(lightness, hint_plane, hinted, prediction, certainty, settin
     at the working size (numpy); certainty ``[h, w]``.
     """
     def predict(small_l, points, small_h, planes):
-        prior = (planes[1] * planes[0])[:, points]
+        prior = planes[1] * planes[0]                      # c P
         ones = np.ones((1,) + small_l.shape)
         spread = Propagator.of(small_l, settings['variance_scale']).held_out(
-            points, np.concatenate([small_h - planes[1] * planes[0], ones]), leak_at(small_l.shape, settings))
-        return [Propagator.of(small_l).held_out(points, small_h), prior + faded(spread, settings['fade'])]
+            points, np.concatenate([small_h - prior, ones]), leak_at(small_l.shape, settings))
+        return [Propagator.of(small_l).held_out(points, small_h), prior[:, points] + faded(spread, settings['fade'])]
     held = leave_one_out(lightness, hint_plane, hinted, [prediction, np.asarray(certainty)[None]], settings, predict)
     return 1.0 if held is None else line_fit(held[0], *held[1])
 

@@ -178,8 +178,8 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
                                  'test': summary_of([test]) if test else None}
     if args.hints:
         stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
-        default = result['default'].get(result['default_model']) if result['default_model'] else None
-        default = result['recommended'] if args.folds > 1 else default    # the default model's test scores
+        # the default model's test scores: with folds the recommended model's
+        default = result['recommended'] if args.folds > 1 else result['default'].get(result['default_model'])
         sweeps = getattr(args, 'hint_sweeps', {})
         sweep = sweeps.get('hints_test')
         # with folds the hint chain trains once, on every non-test photo, up to the default model's stage
