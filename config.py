@@ -454,12 +454,15 @@ QUALITY_EXPERIMENT = dict(
     hint_chain=(('fcn32s', 113), ('fcn16s', 114), ('fcn8s', 115)),  # --hints: after the chain's FCN-32s
     hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split
     hint_method_tolerance_db=0.1,  # --hints: a hint method qualifies as default within this of Levin (validation)
-    hint_val_max_side=1024,     # --hints: the validation sweeps score photos scaled to this long side (pixels)
-    budget_min=5.0,             # default budget of the whole chain, minutes of training on the reference CPU
-                                # (5: the 4-fold cross-validated chain in 24 minutes on 2 cores)
+    val_max_side=1024,          # every validation score (the folds', their hint sweeps) and the learning
+                                # curve's test scores on photos scaled to this long side (pixels; the network
+                                # trains on 128-pixel crops of them): 8x faster than the 20-MP wallpapers
+    budget_min=3.0,             # default budget of the whole chain, minutes of training on the reference CPU
+                                # (3: the whole experiment, --variants all --learning-curve, within 60
+                                # minutes on 2 cores; docs/quality.md)
     stage_shares=(0.25, 0.375, 0.375),  # share of the chain's budget per stage
     reference_images_per_s=(2.5, 2.5, 2.5),  # images/s per stage on 2 CPU cores (measured idle: 1.9 to 7.2)
-    seeds=(0, 1),               # seeds of every variant; the default invocation trains the first only
+    seeds=(0,),                 # seeds of every variant (the spread is over the folds; --seeds 0,1 adds one)
     # decoding variant: one model, five decodings: label -> (decode, temperature); 'annealed' is the
     # default's (DEFAULTS), T = 1 would be 'mean' and T -> 0 'mode'
     decodings={'annealed': ('annealed', DEFAULTS['temperature']), 'annealed-T0.2': ('annealed', 0.2),
@@ -481,9 +484,10 @@ QUALITY_EXPERIMENT = dict(
     # the rule that picks a stage, a decoding or an arm on the folds' means (experiments/quality_folds.py):
     # the highest mean `metric` among those whose plain AuC is within `auc_points` of grayscale's
     selection=dict(metric='auc_rebal', auc_points=1.0),
-    # --learning-curve: the chosen stage trained on these shares of each fold's training photos, with the
-    # budget scaled by the share ('per_photo') or kept ('fixed'); the whole share is the folds' own runs
-    learning_curve=dict(shares=(0.25, 0.5), budgets=('per_photo', 'fixed')),
+    # --learning-curve: the chain's stage `stage` (0: FCN-32s, the stage the variants compare) trained on
+    # these shares of each fold's training photos, with the budget scaled by the share ('per_photo') or
+    # kept ('fixed'); the whole share is the folds' own runs
+    learning_curve=dict(shares=(0.25, 0.5), budgets=('per_photo', 'fixed'), stage=0),
     overrun_warning=2.0,        # warn when a run's wall time exceeds this multiple of its budget
 )
 
@@ -497,6 +501,7 @@ HINT_CURVE = dict(
         branch_recoloured=(116, dict()),                # + half of each batch recoloured
     ),
     multiples=(1, 4, 16),
+    budget_min=5.0,   # 1x: the FCN-32s iterations of a chain of this budget (47; the quality default until 2026-12-07)
     points=10,
     seed=0,
 )

@@ -5,8 +5,9 @@ iterations and the recoloured share (issue 28).
                                      [--multiples 1,4,16] [--arms first_layer,branch,branch_recoloured]
 
 1. The base: the default chain's FCN-32s (``QUALITY_EXPERIMENT['chain']``'s first config) trained on
-   ``split_train.txt`` for the FCN-32s iterations of the quality experiment's budget (``quality.py``'s
-   rule: the budget's share x the reference images/s / batch size), seed 0.
+   ``split_train.txt`` for the FCN-32s iterations of a quality-experiment chain of ``--budget-min``
+   (``HINT_CURVE['budget_min']``; ``quality.py``'s rule: the budget's share x the reference images/s /
+   batch size), seed 0.
 2. Each arm of ``config.HINT_CURVE['arms']`` (a hint config and ``--set`` overrides) starts from the
    base and trains ONE run, continued with ``--resume`` to each multiple of those iterations (the learning
    rate is constant, so a snapshot at 4x is the run a 4x budget would train); a snapshot of the weights
@@ -167,7 +168,7 @@ def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument('--photos', required=True, help='photo folder with split_train.txt and split_val.txt')
     p.add_argument('--out', required=True, help='output folder (reused: finished runs and scores are kept)')
-    p.add_argument('--budget-min', type=float, default=config.QUALITY_EXPERIMENT['budget_min'],
+    p.add_argument('--budget-min', type=float, default=config.HINT_CURVE['budget_min'],
                    help='the quality experiment\'s chain budget whose FCN-32s iterations are 1x (default %(default)s)')
     p.add_argument('--multiples', type=numbers_int, default=list(CURVE['multiples']),
                    help='iterations as multiples of the budget\'s (default %(default)s)')

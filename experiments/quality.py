@@ -3,13 +3,14 @@ time budget, score it on the held-out test split, and compare one-change variant
 
     python experiments/quality.py --photos DIR --out DIR [--budget-min N] [--variants NAME,...|all]
                                   [--seeds 0,1] [--folds K] [--val-list FILE] [--test-list FILE]
-                                  [--configs 110,111,112] [--set KEY=VALUE ...] [--hints]
+                                  [--configs 110,111,112] [--set KEY=VALUE ...] [--learning-curve] [--hints]
 
 DIR (``experiments/get_photos.py --out DIR``) holds the photos and ``split_train.txt``,
 ``split_val.txt``, ``split_test.txt``.  The default invocation cross-validates the first seed's
 chain (``config.QUALITY_EXPERIMENT``: configs 110 -> 111 -> 112, each stage from the previous
 one's model) over K folds of the photos outside the test split (quality_folds.py): fold f's chain
-trains on the other folds and each stage is scored on fold f with ``evaluate.py``; the selection
+trains on the other folds and each stage is scored on fold f with ``evaluate.py`` (photos scaled to
+``val_max_side``, as every validation score); the selection
 rule picks a stage on the means over the folds; that stage's chain is trained again on every
 non-test photo and scored once on the test split.  It writes ``OUT/results.md``,
 ``OUT/results.json``, ``OUT/folds/`` (the fold lists), ``OUT/default/model_best.pth.tar`` (the
@@ -31,7 +32,7 @@ scores; the tables show mean +- spread (half the range) over the folds and seeds
 ``--folds 1``: the test split over the seeds).
 
 ``--hints`` chooses the hint method (``config.HINT_METHODS``) on hint sweeps of each fold's chosen
-stage on its own fold (photos scaled down to ``QUALITY_EXPERIMENT['hint_val_max_side']``), writes it
+stage on its own fold (photos scaled down to ``QUALITY_EXPERIMENT['val_max_side']``), writes it
 into the default model, and adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``: configs
 113 -> 114 -> 115, colour-hint input, the first from the chain's FCN-32s; with folds trained on every
 non-test photo up to the default model's stage, with ``--folds 1`` its stage chosen on validation) with
@@ -48,6 +49,7 @@ and only the missing runs are trained.
 """
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import os
@@ -66,8 +68,8 @@ import quality_hints  # noqa: E402
 import quality_report  # noqa: E402
 from quality_report import machine, test_grid  # noqa: E402
 from quality_report import DEFAULT_ARM, METRICS, markdown, within_spread  # noqa: E402
-from quality_plan import (ALL, SPLITS, effective_config, evaluations, plan, scored_splits,  # noqa: E402
-                          selected_variants, write_fold_lists)
+from quality_plan import (ALL, SPLITS, curve_stage, effective_config, evaluations, plan,  # noqa: E402
+                          scored_splits, selected_variants, write_fold_lists)
 from quality_runs import (DONE_MARKER, UserError, duration, evaluate, read_json, score,  # noqa: E402
                           save_colorizer_checkpoint, say, train, write_json)
 
@@ -142,6 +144,7 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         'seeds': seeds, 'overrides': list(args.overrides),
         'stages': [{'arch': arch, 'config': number} for arch, number in chain],
         'reference_images_per_s': list(EXPERIMENT['reference_images_per_s']),
+        'val_max_side': EXPERIMENT['val_max_side'],
         'elapsed_s': time.time() - started,
         'runs': [{'name': r.name, 'arm': r.arm, 'seed': r.seed, 'fold': r.fold, 'arch': r.arch,
                   'config': r.config_number,
@@ -191,14 +194,16 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
                            'propagation_goals': {k: quality_hints.propagation_goal(
                                default and default['test'] if k == 'default_test' else None, sweeps.get(k))
                                for k in ('default_test', 'hints_test')}}
-    if args.learning_curve and result['default_model']:
-        result['learning_curve'] = learning_curve(runs, scores, result['default_model'], recommended_decode(result))
+    if args.learning_curve:
+        result['learning_curve_arch'] = chain[curve_stage(chain)][0]
+        result['learning_curve'] = learning_curve(runs, scores, result['learning_curve_arch'],
+                                                  recommended_decode(result))
     return result
 
 
 def learning_curve(runs, scores, arch, decode):
     """{budget rule: [{'share', 'photos' (mean training photos per fold), 'folds', 'test': summary or None}]}:
-    the chosen stage ``arch`` on the test split, each share's runs over the folds (share 1: the folds' own)."""
+    the curve's stage ``arch`` on the test split, each share's runs over the folds (share 1: the folds' own)."""
     curve = {}
     for budget in EXPERIMENT['learning_curve']['budgets']:
         points = []
@@ -278,7 +283,7 @@ def parse_args(argv=None):
                    help='chains trained side by side (the runs of different folds, arms and seeds are '
                         'independent); default %(default)s, for a machine with cores or GPUs to spare')
     p.add_argument('--learning-curve', action='store_true',
-                   help='also train the chosen stage on shares %s of each fold\'s training photos, at the '
+                   help='also train the FCN-32s stage on shares %s of each fold\'s training photos, at the '
                         'same budget per photo and at the same budget, and score them on the test split'
                         % ', '.join('%g' % x for x in EXPERIMENT['learning_curve']['shares']))
     p.add_argument('--hints', action='store_true', help='also choose the hint method on the validation folds, '
@@ -298,6 +303,16 @@ def parse_numbers(text, what, count=None):
     if not numbers or (count is not None and len(numbers) != count):
         raise UserError('%s: expected %s integers, got %r' % (what, count or 'one or more', text))
     return numbers
+
+
+def score_into(scores, run, split, decode, args, lock=None):
+    """``run`` scored on ``split`` decoded by ``decode`` (quality_runs.evaluate) into ``scores``; its metrics or
+    None."""
+    metrics = evaluate(run, split, decode, args)
+    if metrics is not None:
+        with lock or contextlib.nullcontext():
+            scores[(run.name, split, decode)] = metrics
+    return metrics
 
 
 def train_and_score(runs, arms, args, scores, walls, deferred, report):
@@ -324,10 +339,7 @@ def train_and_score(runs, arms, args, scores, walls, deferred, report):
                     with lock:
                         deferred.append((run, split, decode))  # the other decodings after every training
                     continue
-                metrics = evaluate(run, split, decode, args)
-                if metrics is not None:
-                    with lock:
-                        scores[(run.name, split, decode)] = metrics
+                score_into(scores, run, split, decode, args, lock)
             with lock:
                 report()
         finally:
@@ -354,42 +366,44 @@ def train_recommended(args, final, decode, scores, walls):
         if not train(run, args):
             return
         walls[run.name] = read_json(os.path.join(run.dir, DONE_MARKER))['wall_s']
-    metrics = evaluate(final, 'test', decode, args)
-    if metrics is not None:
-        scores[(final.name, 'test', decode)] = metrics
+    score_into(scores, final, 'test', decode, args)
 
 
-def train_curve(args, runs, final, decode, scores, walls, report):
-    """The learning curve: each fold's run of the chosen stage scored on the test split (the whole share),
-    then every share's chain trained up to that stage, its last stage scored on the test split."""
+def train_curve(args, runs, stage_index, decode, scores, walls, report):
+    """The learning curve: each fold's run of the chain's stage ``stage_index`` scored on the test split (the
+    whole share), then every share's chain trained up to that stage, its last stage scored on the test split;
+    every point decoded by ``decode`` (the recommended model's)."""
     for run in runs:
-        if run.curve is None and run.arm == DEFAULT_ARM and run.fold not in (None, ALL) and run.arch == final.arch:
-            metrics = evaluate(run, 'test', decode, args)
-            if metrics is not None:
-                scores[(run.name, 'test', decode)] = metrics
-    curve_runs = [r for r in runs if r.curve is not None and r.stage_index <= final.stage_index]
+        if (run.curve is None and run.arm == DEFAULT_ARM and run.fold not in (None, ALL)
+                and run.stage_index == stage_index and run.seed == runs[0].seed):
+            score_into(scores, run, 'test', decode, args)
+    curve_runs = [r for r in runs if r.curve is not None and r.stage_index <= stage_index]
     for run in curve_runs:
-        run.scored_on = ('test',) if run.arch == final.arch else ()
+        run.scored_on = ()      # scored below, with the decoding of the whole share's points
     say('learning curve: %d runs (shares %s of each fold\'s photos, budgets %s)' % (
         len(curve_runs), ', '.join('%g' % s for s in EXPERIMENT['learning_curve']['shares']),
         ', '.join(EXPERIMENT['learning_curve']['budgets'])))
     train_and_score(curve_runs, {}, args, scores, walls, [], report)
+    for run in curve_runs:
+        if run.stage_index == stage_index and not run.failed:
+            run.scored_on = ('test',)
+            score_into(scores, run, 'test', decode, args)
 
 
 def choose_hint_method(args, runs, chosen):
     """The hint method by quality_hints.best_method on the validation sweeps: each fold's run of the chosen
     stage on its own fold (``--folds 1``: the chosen stage on split_val.txt), photos scaled down to
-    ``EXPERIMENT['hint_val_max_side']``, averaged over the folds; None when a sweep failed."""
+    ``EXPERIMENT['val_max_side']``, averaged over the folds; None when a sweep failed."""
     choosing = [r for r in runs if r.arm == DEFAULT_ARM and r.seed == runs[0].seed and r.arch == chosen
                 and r.fold != ALL and r.curve is None and not r.failed and os.path.isfile(r.model)]
 
     def one(run):
         return quality_hints.sweep(run.model, EXPERIMENT['hint_points'], args, run.lists['val'],
                                    os.path.join(run.dir, quality_hints.VAL_SWEEP), os.path.join(run.dir, 'quality.log'),
-                                   score, say, EXPERIMENT['hint_val_max_side'])
+                                   score, say, EXPERIMENT['val_max_side'])
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         folds = list(pool.map(one, choosing))
-    args.val_sweeps = {'runs': [r.name for r in choosing], 'max_side': EXPERIMENT['hint_val_max_side']}
+    args.val_sweeps = {'runs': [r.name for r in choosing], 'max_side': EXPERIMENT['val_max_side']}
     args.hint_sweeps['default_val'] = quality_hints.mean_sweep(folds)
     best = quality_hints.best_method(args.hint_sweeps['default_val'])
     say('hint method chosen on %d validation sweep(s): %s' % (len(folds), best))
@@ -472,9 +486,7 @@ def main(argv=None):
     train_and_score([r for r in runs if r.fold != ALL and r.curve is None], arms, args, scores, walls, deferred,
                     report)   # the recommended model and the learning curve once the stage is chosen
     for run, split, decode in deferred:
-        metrics = evaluate(run, split, decode, args)
-        if metrics is not None:
-            scores[(run.name, split, decode)] = metrics
+        if score_into(scores, run, split, decode, args) is not None:
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
     result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     chosen = result['default_model']
@@ -485,8 +497,8 @@ def main(argv=None):
                 % (args.folds, final.arch))
             train_recommended(args, final, recommended_decode(result), scores, walls)
             result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
-        if final is not None and args.learning_curve:
-            train_curve(args, runs, final, recommended_decode(result), scores, walls, report)
+        if args.learning_curve:
+            train_curve(args, runs, curve_stage(chain), recommended_decode(result), scores, walls, report)
             result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
         hint_final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and final is not None
                            and r.arch == final.arch), None)

@@ -45,6 +45,12 @@ class Run:
     def eval_dir(self, split, decode):
         return os.path.join(self.dir, 'eval-final-%s-%s' % (split, decode))
 
+    def max_side(self, split):
+        """The long side its photos of ``split`` are scored at: full size (None) only for the test score of a
+        model trained on every training photo (the recommended model, ``--folds 1``'s stages); every choice
+        and the learning curve are scored at ``EXPERIMENT['val_max_side']``."""
+        return None if split == 'test' and self.fold in (None, ALL) else EXPERIMENT['val_max_side']
+
 
 def fold_name(fold):
     return 'all' if fold == ALL else 'fold%d' % fold
@@ -117,11 +123,11 @@ def plan(args, chain, variants, seeds):
     if args.folds > 1:   # the recommended model: the chain on every non-test photo, up to the chosen stage
         for stage_index in range(len(chain)):
             run_of(DEFAULT_ARM, {}, seeds[0], stage_index, ALL)
-    if args.learning_curve:   # trained after the recommended model, up to the chosen stage
+    if args.learning_curve:   # trained after the recommended model, up to the curve's stage
         for share in EXPERIMENT['learning_curve']['shares']:
             for budget in EXPERIMENT['learning_curve']['budgets']:
                 for fold in folds:
-                    for stage_index in range(len(chain)):
+                    for stage_index in range(curve_stage(chain) + 1):
                         run_of(curve_arm(share, budget), {}, seeds[0], stage_index, fold, (share, budget))
     if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s; with folds on every non-test photo
         fold = ALL if args.folds > 1 else None
@@ -203,6 +209,11 @@ def scored_splits(run):
     """The splits a run is scored on: a fold's run its fold ('val'), the recommended model and a learning
     curve's runs the test split."""
     return run.scored_on
+
+
+def curve_stage(chain):
+    """The index of the chain's stage the learning curve trains (``EXPERIMENT['learning_curve']['stage']``)."""
+    return min(EXPERIMENT['learning_curve']['stage'], len(chain) - 1)
 
 
 def curve_arm(share, budget):

@@ -52,8 +52,9 @@ def verdict(summary):
 
 
 def curve_lines(result):
-    """results.md's learning curve: the chosen stage on the test split per share of each fold's photos."""
-    lines = ['## Learning curve, test split (%s, mean ± spread over the folds)' % result['default_model'], '',
+    """results.md's learning curve: the curve's stage on the test split per share of each fold's photos."""
+    lines = ['## Learning curve, test split (%s, photos scaled to a long side of %s pixels, mean ± spread over '
+             'the folds)' % (result['learning_curve_arch'], result['val_max_side']), '',
              '![learning curve](%s)' % CURVE_FIGURE, '',
              '| budget | share of a fold\'s photos | photos | folds | %s |' % ' | '.join(METRIC_NAMES),
              '|---|---|---|---|%s' % ('---|' * len(METRICS))]
@@ -93,7 +94,7 @@ def plot_learning_curve(result, path):
         plt.close(fig)
         return
     axes[0].legend()
-    fig.suptitle('%s on the test split, trained on shares of each fold' % result['default_model'])
+    fig.suptitle('%s on the test split, trained on shares of each fold' % result['learning_curve_arch'])
     fig.tight_layout()
     tmp = path + '.tmp.png'
     fig.savefig(tmp, dpi=100)
@@ -135,7 +136,8 @@ def markdown(result):
              'over the seeds listed; variants chosen on the validation split' if folds < 2 else
              '- scores: validation folds: mean ± spread (half the range) over the %d folds (each fold\'s model '
              'trained on the other folds, the same budget) and the seeds listed; annealed mean (T = 0.38) unless '
-             'said; the test split scores the recommended model once' % folds,
+             'said; validation photos scaled to a long side of %s pixels; the test split scores the recommended '
+             'model once, at full size' % (folds, result.get('val_max_side')),
              '- selection rule: %s' % result.get('selection_rule', ''), '']
     if result['overrides']:
         lines[-1:-1] = ['- every run with --set %s' % ' '.join(result['overrides'])]

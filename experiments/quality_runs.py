@@ -62,6 +62,8 @@ def count_iterations(run_dir):
 def run_script(script, argv, log_path):
     """In a process forked by :func:`runtime.fresh_process_context`: ``python SCRIPT ARGV`` from the
     repository, what it prints appended to ``log_path``; its exit status is the process's."""
+    import multiprocessing
+    multiprocessing.set_start_method(None, force=True)   # its DataLoader workers start as a new interpreter's
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -224,15 +226,21 @@ def decoding_argv(label):
 
 
 def evaluate(run, split, decode, args):
-    """metrics.json of ``run`` on ``split`` decoded by ``decode`` (reused when present), or None."""
+    """metrics.json of ``run`` on ``split`` decoded by ``decode``, its photos scaled to ``run.max_side(split)``
+    (reused when present at that size), or None."""
     out = run.eval_dir(split, decode)
-    metrics_path = os.path.join(out, 'metrics.json')
-    if os.path.isfile(metrics_path):
-        return read_json(metrics_path)
+    max_side = run.max_side(split)
+    found = read_json(os.path.join(out, 'metrics.json'))
+    if found is not None and found.get('max_side') == max_side:
+        return found
+    if found is not None:   # scored at another size by an earlier version: kept aside
+        say('note   %s: scored at another size, kept as %s' % (run.name, set_aside(out, 'other-size')))
     tmp = out + '.tmp'
     if os.path.isdir(tmp):
         shutil.rmtree(tmp)  # a half-written evaluation of our own
     argv = ['-m', run.model, '-d', args.photos, '--list', run.lists[split], '-o', tmp] + decoding_argv(decode)
+    if max_side is not None:
+        argv += ['--max-side', str(max_side)]
     label = '%s on %s (%s)' % (run.name, split, decode)
     status, wall = score(argv, os.path.join(run.dir, 'quality.log'))
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'metrics.json')):

@@ -3,6 +3,7 @@ budget of big batches: a few iterations per run), its plan of runs, its statisti
 import csv
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -170,6 +171,37 @@ def test_an_evaluation_in_the_experiments_process_scores_as_evaluate_py_and_keep
     assert capsys.readouterr() == ('', '')
 
 
+def test_every_choice_is_scored_scaled_down_the_test_score_at_full_size_and_another_size_is_redone(
+        plain_model, tmp_path, monkeypatch):
+    """A fold's run (and the learning curve's) is scored at val_max_side, as evaluate.py --max-side scores it;
+    the recommended model's test score at full size; a score found at another size is kept aside and
+    redone, never reused."""
+    import argparse
+    import shutil
+    photos = split_folder(str(tmp_path / 'photos'))
+    monkeypatch.setitem(config.QUALITY_EXPERIMENT, 'val_max_side', 48)
+    lists = {'val': os.path.join(photos, 'split_val.txt'), 'test': os.path.join(photos, 'split_test.txt')}
+    fold_run, final = (quality_plan.Run('default', {}, 0, 0, 'fcn32s', 199, 2, 1.0, str(tmp_path / 'out'), fold,
+                                        lists) for fold in (0, quality_plan.ALL))
+    for run in (fold_run, final):
+        os.makedirs(run.dir)
+        shutil.copyfile(plain_model, run.model)
+    assert (fold_run.max_side('val'), fold_run.max_side('test'), final.max_side('test')) == (48, 48, None)
+    args = argparse.Namespace(photos=photos)
+    scored = quality_runs.evaluate(fold_run, 'val', 'annealed', args)
+    assert evaluate.main(['-m', plain_model, '-d', photos, '--list', lists['val'], '-o', str(tmp_path / 'cmd'),
+                          '--max-side', '48']) == 0
+    by_command = json.loads((tmp_path / 'cmd' / 'metrics.json').read_text())
+    assert scored['max_side'] == 48 and scored['model'] == by_command['model'] and PHOTO_SIZE[0] > 48
+    full = quality_runs.evaluate(final, 'test', 'annealed', args)
+    assert full['max_side'] is None
+    stale = fold_run.eval_dir('val', 'annealed')
+    quality_runs.write_json(os.path.join(stale, 'metrics.json'), dict(scored, max_side=None, model='stale'))
+    again = quality_runs.evaluate(fold_run, 'val', 'annealed', args)
+    assert again['model'] == scored['model']
+    assert json.loads(open(os.path.join(stale + '.other-size-1', 'metrics.json')).read())['model'] == 'stale'
+
+
 def test_a_training_child_is_a_fresh_process_whose_output_and_exit_status_come_back(tmp_path, monkeypatch):
     """quality_runs.run_child: a script in a process forked from the torch-importing server, none of this
     process's state in it (a module attribute patched here is not seen there, as in a new interpreter),
@@ -181,11 +213,16 @@ def test_a_training_child_is_a_fresh_process_whose_output_and_exit_status_come_b
     status, _ = quality_runs.run_child([sys.executable, script, '-c', '999'], str(log), 'bad')
     assert status == 2 and 'error: no configuration 999' in log.read_text()
     probe = tmp_path / 'probe.py'
-    probe.write_text('import os, sys, torch, config\nprint("argv", sys.argv[1:], "cwd", os.getcwd(), '
-                     '"patched", hasattr(config, "PATCHED"))\nsys.exit(3)\n')
+    probe.write_text('import multiprocessing, os, sys, torch, config\nprint("argv", sys.argv[1:], "cwd", '
+                     'os.getcwd(), "patched", hasattr(config, "PATCHED"), "start", multiprocessing.get_start_method())'
+                     '\nsys.exit(3)\n')
     monkeypatch.setattr(config, 'PATCHED', True, raising=False)
     status, _ = quality_runs.run_child([sys.executable, str(probe), 'a', 'b'], str(log), 'probe')
-    assert status == 3 and "argv ['a', 'b'] cwd %s patched False" % REPO_DIR in log.read_text()
+    # its DataLoader workers start as a new interpreter's would, not from the forkserver (whose semaphores
+    # the resource tracker reported as leaked at the end of a long experiment)
+    fresh = subprocess.run([sys.executable, '-c', 'import multiprocessing; print(multiprocessing.get_start_method())'],
+                           capture_output=True, text=True).stdout.strip()
+    assert status == 3 and "argv ['a', 'b'] cwd %s patched False start %s\n" % (REPO_DIR, fresh) in log.read_text()
 
 
 def test_the_default_model_carries_the_decoding_chosen_for_it(plain_model, tmp_path):
@@ -325,6 +362,9 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     scored = json.loads((out / 'default' / 'seed0' / 'all' / chosen / 'eval-final-test-annealed' / 'metrics.json')
                         .read_text())
     assert recommended['test']['model']['auc_rebal']['mean'] == scored['model']['auc_rebal'] and scored['n_images'] == 1
+    assert scored['max_side'] is None       # the test score at full size, every validation score scaled down
+    fold_scores = [json.loads(p.read_text()) for p in out.glob('default/seed0/fold*/*/eval-final-val-*/metrics.json')]
+    assert len(fold_scores) == 6 and {m['max_side'] for m in fold_scores} == {config.QUALITY_EXPERIMENT['val_max_side']}
     archs = [a for a, _ in config.QUALITY_EXPERIMENT['chain']]
     later = archs[archs.index(chosen) + 1:]
     assert all(not (out / 'default' / 'seed0' / 'all' / a).exists() for a in later)   # not needed, not trained
@@ -439,7 +479,8 @@ def test_the_learning_curve_trains_nested_shares_of_each_fold_at_both_budgets(tm
     curve = config.QUALITY_EXPERIMENT['learning_curve']
     base = {r.stage_index: r.iterations for r in runs if r.fold == 0 and r.curve is None and r.arm == 'default'}
     curve_runs = [r for r in runs if r.curve is not None]
-    assert len(curve_runs) == len(curve['shares']) * len(curve['budgets']) * 3 * len(chain)
+    assert len(curve_runs) == len(curve['shares']) * len(curve['budgets']) * 3 * (curve['stage'] + 1)
+    assert {r.stage_index for r in curve_runs} == set(range(curve['stage'] + 1)) and curve['stage'] < len(chain)
     for run in curve_runs:
         share, budget = run.curve
         train = open(run.lists['train']).read().split()
@@ -460,9 +501,10 @@ def test_the_learning_curve_table_and_plot_show_every_share_and_budget(tmp_path)
         methods = {m: {k: ms(psnr if k == 'psnr' else 70.0, spread) for k in quality.METRICS}
                    for m in ('model', 'grayscale', 'target')}
         return {'share': share, 'photos': photos, 'folds': 2, 'test': dict(methods, ground_truth={})}
-    result = {'default_model': 'fcn16s', 'learning_curve': {
-        'per_photo': [point(0.25, 3.0, 18.5, 0.4), point(0.5, 6.0, 19.0, 0.3), point(1.0, 12.0, 19.4, 0.2)],
-        'fixed': [point(0.25, 3.0, 18.9, 0.5), point(0.5, 6.0, 19.2, 0.2), dict(point(1.0, 12.0, 0, 0), test=None)]}}
+    result = {'default_model': 'fcn16s', 'learning_curve_arch': 'fcn32s', 'val_max_side': 1024,
+              'learning_curve': {
+                  'per_photo': [point(0.25, 3.0, 18.5, 0.4), point(0.5, 6.0, 19.0, 0.3), point(1.0, 12.0, 19.4, 0.2)],
+                  'fixed': [point(0.25, 3.0, 18.9, 0.5), point(0.5, 6.0, 19.2, 0.2), dict(point(1.0, 12.0, 0, 0), test=None)]}}
     lines = quality_report.curve_lines(result)
     rows = [line for line in lines if line.startswith('| same budget per photo') or line.startswith('| the same')]
     assert len(rows) == 6 and '| the same budget | 1 | 12.0 | 2 | not finished |' in '\n'.join(rows)
@@ -479,13 +521,12 @@ def test_progress_counts_training_rows_of_log_csv_not_its_header_or_validations(
     assert quality_runs.count_iterations(str(tmp_path / 'nowhere')) == 0
 
 
-def test_the_learning_curve_scores_the_chosen_stage_of_every_share_and_fold_on_the_test_split(tmp_path,
-                                                                                            monkeypatch):
+def test_the_learning_curve_scores_its_stage_of_every_share_and_fold_on_the_test_split(tmp_path, monkeypatch):
     """train_curve with training and scoring stubbed (the real ones run end to end above): each fold's own
-    run of the chosen stage and each share's chain up to it are scored on the test split only, and the
-    curve's table has every share, budget and the folds' spread."""
+    run of the curve's stage and each share's chain up to it are scored on the test split only (scaled to
+    val_max_side, as every fold run's scores), and the curve's table has every share, budget and the folds'
+    spread."""
     names = ['p%02d.jpg' % i for i in range(12)]
-    _, args, _, runs = curve_plan(tmp_path, names, 2)
     trained, scored = [], []
 
     def fake_train(run, _):
@@ -496,21 +537,23 @@ def test_the_learning_curve_scores_the_chosen_stage_of_every_share_and_fold_on_t
 
     def fake_evaluate(run, split, decode, _):
         scored.append((run.name, split, decode))
-        assert os.path.isfile(run.lists[split])
+        assert os.path.isfile(run.lists[split]) and run.max_side(split) == config.QUALITY_EXPERIMENT['val_max_side']
         value = 70.0 + len(open(run.lists['train']).read().split())   # more photos, a better score
         return {m: {k: value for k in quality.METRICS} for m in ('model', 'grayscale', 'target')} | {
             'ground_truth': {'colorfulness': 50.0}, 'n_images': 1}
     monkeypatch.setattr(quality, 'train', fake_train)
     monkeypatch.setattr(quality, 'evaluate', fake_evaluate)
-    final = next(r for r in runs if r.fold == quality.ALL and r.arch == 'fcn16s')
+    monkeypatch.setitem(config.QUALITY_EXPERIMENT['learning_curve'], 'stage', 1)   # the plan below: up to FCN-16s
+    _, args, _, runs = curve_plan(tmp_path, names, 2)
     scores, walls = {}, {}
-    quality.train_curve(args, runs, final, 'annealed', scores, walls, lambda: None)
+    quality.train_curve(args, runs, 1, 'annealed-T0.6', scores, walls, lambda: None)
     curve_runs = [r for r in runs if r.curve is not None]
-    assert sorted(trained) == sorted(r.name for r in curve_runs if r.stage_index <= 1)   # up to FCN-16s
-    assert all(split == 'test' for _, split, _ in scored)
+    assert curve_runs and sorted(trained) == sorted(r.name for r in curve_runs)   # FCN-32s and FCN-16s
+    assert {r.stage_index for r in curve_runs} == {0, 1}
+    assert all(split == 'test' and decode == 'annealed-T0.6' for _, split, decode in scored)   # as every point
     assert sorted(n for n, _, _ in scored) == sorted(
         [r.name for r in curve_runs if r.arch == 'fcn16s'] + ['default/seed0/fold%d/fcn16s' % f for f in (0, 1)])
-    curve = quality.learning_curve(runs, scores, 'fcn16s', 'annealed')
+    curve = quality.learning_curve(runs, scores, 'fcn16s', 'annealed-T0.6')
     for budget, points in curve.items():
         assert [p['share'] for p in points] == [0.25, 0.5, 1.0] and all(p['folds'] == 2 for p in points)
         means = [p['test']['model']['psnr']['mean'] for p in points]
