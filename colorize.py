@@ -136,7 +136,7 @@ class Colorizer:
         size = propagate.working_size(*lightness.shape, config.HINT_PROPAGATION['side'])
         small_plane, hinted = propagate.resize_hints(*hint_maps, size)
         certainty = None
-        if 'confidence' in methods or 'stacked' in methods:
+        if 'confidence' in propagate.arms_needed(methods):
             heads = 2 if self.encoder.binning == 'one-hot' else 1
             certainty = propagate.resize_plane(propagate.confidence(probs, heads)[None], size)[0]
         fused = propagate.fused_planes(methods, propagate.resize_lightness(lightness, size), small_plane, hinted,

@@ -53,6 +53,7 @@ import hints as hint_input
 import levin
 
 HINT_METHODS = config.HINT_METHODS
+BLENDED_ARMS = {'stacked': ('levin', 'confidence')}   # an arm computed from other arms
 
 
 def working_size(height, width, side):
@@ -279,6 +280,11 @@ def confidence(probs, heads=1):
     return (1 - entropy).mean(0).clamp(0, 1)
 
 
+def arms_needed(methods):
+    """The arms computing ``methods`` takes: each method and the arms it blends (:data:`BLENDED_ARMS`)."""
+    return list(dict.fromkeys(arm for m in methods for arm in (m,) + BLENDED_ARMS.get(m, ())))
+
+
 def fused_planes(methods, lightness, hint_plane, hinted, prediction, certainty=None, settings=None):
     """Arms of :data:`HINT_METHODS` at the working size -> {method: fused chroma plane ``[2, h, w]``} (numpy).
 
@@ -297,7 +303,7 @@ def fused_planes(methods, lightness, hint_plane, hinted, prediction, certainty=N
         raise ValueError('unknown hint method %r (choose from %s)' % (unknown[0], ', '.join(HINT_METHODS)))
     if not hinted.any():
         return {m: np.zeros_like(prediction) if m == 'levin' else prediction for m in methods}
-    needed = list(dict.fromkeys(list(methods) + (['levin', 'confidence'] if 'stacked' in methods else [])))
+    needed = arms_needed(methods)
     leak, fade = leak_at(lightness.shape, settings), settings['fade']
     out = {}
     if 'levin' in needed:

@@ -390,6 +390,14 @@ def train_curve(args, runs, stage_index, decode, scores, walls, report):
             score_into(scores, run, 'test', decode, args)
 
 
+def hint_sweep(args, model, list_path, name, max_side=None, method=None):
+    """quality_hints.sweep of ``model`` on ``list_path`` into the folder ``name`` beside the model, logged in
+    the quality.log beside it."""
+    folder = os.path.dirname(model)
+    return quality_hints.sweep(model, EXPERIMENT['hint_points'], args, list_path, os.path.join(folder, name),
+                               os.path.join(folder, 'quality.log'), score, say, max_side, method)
+
+
 def choose_hint_method(args, runs, chosen):
     """The hint method by quality_hints.best_method on the validation sweeps: each fold's run of the chosen
     stage on its own fold (``--folds 1``: the chosen stage on split_val.txt), photos scaled down to
@@ -397,12 +405,9 @@ def choose_hint_method(args, runs, chosen):
     choosing = [r for r in runs if r.arm == DEFAULT_ARM and r.seed == runs[0].seed and r.arch == chosen
                 and r.fold != ALL and r.curve is None and not r.failed and os.path.isfile(r.model)]
 
-    def one(run):
-        return quality_hints.sweep(run.model, EXPERIMENT['hint_points'], args, run.lists['val'],
-                                   os.path.join(run.dir, quality_hints.VAL_SWEEP), os.path.join(run.dir, 'quality.log'),
-                                   score, say, EXPERIMENT['val_max_side'])
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        folds = list(pool.map(one, choosing))
+        folds = list(pool.map(lambda run: hint_sweep(args, run.model, run.lists['val'], quality_hints.VAL_SWEEP,
+                                                     EXPERIMENT['val_max_side']), choosing))
     args.val_sweeps = {'runs': [r.name for r in choosing], 'max_side': EXPERIMENT['val_max_side']}
     args.hint_sweeps['default_val'] = quality_hints.mean_sweep(folds)
     best = quality_hints.best_method(args.hint_sweeps['default_val'])
@@ -413,10 +418,8 @@ def choose_hint_method(args, runs, chosen):
 def test_sweeps(args, runs, result, default_model, hint_method):
     """The hint sweeps on the test split: the default model's, and (``--hints``) the hint model's, written
     as OUT/hints/model_best.pth.tar with the chosen hint method (``--jobs`` of them side by side)."""
-    tasks = [lambda: ('default_test', quality_hints.sweep(
-        default_model, EXPERIMENT['hint_points'], args, args.test_list,
-        os.path.join(os.path.dirname(default_model), quality_hints.TEST_SWEEP),
-        os.path.join(os.path.dirname(default_model), 'quality.log'), score, say, method=hint_method))]
+    tasks = [lambda: ('default_test', hint_sweep(args, default_model, args.test_list, quality_hints.TEST_SWEEP,
+                                                 method=hint_method))]
     chosen = result['hints']['hint_model']
     final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and r.arch == chosen), None)
     if final is None or final.failed or not os.path.isfile(final.model):
@@ -427,9 +430,8 @@ def test_sweeps(args, runs, result, default_model, hint_method):
         os.makedirs(hint_dir, exist_ok=True)
         save_colorizer_checkpoint(final.model, target, recommended_decode(result), hint_method)
         say('hint model: %s (%s)' % (target, chosen))
-        tasks.append(lambda: ('hints_test', quality_hints.sweep(
-            target, EXPERIMENT['hint_points'], args, args.test_list, os.path.join(hint_dir, quality_hints.TEST_SWEEP),
-            os.path.join(hint_dir, 'quality.log'), score, say, method=hint_method)))
+        tasks.append(lambda: ('hints_test', hint_sweep(args, target, args.test_list, quality_hints.TEST_SWEEP,
+                                                       method=hint_method)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for key, found in pool.map(lambda task: task(), tasks):
             args.hint_sweeps[key] = found
