@@ -220,6 +220,8 @@ def parse_args(argv=None):
                    'Levin et al. 2004 and grayscale: '
                    'OUT/hints.json, hints_table.txt, hints_psnr.png, hints_grid.png'
                    % ','.join(str(n) for n in config.HINT_SWEEP['points']))
+    p.add_argument('--hint-method', choices=config.HINT_METHODS, default=None,
+                   help='with --hint-points: the hint method scored as "default" (default: the checkpoint\'s)')
     return p.parse_args(argv)
 
 
@@ -234,8 +236,12 @@ def main(argv=None, log=None):
     from tqdm import tqdm
     out, err = (log, log) if log is not None else (sys.stdout, sys.stderr)
     colorize.check_out_dir(args.out)
+    if args.hint_method is not None and not args.hint_points:
+        raise cli.UserError('--hint-method %s needs --hint-points N,N,...' % args.hint_method)
     colorizer = colorize.load_colorizer(args.model, args.device)
     colorize.resolve_decoding(args, colorizer)
+    if args.hint_method is not None:
+        colorizer.config['hint_method'] = args.hint_method
     unlisted = {}
     sweep_scores, sweep_grid = [], []
     paths = evaluation_paths(args, colorizer.config, args.model, unlisted)

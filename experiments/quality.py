@@ -33,10 +33,12 @@ scores; the tables show mean +- spread (half the range) over the folds and seeds
 
 ``--hints`` chooses the hint method (``config.HINT_METHODS``) on hint sweeps of each fold's chosen
 stage on its own fold (photos scaled down to ``QUALITY_EXPERIMENT['val_max_side']``), writes it
-into the default model, and adds the hint chain (``config.QUALITY_EXPERIMENT['hint_chain']``: configs
-113 -> 114 -> 115, colour-hint input, the first from the chain's FCN-32s; with folds trained on every
-non-test photo up to the default model's stage, with ``--folds 1`` its stage chosen on validation) with
-the same budget (``OUT/hints/model_best.pth.tar``) and both models' hint sweeps on the test split
+into the default model, and chooses among the candidate hint chains (``--hint-configs``, default
+``QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115 and 116 -> 117 -> 118, colour-hint input, each
+from the same fold's FCN-32s of the default chain, the same budget) on the same folds: each trained up to
+the default model's stage and swept with that hint method on its own fold.  The chosen chain is trained
+on every non-test photo (with ``--folds 1``: its stage chosen on validation) into
+``OUT/hints/model_best.pth.tar``; both models' hints are swept on the test split
 (experiments/quality_hints.py).
 
 The budget (minutes on the reference CPU) becomes iteration counts through the reference
@@ -180,14 +182,17 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
         result['recommended'] = {'arch': result['default_model'], 'run': final and final.name, 'decode': decode,
                                  'test': summary_of([test]) if test else None}
     if args.hints:
-        stages = {r.arch: collect([r], scores) for r in runs if r.arm == quality_hints.HINT_ARM}
+        candidates = getattr(args, 'hint_candidates', None) or {}
+        arm = getattr(args, 'hint_arm', None) or quality_hints.hint_arm([n for _, n in args.hint_chains[0]])
+        stages = hint_stages(runs, arm, scores)
         # the default model's test scores: with folds the recommended model's
         default = result['recommended'] if args.folds > 1 else result['default'].get(result['default_model'])
         sweeps = getattr(args, 'hint_sweeps', {})
         sweep = sweeps.get('hints_test')
-        # with folds the hint chain trains once, on every non-test photo, up to the default model's stage
+        # with folds the chosen hint chain trains on every non-test photo up to the default model's stage
         hint_model = default_stage(stages) if args.folds == 1 else result['default_model']
-        result['hints'] = {'configs': [n for _, n in args.hint_chain], 'stages': stages,
+        result['hints'] = {'configs': [r.config_number for r in runs if r.arm == arm and r.fold in (None, ALL)],
+                           'arm': arm, 'candidates': candidates, 'stages': stages,
                            'hint_model': hint_model, 'sweeps': sweeps, 'val_sweeps': getattr(args, 'val_sweeps', None),
                            'best_method': quality_hints.best_method(sweeps.get('default_val')),
                            'goal': quality_hints.goal(default and default['test'], sweep),
@@ -286,13 +291,28 @@ def parse_args(argv=None):
                    help='also train the FCN-32s stage on shares %s of each fold\'s training photos, at the '
                         'same budget per photo and at the same budget, and score them on the test split'
                         % ', '.join('%g' % x for x in EXPERIMENT['learning_curve']['shares']))
-    p.add_argument('--hints', action='store_true', help='also choose the hint method on the validation folds, '
-                   'train the hint chain (configs %s, OUT/hints/model_best.pth.tar) and sweep both models\' '
-                   'hints on the test split'
-                   % ', '.join(str(n) for _, n in EXPERIMENT['hint_chain']))
-    p.add_argument('--hint-configs', default=','.join(str(n) for _, n in EXPERIMENT['hint_chain']),
-                   help='with --hints: config numbers of the hint chain\'s stages (default %(default)s)')
+    p.add_argument('--hints', action='store_true', help='also choose the hint method and the hint chain on the '
+                   'validation folds, train the chosen chain (OUT/hints/model_best.pth.tar) and sweep both models\' '
+                   'hints on the test split')
+    p.add_argument('--hint-configs', default=HINT_CHAINS_TEXT,
+                   help='with --hints: the candidate hint chains, each the config numbers of its stages, chains '
+                        'separated by "/" (default %(default)s)')
     return p.parse_args(argv)
+
+
+HINT_CHAINS_TEXT = '/'.join(','.join(str(n) for n in c) for c in EXPERIMENT['hint_chains'])
+
+
+def parse_hint_chains(text, overrides):
+    """'113,114,115/116,117,118' -> [[(arch, config), ...] per chain]; raises UserError on a chain of another
+    length, one listed twice or a config without hints."""
+    archs = [arch for arch, _ in EXPERIMENT['chain']]
+    chains = [parse_numbers(part, '--hint-configs', len(archs)) for part in text.split('/')]
+    if len({tuple(c) for c in chains}) < len(chains):
+        raise UserError('--hint-configs %s: a chain is listed twice' % text)
+    if not all(effective_config(n, overrides)['hints'] for c in chains for n in c):
+        raise UserError('--hint-configs %s: every stage needs a config with hints: true' % text)
+    return [list(zip(archs, c)) for c in chains]
 
 
 def parse_numbers(text, what, count=None):
@@ -415,17 +435,60 @@ def choose_hint_method(args, runs, chosen):
     return best
 
 
+def hint_stages(runs, arm, scores):
+    """{arch: scores} of the hint chain ``arm``'s runs on every training photo (with folds: on the test split;
+    ``--folds 1``: on split_val.txt and the test split)."""
+    return {r.arch: collect([r], scores) for r in runs if r.arm == arm and r.fold in (None, ALL)}
+
+
+def choose_hint_chain(args, runs, chosen, hint_method, arms, scores, walls, report):
+    """The arm of the hint chain chosen by quality_hints.best_hint_chain: each candidate's stage (with folds:
+    ``chosen``, trained on each fold, from that fold's FCN-32s; ``--folds 1``: its own stage chosen on
+    split_val.txt) swept with ``hint_method`` on the photos it did not train on (scaled to
+    ``EXPERIMENT['val_max_side']``), averaged over the folds.  One candidate is chosen without a sweep; with
+    none qualifying, the first."""
+    arms_of = [quality_hints.hint_arm([n for _, n in c]) for c in args.hint_chains]
+    args.hint_candidates = {arm: {'configs': [n for _, n in c], 'runs': [], 'val_sweep': None}
+                            for arm, c in zip(arms_of, args.hint_chains)}
+    if len(arms_of) == 1:
+        return arms_of[0]
+    if args.folds > 1:
+        index = next(r.stage_index for r in runs if r.arch == chosen)
+        fold_runs = [r for r in runs if r.arm in arms_of and r.fold not in (None, ALL) and r.stage_index <= index]
+        say('%d hint chains on %d folds up to %s' % (len(arms_of), args.folds, chosen))
+        train_and_score(fold_runs, arms, args, scores, walls, [], report)
+        choosing = {arm: [r for r in fold_runs if r.arm == arm and r.arch == chosen] for arm in arms_of}
+    else:
+        choosing = {arm: [r for r in runs if r.arm == arm and r.arch == default_stage(hint_stages(runs, arm, scores))]
+                    for arm in arms_of}
+    pairs = [(arm, r) for arm in arms_of for r in choosing[arm] if not r.failed and os.path.isfile(r.model)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        found = list(pool.map(lambda pair: hint_sweep(args, pair[1].model, pair[1].lists['val'],
+                                                      quality_hints.VAL_SWEEP, EXPERIMENT['val_max_side'],
+                                                      hint_method), pairs))
+    for arm in arms_of:
+        mine = [f for (a, _), f in zip(pairs, found) if a == arm]
+        complete = len(mine) == len(choosing[arm]) > 0
+        args.hint_candidates[arm].update(runs=[r.name for r in choosing[arm]],
+                                         val_sweep=quality_hints.mean_sweep(mine) if complete else None)
+    best = quality_hints.best_hint_chain({a: c['val_sweep'] for a, c in args.hint_candidates.items()},
+                                         args.hint_sweeps.get('default_val'))
+    say('hint chain chosen on validation: %s' % (best or 'none qualifies, the first: %s' % arms_of[0]))
+    return best or arms_of[0]
+
+
 def test_sweeps(args, runs, result, default_model, hint_method):
     """The hint sweeps on the test split: the default model's, and (``--hints``) the hint model's, written
     as OUT/hints/model_best.pth.tar with the chosen hint method (``--jobs`` of them side by side)."""
     tasks = [lambda: ('default_test', hint_sweep(args, default_model, args.test_list, quality_hints.TEST_SWEEP,
                                                  method=hint_method))]
     chosen = result['hints']['hint_model']
-    final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and r.arch == chosen), None)
+    final = next((r for r in runs if r.arm == result['hints']['arm'] and r.fold in (None, ALL) and r.arch == chosen),
+                 None)
     if final is None or final.failed or not os.path.isfile(final.model):
         say('no hint model: the hint chain did not finish')
     else:
-        hint_dir = os.path.join(args.out, quality_hints.HINT_ARM)
+        hint_dir = os.path.join(args.out, quality_hints.HINT_DIR)
         target = os.path.join(hint_dir, 'model_best.pth.tar')
         os.makedirs(hint_dir, exist_ok=True)
         save_colorizer_checkpoint(final.model, target, recommended_decode(result), hint_method)
@@ -446,10 +509,7 @@ def main(argv=None):
         seeds = parse_numbers(args.seeds, '--seeds')
         numbers = parse_numbers(args.configs, '--configs', len(EXPERIMENT['chain']))
         chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['chain'], numbers)]
-        hint_numbers = parse_numbers(args.hint_configs, '--hint-configs', len(EXPERIMENT['hint_chain']))
-        args.hint_chain = [(arch, n) for (arch, _), n in zip(EXPERIMENT['hint_chain'], hint_numbers)]
-        if args.hints and not all(effective_config(n, args.overrides)['hints'] for n in hint_numbers):
-            raise UserError('--hint-configs %s: every stage needs a config with hints: true' % args.hint_configs)
+        args.hint_chains = parse_hint_chains(args.hint_configs, args.overrides) if args.hints else []
         variants = selected_variants(args.variants)
         if args.folds < 1:
             raise UserError('--folds must be at least 1')
@@ -485,8 +545,11 @@ def main(argv=None):
         % (len(runs), duration(budget), n_eval, args.out))
     scores, walls, deferred = {}, {}, []
     report = lambda: write_results(args, chain, runs, arms, seeds, scores, walls, started)  # noqa: E731
-    train_and_score([r for r in runs if r.fold != ALL and r.curve is None], arms, args, scores, walls, deferred,
-                    report)   # the recommended model and the learning curve once the stage is chosen
+    # first the folds' chains (--folds 1: every stage and hint chain); the recommended model, the learning
+    # curve and the hint chains' folds once the stage is chosen
+    train_and_score([r for r in runs if r.fold != ALL and r.curve is None
+                     and (r.fold is None or not quality_hints.is_hint_arm(r.arm))], arms, args, scores, walls,
+                    deferred, report)
     for run, split, decode in deferred:
         if score_into(scores, run, split, decode, args) is not None:
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
@@ -502,18 +565,22 @@ def main(argv=None):
         if args.learning_curve:
             train_curve(args, runs, curve_stage(chain), recommended_decode(result), scores, walls, report)
             result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
-        hint_final = next((r for r in runs if r.arm == quality_hints.HINT_ARM and final is not None
-                           and r.arch == final.arch), None)
-        if hint_final is not None:
-            say('the hint chain, on every photo outside the test split, up to %s' % hint_final.arch)
-            train_recommended(args, hint_final, recommended_decode(result), scores, walls)
-            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
     else:
         final = next((r for r in runs if r.arm == DEFAULT_ARM and r.seed == seeds[0] and r.arch == chosen), None)
-    failed = [r.name for r in runs if r.failed]
     args.hint_sweeps = {}
     if final is not None and not final.failed and os.path.isfile(final.model):
-        hint_method = choose_hint_method(args, runs, chosen) if args.hints else None
+        hint_method = None
+        if args.hints:
+            hint_method = choose_hint_method(args, runs, chosen)
+            args.hint_arm = choose_hint_chain(args, runs, chosen, hint_method, arms, scores, walls, report)
+            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
+            hint_final = next((r for r in runs if r.arm == args.hint_arm and r.fold == ALL
+                               and r.arch == final.arch), None)
+            if hint_final is not None:
+                say('the hint chain %s, on every photo outside the test split, up to %s'
+                    % (args.hint_arm, hint_final.arch))
+                train_recommended(args, hint_final, recommended_decode(result), scores, walls)
+                result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
         default_dir = os.path.join(args.out, DEFAULT_ARM)
         default_model = os.path.join(default_dir, 'model_best.pth.tar')
         save_colorizer_checkpoint(final.model, default_model, recommended_decode(result), hint_method)
@@ -522,9 +589,9 @@ def main(argv=None):
         say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
             % (default_model, chosen, n, grid))
         if args.hints:
-            result = write_results(args, chain, runs, arms, seeds, scores, walls, started)
             test_sweeps(args, runs, result, default_model, hint_method)
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
+    failed = [r.name for r in runs if r.failed]
     say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),
                                          os.path.join(args.out, 'results.json'), duration(time.time() - started)))
     if failed:

@@ -1,8 +1,9 @@
-"""``quality.py --hints``: the hint sweeps (``evaluate.py --hint-points``) and the hint chain (configs
-113 -> 114 -> 115, colour-hint input) on the same photos and budget.  The sweeps of the default
-(lightness-only) chain's chosen stage on validation (each fold's run on its own fold, averaged) choose
-the hint method (``config.HINT_METHODS``); the default model's and the hint model's sweeps on the test
-split measure it.  Each sweep scores the network alone, every hint method, ``default`` (the checkpoint's
+"""``quality.py --hints``: the hint sweeps (``evaluate.py --hint-points``) and the candidate hint chains
+(``config.QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115 and 116 -> 117 -> 118, colour-hint input)
+on the same photos and budget.  The sweeps of the default (lightness-only) chain's chosen stage on
+validation (each fold's run on its own fold, averaged) choose the hint method (``config.HINT_METHODS``);
+the candidates' sweeps on validation, with that method, choose the hint chain (:func:`best_hint_chain`);
+the default model's and the hint model's sweeps on the test split measure them.  Each sweep scores the network alone, every hint method, ``default`` (the checkpoint's
 method), Levin et al. 2004 on the same points and grayscale.
 
 The goals it checks on the test split: the hint model with 0 points no worse than the default
@@ -18,18 +19,27 @@ import numpy as np
 import config
 from quality_runs import read_json
 
-HINT_ARM = 'hints'
+HINT_DIR = 'hints'             # OUT/hints: the chosen hint chain's model and its test sweep
 TEST_SWEEP = 'sweep-test'     # in OUT/hints and OUT/default: the test split's sweep
 VAL_SWEEP = 'hint-sweep-val'  # in each run that chooses the hint method (a fold's chosen stage): its sweep
 GOAL_METRICS = ('psnr', 'auc_rebal')
 GOAL_POINTS = 10
 
 
+def hint_arm(numbers):
+    """The arm (run folder) of the hint chain of configs ``numbers``: 'hints-113-114-115'."""
+    return '-'.join([HINT_DIR] + [str(n) for n in numbers])
+
+
+def is_hint_arm(arm):
+    return arm.startswith(HINT_DIR + '-')
+
+
 def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_side=None, method=None):
     """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` (run by ``score``, logging to ``log_path``)
     on the photos of ``list_path``, scaled down to ``max_side`` pixels (None: full size), in the folder
-    ``out``; reused when present and, with ``method``, made with that method as its ``default``.  None
-    when it failed."""
+    ``out``, with ``method`` as its ``default`` (evaluate.py --hint-method; None: the checkpoint's); reused
+    when present and made with that method.  None when it failed."""
     result_path = os.path.join(out, 'hints.json')
     made = read_json(os.path.join(out, 'metrics.json')) or {}
     if os.path.isfile(result_path) and method in (None, made.get('hint_method')):
@@ -42,6 +52,8 @@ def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_si
             '--hint-points', ','.join(str(n) for n in counts), '-o', tmp]
     if max_side is not None:
         argv += ['--max-side', str(max_side)]
+    if method is not None:
+        argv += ['--hint-method', method]
     status, wall = score(argv, log_path)
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'hints.json')):
         say('FAILED the hint sweep (exit status %d); see %s' % (status, log_path))
@@ -84,6 +96,36 @@ def best_method(val_sweep, tolerance_db=None):
     def score(m):
         return tuple(float(np.mean([val_sweep[m][n][k] for n in counts])) for k in GOAL_METRICS)
     return max((m for m in config.HINT_METHODS if m in val_sweep and near_levin(m)), key=score)
+
+
+def best_hint_chain(val_sweeps, default_val, tolerance_db=None):
+    """The hint chain whose model a person gets, by the rule of docs/hints.md: among the chains whose network
+    with 0 points is within ``tolerance_db`` of the default model's validation PSNR (``default_val``: its
+    sweep; the goal of issue 28), the highest mean PSNR of the ``default`` path (the chosen hint method) over
+    the counts with points (rebalanced AuC breaks a tie).  ``val_sweeps``: {arm: validation sweep or None};
+    None when no chain qualifies."""
+    tolerance_db = config.QUALITY_EXPERIMENT['hint_chain_tolerance_db'] if tolerance_db is None else tolerance_db
+
+    def qualifies(arm):
+        found = val_sweeps[arm]
+        if not found:
+            return False
+        return not default_val or '0' not in found['model'] or \
+            found['model']['0']['psnr'] >= default_val['model']['0']['psnr'] - tolerance_db
+
+    def score(arm):
+        counts = [n for n in val_sweeps[arm]['default'] if int(n) > 0]
+        return tuple(float(np.mean([val_sweeps[arm]['default'][n][k] for n in counts])) for k in GOAL_METRICS)
+    qualified = [arm for arm in val_sweeps if qualifies(arm)]
+    return max(qualified, key=score) if qualified else None
+
+
+def network_gain(sweep_result, points=GOAL_POINTS):
+    """The network's own hint gain in PSNR: ``model`` at ``points`` minus at 0 (None without both)."""
+    found = sweep_result and sweep_result.get('model') or {}
+    if '0' not in found or str(points) not in found:
+        return None
+    return found[str(points)]['psnr'] - found['0']['psnr']
 
 
 def propagation_goal(automatic_test, sweep_result):
@@ -147,8 +189,38 @@ def goal_lines(name, g):
     return lines
 
 
+def candidates_table(hints_result):
+    """results.md lines: each candidate hint chain's validation sweep (its network with 0 and 10 points, the
+    gain, the ``default`` path's mean over the counts with points) and the chosen one."""
+    candidates = hints_result.get('candidates') or {}
+    if len(candidates) < 2:
+        return []
+    val = hints_result.get('val_sweeps') or {'max_side': None}
+    ten = str(GOAL_POINTS)
+    lines = ['', '### Hint chains on validation (photos scaled to %s px; the rule: %s)' % (
+        val['max_side'], 'within %g dB of the default model with 0 points, then the best mean PSNR of the '
+        'default path over the counts with points' % config.QUALITY_EXPERIMENT['hint_chain_tolerance_db']), '',
+        '| hint chain | runs | network, 0 pts | network, %s pts | network gain dB | default path, mean over '
+        'counts with points |' % ten, '|---|---|---|---|---|---|']
+    for arm, c in candidates.items():
+        name = '**%s: chosen**' % arm if arm == hints_result['arm'] else arm
+        s = c.get('val_sweep')
+        if not s:
+            lines.append('| %s | %d | not finished | | | |' % (name, len(c['runs'])))
+            continue
+        counts = [n for n in s['default'] if int(n) > 0]
+        mean = [float(np.mean([s['default'][n][k] for n in counts])) for k in GOAL_METRICS]
+        cells = ['%.2f / %.2f' % (s['model'][n]['psnr'], s['model'][n]['auc_rebal']) if n in s['model'] else 'n/a'
+                 for n in ('0', ten)]
+        gain = network_gain(s)
+        lines.append('| %s | %d | %s | %s | %s | %.2f / %.2f |' % (
+            name, len(c['runs']), cells[0], cells[1], 'n/a' if gain is None else '%+.2f' % gain, mean[0], mean[1]))
+    return lines
+
+
 def markdown(hints_result, metric_cells, metric_names):
-    """results.md's hint section: the chain's test table, the sweeps, the chosen method, the goals."""
+    """results.md's hint section: the chosen chain's test table, the candidates on validation, the sweeps,
+    the chosen method, the goals."""
     lines = ['## Hint chain (configs %s), test split, no hints' % ' -> '.join(str(n) for n in hints_result['configs']),
              '', '| stage | | %s |' % ' | '.join(metric_names), '|---|---|%s' % ('---|' * len(metric_names))]
     for arch, r in hints_result['stages'].items():
@@ -157,6 +229,7 @@ def markdown(hints_result, metric_cells, metric_names):
             continue
         name = '**%s: hint model**' % arch if arch == hints_result['hint_model'] else arch
         lines.append('| %s | model | %s |' % (name, ' | '.join(metric_cells(r['test'], 'model'))))
+    lines += candidates_table(hints_result)
     sweeps = hints_result.get('sweeps') or {}
     val = hints_result.get('val_sweeps') or {'runs': [], 'max_side': None}
     titles = {'default_val': 'Hint sweeps on validation, the mean over %d run(s) of the chosen stage, each on the '

@@ -129,16 +129,20 @@ def plan(args, chain, variants, seeds):
                 for fold in folds:
                     for stage_index in range(curve_stage(chain) + 1):
                         run_of(curve_arm(share, budget), {}, seeds[0], stage_index, fold, (share, budget))
-    if args.hints:   # the hint chain, from the chain's (first seed's) FCN-32s; with folds on every non-test photo
-        fold = ALL if args.folds > 1 else None
-        previous = by_key[(DEFAULT_ARM, seeds[0], fold, 0)]
-        for stage_index, (arch, number) in enumerate(args.hint_chain):
-            cfg = effective_config(number, base_pairs)
-            iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
-            run = Run(quality_hints.HINT_ARM, {}, seeds[0], stage_index, arch, number, iterations, budget_s,
-                      args.out, fold, run_lists(args, fold))
-            run.previous, previous = previous, run
-            runs.append(run)
+    if args.hints:   # each candidate hint chain, from the same fold's FCN-32s of the chain (first seed); with
+        # folds on each fold (only when there is a choice to make) and on every non-test photo
+        hint_folds = [None] if args.folds == 1 else (folds if len(args.hint_chains) > 1 else []) + [ALL]
+        for hint_chain in args.hint_chains:
+            arm = quality_hints.hint_arm([n for _, n in hint_chain])
+            for fold in hint_folds:
+                previous = by_key[(DEFAULT_ARM, seeds[0], fold, 0)]
+                for stage_index, (arch, number) in enumerate(hint_chain):
+                    cfg = effective_config(number, base_pairs)
+                    iterations, budget_s = stage_iterations(args.budget_min, cfg['batch_size'], stage_index)
+                    run = Run(arm, {}, seeds[0], stage_index, arch, number, iterations, budget_s, args.out, fold,
+                              run_lists(args, fold))
+                    run.previous, previous = previous, run
+                    runs.append(run)
     configs = [(effective_config(chain[0][1], base_pairs), DEFAULT_ARM, {})]   # (config, label, overrides)
     arms = {}
     if 'stages' in variants:

@@ -106,7 +106,9 @@ def test_end_to_end_writes_every_file_and_reuses_finished_runs(tmp_path, capsys)
     val = {arch: hints_result['stages'][arch]['val'] for arch in val}
     assert hints_result['hint_model'] == quality_folds.select(val)['chosen']
     assert colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar')).takes_hints
-    started_from = (out / 'hints' / 'seed0' / 'fcn32s' / 'quality.log').read_text()
+    assert hints_result['arm'] == 'hints-198-198-198' and hints_result['configs'] == [198, 198, 198]
+    assert not (out / 'hints-198-198-198' / quality_hints.VAL_SWEEP).exists()   # one chain: nothing to choose
+    started_from = (out / 'hints-198-198-198' / 'seed0' / 'fcn32s' / 'quality.log').read_text()
     assert '-m %s' % (out / 'default' / 'seed0' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
     sweep = json.loads((out / 'hints' / 'sweep-test' / 'hints.json').read_text())
     assert sweep == hints_result['sweeps']['hints_test'] and set(sweep['levin']) == {str(n) for n in
@@ -347,7 +349,7 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     (photos / 'split_test.txt').write_text(PHOTOS[4] + '.png\n')
     out = tmp_path / 'out'
     status, stdout, err = run_quality(capsys, '--photos', photos, '--out', out, '--jobs', '2', '--hints',
-                                      '--hint-configs', '198,198,198', *(TINY[:-1] + ['2']))
+                                      '--hint-configs', '198,198,198/197,197,197', *(TINY[:-1] + ['2']))
     assert status == 0, stdout + err
     result = json.loads((out / 'results.json').read_text())
     assert result['folds'] == 2
@@ -391,10 +393,38 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     assert sweeps[0] != sweeps[1]
     assert hints_result['best_method'] == quality_hints.best_method(quality_hints.mean_sweep(sweeps))
     assert hints_result['hint_model'] == chosen and hints_result['sweeps']['hints_test']
-    assert colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar')).hint_method == hints_result['best_method']
-    started_from = (out / 'hints' / 'seed0' / 'all' / 'fcn32s' / 'quality.log').read_text()
+    # ... and the hint chain by the rule on each candidate's chosen stage, trained on each fold from that
+    # fold's FCN-32s and swept on its own fold with the chosen method; only the chosen one trains on all
+    candidates = hints_result['candidates']
+    assert set(candidates) == {'hints-198-198-198', 'hints-197-197-197'}
+    for arm, candidate in candidates.items():
+        fold_sweeps = []
+        for fold in (0, 1):
+            run_dir = out / arm / 'seed0' / ('fold%d' % fold) / chosen
+            assert candidate['runs'][fold] == '%s/seed0/fold%d/%s' % (arm, fold, chosen)
+            started_from = (out / arm / 'seed0' / ('fold%d' % fold) / 'fcn32s' / 'quality.log').read_text()
+            assert '-m %s' % (out / 'default' / 'seed0' / ('fold%d' % fold) / 'fcn32s' / 'checkpoint.pth.tar') \
+                in started_from
+            with open(run_dir / quality_hints.VAL_SWEEP / 'per_image.csv') as f:
+                assert sorted(os.path.relpath(row['path'], photos) for row in csv.DictReader(f)) == folds[fold]
+            assert json.loads((run_dir / quality_hints.VAL_SWEEP / 'metrics.json').read_text())['hint_method'] == \
+                hints_result['best_method']
+            fold_sweeps.append(json.loads((run_dir / quality_hints.VAL_SWEEP / 'hints.json').read_text()))
+        assert candidate['val_sweep'] == quality_hints.mean_sweep(fold_sweeps)
+        assert all(not (out / arm / 'seed0' / f / a).exists() for f in ('fold0', 'fold1') for a in later)
+    arm = hints_result['arm']
+    assert arm == (quality_hints.best_hint_chain({a: c['val_sweep'] for a, c in candidates.items()},
+                                                 hints_result['sweeps']['default_val']) or 'hints-198-198-198')
+    other = next(a for a in candidates if a != arm)
+    assert not (out / other / 'seed0' / 'all').exists()
+    assert hints_result['configs'] == [int(n) for n in arm.split('-')[1:]]
+    hint_model = colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar'))
+    assert hint_model.hint_method == hints_result['best_method']
+    assert hint_model.config['hint_branch'] == config.get_config(hints_result['configs'][0])['hint_branch']
+    started_from = (out / arm / 'seed0' / 'all' / 'fcn32s' / 'quality.log').read_text()
     assert '-m %s' % (out / 'default' / 'seed0' / 'all' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
-    assert all(not (out / 'hints' / 'seed0' / 'all' / a).exists() for a in later)
+    assert all(not (out / arm / 'seed0' / 'all' / a).exists() for a in later)
+    assert '### Hint chains on validation' in md and '**%s: chosen**' % arm in md
 
 
 def test_mean_and_spread_over_seeds():
@@ -411,6 +441,8 @@ def test_mean_and_spread_over_seeds():
     ('no lists', 'split_train.txt'),
     ('missing', 'is not a folder'),
     ('bad variant', 'unknown'),
+    ('hint chain twice', 'listed twice'),
+    ('short hint chain', 'expected 3 integers'),
 ])
 def test_user_mistakes_get_one_error_line(tmp_path, capsys, case, fragment):
     photos = tmp_path / 'photos'
@@ -423,6 +455,12 @@ def test_user_mistakes_get_one_error_line(tmp_path, capsys, case, fragment):
     elif case == 'bad variant':
         split_folder(str(photos))
         argv += ['--variants', 'rebalance,colour']
+    elif case == 'hint chain twice':
+        split_folder(str(photos))
+        argv += ['--hints', '--hint-configs', '198,198,198/197,197,197/198,198,198']
+    elif case == 'short hint chain':
+        split_folder(str(photos))
+        argv += ['--hints', '--hint-configs', '198,198,198/197,197']
     status, out, err = run_quality(capsys, *argv)
     assert status == 2
     assert err.count('\n') == 1 and err.startswith('error: ') and fragment in err, err
@@ -444,6 +482,26 @@ def test_the_hint_method_rule_prefers_the_best_mean_among_those_near_levin_at_ev
     sweep['corrections'] = row(22.3, 27.95, auc=81.0)     # shrinkage's PSNR, a better AuC
     assert quality_hints.best_method(sweep, tolerance_db=0.1) == 'corrections'
     assert quality_hints.best_method(None) is None
+
+
+def test_the_hint_chain_rule_prefers_the_best_default_path_among_those_near_the_default_model_with_no_points():
+    """Hand-made validation sweeps: chain b has the best default path but its network with 0 points is 0.5 dB
+    below the default model's, so it does not qualify at 0.3 dB; of the others c has the best mean default
+    path over the counts with points; a tie goes to the better rebalanced AuC; an unfinished chain never."""
+    def sweep(psnr0, psnr2, psnr10, auc=80.0):
+        row = lambda p: {'psnr': p, 'auc_rebal': auc}     # noqa: E731
+        return {'model': {'0': row(psnr0), '10': row(psnr0 + 0.5)},
+                'default': {'0': row(psnr0), '2': row(psnr2), '10': row(psnr10)}}
+    default_val = sweep(20.0, 20.0, 20.0)
+    found = {'a': sweep(20.0, 22.0, 24.0), 'b': sweep(19.5, 23.0, 26.0), 'c': sweep(19.8, 22.5, 24.5), 'd': None}
+    assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.3) == 'c'
+    assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.6) == 'b'
+    assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.1) == 'a'
+    found['a'] = sweep(20.0, 22.5, 24.5, auc=81.0)           # c's PSNR, a better AuC
+    assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.3) == 'a'
+    assert quality_hints.best_hint_chain({'a': sweep(19.0, 22, 24)}, default_val, tolerance_db=0.3) is None
+    assert quality_hints.network_gain(found['b']) == pytest.approx(0.5)
+    assert quality_hints.network_gain({'model': {'0': {'psnr': 1.0}}}) is None
 
 
 def curve_plan(tmp_path, names, folds):
@@ -658,9 +716,9 @@ def test_a_finished_run_of_another_config_is_refused_not_reused(tmp_path, capsys
     out = tmp_path / 'out'
     argv = ['--photos', photos, '--out', out, '--hints', '--hint-configs', '198,198,198'] + TINY
     args = quality.parse_args([str(a) for a in argv])
-    args.hint_chain = [(arch, 198) for arch, _ in config.QUALITY_EXPERIMENT['hint_chain']]
+    args.hint_chains = [[(arch, 198) for arch, _ in config.QUALITY_EXPERIMENT['chain']]]
     runs, _ = quality.plan(args, [(arch, 199) for arch, _ in config.QUALITY_EXPERIMENT['chain']], [], [0])
-    hint_run = next(r for r in runs if r.arm == quality_hints.HINT_ARM)
+    hint_run = next(r for r in runs if quality_hints.is_hint_arm(r.arm))
     os.makedirs(hint_run.dir)
     marker = {'iterations': hint_run.iterations, 'config': 197, 'overrides': {}}
     with open(os.path.join(hint_run.dir, quality.DONE_MARKER), 'w') as f:
