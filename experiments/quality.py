@@ -70,8 +70,9 @@ import quality_hints  # noqa: E402
 import quality_report  # noqa: E402
 from quality_report import machine, test_grid  # noqa: E402
 from quality_report import DEFAULT_ARM, METRICS, markdown, within_spread  # noqa: E402
-from quality_plan import (ALL, SPLITS, curve_stage, effective_config, evaluations, plan,  # noqa: E402
-                          scored_splits, selected_variants, write_fold_lists)
+from quality_plan import (ALL, HINT_CHAINS_TEXT, SPLITS, curve_stage, evaluations,  # noqa: E402
+                          parse_hint_chains, parse_numbers, plan, scored_splits, selected_variants,
+                          write_fold_lists)
 from quality_runs import (DONE_MARKER, UserError, duration, evaluate, read_json, score,  # noqa: E402
                           save_colorizer_checkpoint, say, train, write_json)
 
@@ -238,10 +239,6 @@ def recommended_decode(result):
 
 
 # --------------------------------------------------------------------------
-# the default model and its figure
-# --------------------------------------------------------------------------
-
-# --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
 
@@ -298,31 +295,6 @@ def parse_args(argv=None):
                    help='with --hints: the candidate hint chains, each the config numbers of its stages, chains '
                         'separated by "/" (default %(default)s)')
     return p.parse_args(argv)
-
-
-HINT_CHAINS_TEXT = '/'.join(','.join(str(n) for n in c) for c in EXPERIMENT['hint_chains'])
-
-
-def parse_hint_chains(text, overrides):
-    """'113,114,115/116,117,118' -> [[(arch, config), ...] per chain]; raises UserError on a chain of another
-    length, one listed twice or a config without hints."""
-    archs = [arch for arch, _ in EXPERIMENT['chain']]
-    chains = [parse_numbers(part, '--hint-configs', len(archs)) for part in text.split('/')]
-    if len({tuple(c) for c in chains}) < len(chains):
-        raise UserError('--hint-configs %s: a chain is listed twice' % text)
-    if not all(effective_config(n, overrides)['hints'] for c in chains for n in c):
-        raise UserError('--hint-configs %s: every stage needs a config with hints: true' % text)
-    return [list(zip(archs, c)) for c in chains]
-
-
-def parse_numbers(text, what, count=None):
-    try:
-        numbers = [int(x) for x in text.split(',') if x.strip()]
-    except ValueError:
-        raise UserError('%s: expected comma-separated integers, got %r' % (what, text))
-    if not numbers or (count is not None and len(numbers) != count):
-        raise UserError('%s: expected %s integers, got %r' % (what, count or 'one or more', text))
-    return numbers
 
 
 def score_into(scores, run, split, decode, args, lock=None):

@@ -86,6 +86,31 @@ def selected_variants(text):
     return [n for n in known if n in names]
 
 
+HINT_CHAINS_TEXT = '/'.join(','.join(str(n) for n in c) for c in EXPERIMENT['hint_chains'])
+
+
+def parse_hint_chains(text, overrides):
+    """'113,114,115/116,117,118' -> [[(arch, config), ...] per chain]; raises UserError on a chain of another
+    length, one listed twice or a config without hints."""
+    archs = [arch for arch, _ in EXPERIMENT['chain']]
+    chains = [parse_numbers(part, '--hint-configs', len(archs)) for part in text.split('/')]
+    if len({tuple(c) for c in chains}) < len(chains):
+        raise UserError('--hint-configs %s: a chain is listed twice' % text)
+    if not all(effective_config(n, overrides)['hints'] for c in chains for n in c):
+        raise UserError('--hint-configs %s: every stage needs a config with hints: true' % text)
+    return [list(zip(archs, c)) for c in chains]
+
+
+def parse_numbers(text, what, count=None):
+    try:
+        numbers = [int(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise UserError('%s: expected comma-separated integers, got %r' % (what, text))
+    if not numbers or (count is not None and len(numbers) != count):
+        raise UserError('%s: expected %s integers, got %r' % (what, count or 'one or more', text))
+    return numbers
+
+
 def plan(args, chain, variants, seeds):
     """(runs in the order they train, {variant: {arm: [runs by seed]}}, per-stage iterations).
 
