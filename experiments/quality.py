@@ -185,7 +185,7 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
     if args.hints:
         candidates = getattr(args, 'hint_candidates', None) or {}
         arm = getattr(args, 'hint_arm', None) or quality_hints.hint_arm([n for _, n in args.hint_chains[0]])
-        stages = hint_stages(runs, arm, scores)
+        stages = hint_stages(runs, arm, scores, 'annealed' if args.folds == 1 else recommended_decode(result))
         # the default model's test scores: with folds the recommended model's
         default = result['recommended'] if args.folds > 1 else result['default'].get(result['default_model'])
         sweeps = getattr(args, 'hint_sweeps', {})
@@ -407,10 +407,10 @@ def choose_hint_method(args, runs, chosen):
     return best
 
 
-def hint_stages(runs, arm, scores):
-    """{arch: scores} of the hint chain ``arm``'s runs on every training photo (with folds: on the test split;
-    ``--folds 1``: on split_val.txt and the test split)."""
-    return {r.arch: collect([r], scores) for r in runs if r.arm == arm and r.fold in (None, ALL)}
+def hint_stages(runs, arm, scores, decode='annealed'):
+    """{arch: scores} of the hint chain ``arm``'s runs on every training photo (with folds: on the test split,
+    decoded as the recommended model, ``decode``; ``--folds 1``: on split_val.txt and the test split)."""
+    return {r.arch: collect([r], scores, decode) for r in runs if r.arm == arm and r.fold in (None, ALL)}
 
 
 def choose_hint_chain(args, runs, chosen, hint_method, arms, scores, walls, report):

@@ -337,10 +337,13 @@ def test_folds_are_disjoint_by_photo_cover_the_non_test_photos_and_keep_near_dup
     assert all(quality.evaluations(r, {}) == [('test', 'annealed')] for r in final)
 
 
-def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_model_once(tmp_path, capsys):
+def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_model_once(tmp_path, capsys,
+                                                                                         monkeypatch):
     """--folds 2 on 4 photos outside the test split: each stage trained twice (once per fold, the two folds'
     chains side by side: --jobs 2, each stage after the one it starts from), scored on its held-out fold;
-    the chosen stage retrained on all four, scored once on the test photo."""
+    the chosen stage retrained on all four, scored once on the test photo, decoded as the decoding variant
+    would choose (here forced to T = 0.2, which the tiny runs would seldom choose)."""
+    monkeypatch.setattr(quality, 'recommended_decode', lambda result: 'annealed-T0.2')
     from conftest import PHOTOS
     photos = tmp_path / 'photos'
     write_photos(str(photos), PHOTOS[:5])
@@ -361,8 +364,9 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     assert chosen == quality_folds.select({a: r['val'] for a, r in result['default'].items()})['chosen']
     recommended = result['recommended']
     assert recommended['arch'] == chosen and recommended['run'] == 'default/seed0/all/%s' % chosen
-    scored = json.loads((out / 'default' / 'seed0' / 'all' / chosen / 'eval-final-test-annealed' / 'metrics.json')
-                        .read_text())
+    assert recommended['decode'] == 'annealed-T0.2'
+    scored = json.loads((out / 'default' / 'seed0' / 'all' / chosen / 'eval-final-test-annealed-T0.2' /
+                         'metrics.json').read_text())
     assert recommended['test']['model']['auc_rebal']['mean'] == scored['model']['auc_rebal'] and scored['n_images'] == 1
     assert scored['max_side'] is None       # the test score at full size, every validation score scaled down
     fold_scores = [json.loads(p.read_text()) for p in out.glob('default/seed0/fold*/*/eval-final-val-*/metrics.json')]
@@ -424,7 +428,13 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     started_from = (out / arm / 'seed0' / 'all' / 'fcn32s' / 'quality.log').read_text()
     assert '-m %s' % (out / 'default' / 'seed0' / 'all' / 'fcn32s' / 'checkpoint.pth.tar') in started_from
     assert all(not (out / arm / 'seed0' / 'all' / a).exists() for a in later)
+    # its test score, decoded as the recommended model
+    scored = json.loads((out / arm / 'seed0' / 'all' / chosen / 'eval-final-test-annealed-T0.2' / 'metrics.json')
+                        .read_text())
+    assert hints_result['stages'][chosen]['test']['model']['psnr']['mean'] == scored['model']['psnr']
+    md = (out / 'results.md').read_text()
     assert '### Hint chains on validation' in md and '**%s: chosen**' % arm in md
+    assert '| **%s: hint model** | model |' % chosen in md
 
 
 def test_mean_and_spread_over_seeds():
