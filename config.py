@@ -501,10 +501,11 @@ QUALITY_EXPERIMENT = dict(
 # the validation photos) of each arm's FCN-32s, started from the default chain's FCN-32s and trained to
 # `multiples` of the quality experiment's FCN-32s iterations.  Arms: (hint config, --set overrides).
 HINT_CURVE = dict(
-    arms=dict(
-        first_layer=(113, dict()),                      # hints enter at conv1_1 only, natural photos
-        branch=(116, dict(recolour_share=0.0)),         # + the full-resolution hint branch
-        branch_recoloured=(116, dict()),                # + half of each batch recoloured
+    arms=dict(   # arm -> (hint config, --set overrides, the stage it trains: from the default chain's model of it)
+        first_layer=(113, dict(), 'fcn32s'),                    # hints enter at conv1_1 only, natural photos
+        branch=(116, dict(recolour_share=0.0), 'fcn32s'),       # + the full-resolution hint branch
+        branch_recoloured=(116, dict(), 'fcn32s'),              # + half of each batch recoloured
+        branch_recoloured_16s=(117, dict(), 'fcn16s'),          # the same on FCN-16s (pool4's 1/16 skip)
     ),
     multiples=(1, 4, 16),
     budget_min=5.0,   # 1x: the FCN-32s iterations of a chain of this budget (47; the quality default until 2026-12-07)

@@ -2,14 +2,16 @@
 iterations and the recoloured share (issue 28).
 
     python experiments/hint_curve.py --photos data/photos --out out/hint-curve [--budget-min 5]
-                                     [--multiples 1,4,16] [--arms first_layer,branch,branch_recoloured]
+                                     [--multiples 1,4,16] [--arms first_layer,branch,...]
 
 1. The base: the default chain's FCN-32s (``QUALITY_EXPERIMENT['chain']``'s first config) trained on
    ``split_train.txt`` for the FCN-32s iterations of a quality-experiment chain of ``--budget-min``
    (``HINT_CURVE['budget_min']``; ``quality.py``'s rule: the budget's share x the reference images/s /
-   batch size), seed 0.
-2. Each arm of ``config.HINT_CURVE['arms']`` (a hint config and ``--set`` overrides) starts from the
-   base and trains ONE run, continued with ``--resume`` to each multiple of those iterations (the learning
+   batch size), seed 0; for an arm on a later stage, the chain continued up to that stage (each stage
+   for its own iterations of that budget).
+2. Each arm of ``config.HINT_CURVE['arms']`` (a hint config, ``--set`` overrides and its stage) starts
+   from the base of its stage and trains ONE run, continued with ``--resume`` to each multiple of the
+   FCN-32s iterations (every arm to the same iteration counts; the learning
    rate is constant, so a snapshot at 4x is the run a 4x budget would train); a snapshot of the weights
    is kept at each multiple (``OUT/<arm>/it<N>.pth.tar``).
 3. Each snapshot is scored on ``split_val.txt`` (never the test split) as ``evaluate.py --hint-points``
@@ -38,6 +40,7 @@ from quality_runs import (duration, read_json, run_child, save_colorizer_checkpo
 
 CURVE = config.HINT_CURVE
 BASE_ARCH, BASE_CONFIG = config.QUALITY_EXPERIMENT['chain'][0]
+CHAIN = config.QUALITY_EXPERIMENT['chain']
 
 
 def train_script(arch):
@@ -61,15 +64,21 @@ def train_to(command, run_dir, label, iterations, snapshot):
     say('done   %s to iteration %d in %s' % (label, iterations, duration(wall)))
 
 
-def train_base(args, iterations):
-    """The base FCN-32s (config ``BASE_CONFIG``) for ``iterations``; its final weights' path."""
-    run_dir = os.path.join(args.out, 'base')
-    target = os.path.join(args.out, 'base.pth.tar')
-    if not os.path.isfile(target):
-        command = [sys.executable, train_script(BASE_ARCH), '-c', str(BASE_CONFIG), '-d', args.photos, '-o',
-                   run_dir] + set_flags(dict(seed=CURVE['seed']))
-        train_to(command, run_dir, 'base (config %d)' % BASE_CONFIG, iterations, target)
-    return target
+def train_base(args, arch):
+    """The base of the arms that train stage ``arch``: the default chain up to it (each stage from the
+    previous one's model, each for its iterations of a ``--budget-min`` chain); its final weights' path
+    (``OUT/base.pth.tar`` for FCN-32s, ``OUT/base-fcn16s.pth.tar``...)."""
+    previous = None
+    for index, (stage, number) in enumerate(CHAIN[:[a for a, _ in CHAIN].index(arch) + 1]):
+        name = 'base' if index == 0 else 'base-%s' % stage
+        run_dir, target = os.path.join(args.out, name), os.path.join(args.out, name + '.pth.tar')
+        if not os.path.isfile(target):
+            iterations, _ = stage_iterations(args.budget_min, config.get_config(number)['batch_size'], index)
+            command = [sys.executable, train_script(stage), '-c', str(number), '-d', args.photos, '-o',
+                       run_dir] + (['-m', previous] if previous else []) + set_flags(dict(seed=CURVE['seed']))
+            train_to(command, run_dir, '%s (config %d)' % (name, number), iterations, target)
+        previous = target
+    return previous
 
 
 def snapshot_path(args, arm, iterations):
@@ -78,16 +87,16 @@ def snapshot_path(args, arm, iterations):
 
 def train_arm(args, arm, base, counts):
     """One run of ``arm`` from ``base``, continued to each of ``counts`` (ascending); a snapshot at each."""
-    config_number, overrides = CURVE['arms'][arm]
+    config_number, overrides, arch = CURVE['arms'][arm]
     run_dir = os.path.join(args.out, arm, 'run')
     checkpoint = os.path.join(run_dir, 'checkpoint.pth.tar')
     for count in counts:
         if os.path.isfile(snapshot_path(args, arm, count)):
             continue
         if os.path.isfile(checkpoint):
-            command = [sys.executable, train_script('fcn32s'), '--resume', checkpoint]
+            command = [sys.executable, train_script(arch), '--resume', checkpoint]
         else:
-            command = [sys.executable, train_script('fcn32s'), '-c', str(config_number), '-d', args.photos,
+            command = [sys.executable, train_script(arch), '-c', str(config_number), '-d', args.photos,
                        '-o', run_dir, '-m', base] + set_flags(dict(overrides, seed=CURVE['seed']))
         train_to(command, run_dir, '%s (config %d %s)' % (arm, config_number, overrides or ''), count,
                  snapshot_path(args, arm, count))
@@ -130,13 +139,13 @@ def plot(results, base_scores, path):
         zero_ax.plot(counts, [by_count[str(c)]['0']['psnr'] for c in counts], marker='o', label=arm)
     gain_ax.axhline(0.0, color='grey', lw=0.8)
     base_line = zero_ax.axhline(base_scores['psnr'], color='grey', ls='--', lw=1.0,
-                    label='the base model (%d iterations, no hint input)' % base_scores['iterations'])
+                    label='the base FCN-32s (%d iterations, no hint input)' % base_scores['iterations'])
     batch = config.get_config(BASE_CONFIG)['batch_size']
     for ax in (gain_ax, zero_ax):
         ax.set_xscale('log')
         ax.set_xticks(sorted(counts_seen), [str(c) for c in sorted(counts_seen)])
         ax.minorticks_off()
-        ax.set_xlabel('training iterations of the hint model (FCN-32s, batch %d)' % batch)
+        ax.set_xlabel('training iterations of the hint model (batch %d)' % batch)
     gain_ax.set_ylabel('PSNR at %d points - at 0 points (dB)' % CURVE['points'])
     gain_ax.set_title('the network\'s own hint gain')
     zero_ax.set_ylabel('PSNR with no hints (dB)')
@@ -183,9 +192,9 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     unit, _ = stage_iterations(args.budget_min, config.get_config(BASE_CONFIG)['batch_size'], 0)
     counts = sorted({unit * m for m in args.multiples})
-    base = train_base(args, unit)
+    base = train_base(args, BASE_ARCH)
     for arm in args.arms:
-        train_arm(args, arm, base, counts)
+        train_arm(args, arm, train_base(args, CURVE['arms'][arm][2]), counts)
     photos = []   # the validation photos, read once and only when something is to be scored
 
     def val_photos():

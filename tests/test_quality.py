@@ -656,12 +656,25 @@ def test_the_hint_curve_continues_one_run_per_arm_to_each_multiple_and_reuses_ev
     unit = quality_plan.stage_iterations(1, config.get_config(base_config)['batch_size'], 0)[0]
     base = commands.pop(0)
     assert base[base.index('-c') + 1] == str(base_config) and base[base.index('--max-iter') + 1] == str(unit)
+    assert '-m' not in base
+    # the base of a later stage's arm: the chain continued from the FCN-32s base for its own iterations
+    stage_arch, stage_config = config.QUALITY_EXPERIMENT['chain'][1]
+    later = [i for i, c in enumerate(commands) if '-c' in c and c[c.index('-c') + 1] == str(stage_config)]
+    assert len(later) == 1
+    stage_base = commands.pop(later[0])
+    assert stage_base[1].endswith('train_color_%s.py' % stage_arch)
+    assert stage_base[stage_base.index('-m') + 1] == str(out / 'base.pth.tar')
+    assert stage_base[stage_base.index('--max-iter') + 1] == \
+        str(quality_plan.stage_iterations(1, config.get_config(stage_config)['batch_size'], 1)[0])
     arms = config.HINT_CURVE['arms']
     assert len(commands) == 2 * len(arms)
     result = json.loads((out / 'hint_curve.json').read_text())
-    for (arm, (number, overrides)), first, second in zip(arms.items(), commands[::2], commands[1::2]):
-        # a fresh run from the base with the arm's overrides, then the same run continued
-        assert first[first.index('-c') + 1] == str(number) and first[first.index('-m') + 1] == str(out / 'base.pth.tar')
+    for (arm, (number, overrides, arch)), first, second in zip(arms.items(), commands[::2], commands[1::2]):
+        # a fresh run of its stage's script from the base of that stage with the arm's overrides, then the
+        # same run continued
+        base_model = out / ('base.pth.tar' if arch == base_arch else 'base-%s.pth.tar' % arch)
+        assert first[1].endswith('train_color_%s.py' % arch) and second[1].endswith('train_color_%s.py' % arch)
+        assert first[first.index('-c') + 1] == str(number) and first[first.index('-m') + 1] == str(base_model)
         assert first[first.index('-o') + 1] == str(out / arm / 'run') and first[first.index('--max-iter') + 1] == str(unit)
         for key, value in overrides.items():
             assert '%s=%s' % (key, json.dumps(value)) in first
