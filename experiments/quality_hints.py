@@ -3,8 +3,9 @@
 on the same photos and budget.  The sweeps of the default (lightness-only) chain's chosen stage on
 validation (each fold's run on its own fold, averaged) choose the hint method (``config.HINT_METHODS``);
 the candidates' sweeps on validation, with that method, choose the hint chain (:func:`best_hint_chain`);
-the default model's and the hint model's sweeps on the test split measure them.  Each sweep scores the network alone, every hint method, ``default`` (the checkpoint's
-method), Levin et al. 2004 on the same points and grayscale.
+the default model's and the hint model's sweeps on the test split measure them.  Each sweep scores the
+network alone, every hint method, ``default`` (the checkpoint's method), Levin et al. 2004 on the same
+points and grayscale.
 
 The goals it checks on the test split: the hint model with 0 points no worse than the default
 model; the ``default`` path with 0 points equal to the automatic model, and from 2 points on at least
@@ -122,7 +123,7 @@ def best_hint_chain(val_sweeps, default_val, tolerance_db=None):
     return max(qualified, key=score) if qualified else None
 
 
-def network_gain(sweep_result, points=GOAL_POINTS):
+def gain_in_sweep(sweep_result, points=GOAL_POINTS):
     """The network's own hint gain in PSNR: ``model`` at ``points`` minus at 0 (None without both)."""
     found = sweep_result and sweep_result.get('model') or {}
     if '0' not in found or str(points) not in found:
@@ -215,7 +216,7 @@ def candidates_table(hints_result):
         mean = [float(np.mean([s['default'][n][k] for n in counts])) for k in GOAL_METRICS]
         cells = ['%.2f / %.2f' % (s['model'][n]['psnr'], s['model'][n]['auc_rebal']) if n in s['model'] else 'n/a'
                  for n in ('0', ten)]
-        gain = network_gain(s)
+        gain = gain_in_sweep(s)
         lines.append('| %s | %d | %s | %s | %s | %.2f / %.2f |' % (
             name, len(c['runs']), cells[0], cells[1], 'n/a' if gain is None else '%+.2f' % gain, mean[0], mean[1]))
     return lines

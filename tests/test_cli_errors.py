@@ -361,6 +361,8 @@ EVALUATE_CASES = [
     (['-m', '{best32}', '-T', '0'], 'argument -T/--temperature'),
     (['-m', '{best32}', '--batch-size', '-1'], 'argument --batch-size: -1'),
     (['-m', '{best32}', '-o', '{a_file}'], '-o {a_file} is a file'),
+    (['-m', '{best32}', '--hint-method', 'levin'], '--hint-method levin needs --hint-points'),
+    (['-m', '{best32}', '--hint-points', '0,2', '--hint-method', 'fastest'], 'argument --hint-method'),
     ([], 'the following arguments are required: -m/--model'),
 ]
 

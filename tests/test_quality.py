@@ -510,8 +510,8 @@ def test_the_hint_chain_rule_prefers_the_best_default_path_among_those_near_the_
     found['a'] = sweep(20.0, 22.5, 24.5, auc=81.0)           # c's PSNR, a better AuC
     assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.3) == 'a'
     assert quality_hints.best_hint_chain({'a': sweep(19.0, 22, 24)}, default_val, tolerance_db=0.3) is None
-    assert quality_hints.network_gain(found['b']) == pytest.approx(0.5)
-    assert quality_hints.network_gain({'model': {'0': {'psnr': 1.0}}}) is None
+    assert quality_hints.gain_in_sweep(found['b']) == pytest.approx(0.5)
+    assert quality_hints.gain_in_sweep({'model': {'0': {'psnr': 1.0}}}) is None
 
 
 def curve_plan(tmp_path, names, folds):
