@@ -189,7 +189,8 @@ DEFAULTS = dict(
     recolour_hue_shift=0.15,   # ... each sector's extra hue shift, uniform in +- this many turns
     recolour_chroma_scale=[0.5, 1.5],  # ... and its chroma scale, uniform in [min, max]
     hint_method='stacked',     # how given hints are spread and fused with the prediction (propagate.py;
-                               # chosen on the quality experiment's validation folds, docs/hints.md)
+                               # chosen on the quality experiment's validation folds, docs/hints.md; the
+                               # 3-minute FCN-32s's folds tie it with shrinkage, 0.01 dB, so it stays)
     # --- model ------------------------------------------------------------------
     padding='same',            # 'same' (no wasted compute) or 'caffe' (conv1 pad 100, as the seed)
     fc_channels=4096,          # width of fc6 / fc7 (VGG16: 4096)
@@ -505,6 +506,7 @@ HINT_CURVE = dict(
         first_layer=(113, dict(), 'fcn32s'),                    # hints enter at conv1_1 only, natural photos
         branch=(116, dict(recolour_share=0.0), 'fcn32s'),       # + the full-resolution hint branch
         branch_recoloured=(116, dict(), 'fcn32s'),              # + half of each batch recoloured
+        branch_recoloured_all=(116, dict(recolour_share=1.0), 'fcn32s'),   # ... every image recoloured
         branch_recoloured_16s=(117, dict(), 'fcn16s'),          # the same on FCN-16s (pool4's 1/16 skip)
     ),
     multiples=(1, 4, 16),
