@@ -508,6 +508,7 @@ HINT_CURVE = dict(
         branch_recoloured=(116, dict(), 'fcn32s'),              # + half of each batch recoloured
         branch_recoloured_all=(116, dict(recolour_share=1.0), 'fcn32s'),   # ... every image recoloured
         branch_recoloured_16s=(117, dict(), 'fcn16s'),          # the same on FCN-16s (pool4's 1/16 skip)
+        branch_recoloured_8s=(118, dict(), 'fcn8s'),            # ... and on FCN-8s (pool3's 1/8 skip)
     ),
     multiples=(1, 4, 16),
     budget_min=5.0,   # 1x: the FCN-32s iterations of a chain of this budget (47; the quality default until 2026-12-07)

@@ -657,16 +657,19 @@ def test_the_hint_curve_continues_one_run_per_arm_to_each_multiple_and_reuses_ev
     base = commands.pop(0)
     assert base[base.index('-c') + 1] == str(base_config) and base[base.index('--max-iter') + 1] == str(unit)
     assert '-m' not in base
-    # the base of a later stage's arm: the chain continued from the FCN-32s base for its own iterations
-    stage_arch, stage_config = config.QUALITY_EXPERIMENT['chain'][1]
-    later = [i for i, c in enumerate(commands) if '-c' in c and c[c.index('-c') + 1] == str(stage_config)]
-    assert len(later) == 1
-    stage_base = commands.pop(later[0])
-    assert stage_base[1].endswith('train_color_%s.py' % stage_arch)
-    assert stage_base[stage_base.index('-m') + 1] == str(out / 'base.pth.tar')
-    assert stage_base[stage_base.index('--max-iter') + 1] == \
-        str(quality_plan.stage_iterations(1, config.get_config(stage_config)['batch_size'], 1)[0])
+    # the base of a later stage's arm: the chain continued from the previous stage's base for its own iterations
     arms = config.HINT_CURVE['arms']
+    chain = config.QUALITY_EXPERIMENT['chain']
+    for index in range(1, 1 + max([a for a, _ in chain].index(arch) for _, _, arch in arms.values())):
+        (stage_arch, stage_config), previous = chain[index], chain[index - 1][0]
+        later = [i for i, c in enumerate(commands) if '-c' in c and c[c.index('-c') + 1] == str(stage_config)]
+        assert len(later) == 1
+        stage_base = commands.pop(later[0])
+        assert stage_base[1].endswith('train_color_%s.py' % stage_arch)
+        assert stage_base[stage_base.index('-m') + 1] == \
+            str(out / ('base.pth.tar' if index == 1 else 'base-%s.pth.tar' % previous))
+        assert stage_base[stage_base.index('--max-iter') + 1] == \
+            str(quality_plan.stage_iterations(1, config.get_config(stage_config)['batch_size'], index)[0])
     assert len(commands) == 2 * len(arms)
     result = json.loads((out / 'hint_curve.json').read_text())
     for (arm, (number, overrides, arch)), first, second in zip(arms.items(), commands[::2], commands[1::2]):
