@@ -184,6 +184,10 @@ DEFAULTS = dict(
     precise_bn_batches=0,      # at the end of a run, BatchNorm statistics recomputed over this many batches
     hint_branch=0,             # hint models: channels of a full-resolution hint branch added to the scores (0: none)
     hint_lr_mult=10.0,         # ... its learning rate, x lr (its weights start at zero and are new)
+    hint_fill=False,           # ... which also reads the hints filled to every pixel and gates their colour
+                               # into the scores (models.fill_hints, bin_scores)
+    hint_gate_lr_mult=30.0,    # ... the gate's learning rate, x lr (it starts at 0 and must reach about 1
+                               # within the few dozen steps of a quality-experiment budget)
     recolour_share=0.0,        # hint models: share of training images recoloured (recolour.py), each hinted
     recolour_regions=6,        # ... remapped per sector of the image's own hue (this many sectors)
     recolour_hue_shift=0.15,   # ... each sector's extra hue shift, uniform in +- this many turns
@@ -262,6 +266,8 @@ SCHEMA = dict(
     precise_bn_batches=integer(0),
     hint_branch=integer(0),
     hint_lr_mult=number(above=0),
+    hint_fill=boolean(),
+    hint_gate_lr_mult=number(above=0),
     recolour_share=number(low=0, high=1),
     recolour_regions=integer(1),
     recolour_hue_shift=number(low=0, high=0.5),
@@ -387,6 +393,12 @@ _READ_HINTS = dict(_HINTS, recolour_share=0.5, hint_branch=32)
 configurations[116] = dict(_READ_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
 configurations[117] = dict(_READ_HINTS, max_iteration=500, init_from=116)    # FCN-16s from 116
 configurations[118] = dict(_READ_HINTS, max_iteration=500, init_from=117)    # FCN-8s from 117
+# ... and with the hints filled to every pixel for the branch (models.fill_hints): a hint's colour reaches
+# regions far from it without being learnt through the trunk
+_FILLED_HINTS = dict(_READ_HINTS, hint_fill=True)
+configurations[119] = dict(_FILLED_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
+configurations[120] = dict(_FILLED_HINTS, max_iteration=500, init_from=119)    # FCN-16s from 119
+configurations[121] = dict(_FILLED_HINTS, max_iteration=500, init_from=120)    # FCN-8s from 120
 
 
 def get_config(number):
@@ -444,8 +456,9 @@ configurations[199] = dict(
 # colours from them (tests/conftest.py's hint_model, on photos whose colour only the hints tell)
 configurations[198] = dict(configurations[199], hints=True, hint_patch=[6, 12], hint_positions='uniform',
                            hint_none_share=0.05)
-# ... and the tiny version of 116 (recoloured, a hint branch): the second hint chain of quality.py's tests
-configurations[197] = dict(configurations[198], recolour_share=0.5, hint_branch=4)
+# ... and the tiny version of 119 (recoloured, a hint branch reading the filled hints): the second hint chain
+# of quality.py's tests
+configurations[197] = dict(configurations[198], recolour_share=0.5, hint_branch=4, hint_fill=True)
 
 
 # experiments/quality.py ("Does it generalise?"): the default chain and its one-change variants.
@@ -456,7 +469,7 @@ QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     # --hints: the candidate hint chains (configs of their FCN-32s, 16s and 8s stages, each chain after the
     # default chain's FCN-32s); the one whose hint model does best on validation becomes OUT/hints
-    hint_chains=((113, 114, 115), (116, 117, 118)),
+    hint_chains=((113, 114, 115), (116, 117, 118), (119, 120, 121)),
     hint_chain_tolerance_db=0.3,  # --hints: a hint chain qualifies when its network with 0 points is within
                                   # this of the default model's PSNR (validation; issue 28's goal)
     hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split
@@ -509,6 +522,7 @@ HINT_CURVE = dict(
         branch_recoloured_all=(116, dict(recolour_share=1.0), 'fcn32s'),   # ... every image recoloured
         branch_recoloured_16s=(117, dict(), 'fcn16s'),          # the same on FCN-16s (pool4's 1/16 skip)
         branch_recoloured_8s=(118, dict(), 'fcn8s'),            # ... and on FCN-8s (pool3's 1/8 skip)
+        filled=(119, dict(), 'fcn32s'),                         # branch_recoloured + the hints filled (fill_hints)
     ),
     multiples=(1, 4, 16),
     budget_min=5.0,   # 1x: the FCN-32s iterations of a chain of this budget (47; the quality default until 2026-12-07)
@@ -564,6 +578,10 @@ def check_combinations(cfg):
     if cfg.get('vgg16') and cfg.get('trunk_width', VGG16_TRUNK_WIDTH) != VGG16_TRUNK_WIDTH:
         return 'trunk_width: %s - VGG16 weights (vgg16: %s) need trunk_width %d' % (
             show(cfg['trunk_width']), show(cfg['vgg16']), VGG16_TRUNK_WIDTH)
+    if cfg.get('hint_fill') and not (cfg.get('hints') and cfg.get('hint_branch')):
+        return 'hint_fill: true - the filled hints feed the hint branch: it needs hints: true and hint_branch > 0'
+    if cfg.get('hint_fill') and binning == 'one-hot':
+        return 'hint_fill: true - the filled hints are scored on joint bins (soft or uniform binning), not one-hot'
     if binning == 'one-hot' and cfg.get('rebalance_lambda'):
         return ('rebalance_lambda: %s - class rebalancing needs joint bins (soft or uniform binning), '
                 'not one-hot' % show(cfg['rebalance_lambda']))

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = [
-    'get_upsampling_weight', 'FCN32sColor', 'FCN16sColor', 'FCN8sColor',
+    'get_upsampling_weight', 'fill_hints', 'FCN32sColor', 'FCN16sColor', 'FCN8sColor',
     'ARCHITECTURES', 'build_model', 'CheckpointError', 'load_checkpoint', 'load_vgg16',
 ]
 
@@ -29,6 +30,7 @@ VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256),
 VGG16_WIDTH = VGG16_BLOCKS[0][0]   # conv1's channels; the other blocks keep VGG16's ratios to it
 IN_CHANNELS = 1          # lightness only (hint models: + the hints' a, b and mask = 4)
 HINT_BRANCH_DILATIONS = (1, 2, 4)   # the full-resolution hint branch's 3x3 convolutions (receptive field 15)
+HINT_FILL_CHANNELS = 3   # fill_hints: the filled (a, b) and the reach
 CONV_KERNEL = 3          # every trunk convolution is 3x3
 POOL_SIZE = 2            # pool1..pool5: 2x2 windows, stride 2, ceil mode
 FC6_KERNEL = 7           # fc6 is VGG's first fully connected layer as a 7x7 conv
@@ -83,6 +85,51 @@ def _bilinear_upsampler(channels, stride):
     return up
 
 
+def fill_hints(plane, mask):
+    """Push-pull fill (Gortler et al. 1996, "The Lumigraph"): the hints' colours carried to every pixel.
+
+    plane [B, 2, H, W] (the hints' (a, b), 0 elsewhere), mask [B, 1, H, W] in {0, 1} ->
+    [B, 3, H, W]: the filled (a, b) -- a hinted pixel keeps its colour, any other takes the
+    mean colour of the hints in the smallest pyramid cell around it that holds one, blended
+    bilinearly between levels (0 without hints) -- and the reach: the share of the pyramid's
+    levels (2x2 sums, down to one cell) climbed from the pixel before a cell holds a hint (0 on
+    a hint, about log2(distance to the nearest hint) / log2(size) elsewhere, 1 without hints).
+    Parameter-free, so a hint branch that reads it learns only how far to trust it.
+    """
+    levels = []
+    colour, weight = plane, mask
+    while True:
+        levels.append((colour, weight))
+        if max(weight.shape[-2:]) == 1:
+            break
+        pad = (0, weight.shape[-1] % 2, 0, weight.shape[-2] % 2)
+        total = F.avg_pool2d(F.pad(colour * weight, pad), POOL_SIZE) * POOL_SIZE ** 2
+        count = F.avg_pool2d(F.pad(weight, pad), POOL_SIZE) * POOL_SIZE ** 2
+        colour = total / count.clamp_min(1.0)   # weights are 0 or 1: a count of hinted cells
+        weight = count.clamp_max(1.0)
+    filled, reach = levels[-1][0], 1 - levels[-1][1]
+    for colour, weight in reversed(levels[:-1]):
+        size = colour.shape[-2:]
+        filled = weight * colour + (1 - weight) * F.interpolate(filled, size=size, mode='bilinear',
+                                                                 align_corners=False)
+        reach = (1 - weight) * (1 + F.interpolate(reach, size=size, mode='bilinear', align_corners=False))
+    return torch.cat([filled, reach / len(levels)], dim=1)
+
+
+def bin_scores(plane, centres):
+    """Colours as scores over colour bins, the log of a Gaussian soft encoding.
+
+    plane [B, 2, H, W] (a, b) and the bins' centres [K, 2] on the chroma plane ->
+    [B, K, H, W]: -(distance to the centre / spacing)^2 / 2, where spacing is the median
+    distance from a centre to its nearest neighbour, so a softmax of them peaks at the
+    colour's bins (all 0 while the centres are unset, all at 0).
+    """
+    gaps = torch.cdist(centres, centres) + torch.diag(torch.full_like(centres[:, 0], float('inf')))
+    spacing = gaps.min(1).values.median()
+    scale = torch.where(spacing > 0, 0.5 / spacing ** 2, torch.zeros_like(spacing))
+    return (plane[:, None] - centres[None, :, :, None, None]).pow(2).sum(2) * -scale    # [B, K, H, W]
+
+
 def _crop(t, offset, size):
     """Window ``t[..., o:o+h, o:o+w]`` of a [B, C, H', W'] map; fails if the
     window does not fit (slicing would otherwise silently shrink it)."""
@@ -103,7 +150,11 @@ class FCN32sColor(nn.Module):
     ``hint_branch`` channels (> 0, hint models) the input also goes through a small
     full-resolution branch (3x3 convolutions, dilations ``HINT_BRANCH_DILATIONS``) whose
     scores, zero-initialised, are added to the upsampled ones: a short path from a hint
-    to the output at its own resolution.
+    to the output at its own resolution.  With ``hint_fill`` the branch also reads
+    :func:`fill_hints` of the hints (every pixel sees the nearest hints' colour however far
+    they are) and adds that colour's :func:`bin_scores` (bins ``hint_bins``, set from the
+    encoder by :meth:`set_hint_bins`) times a gate it computes, zero-initialised: how far to
+    trust the filled colour at each pixel (0 without hints, whatever the gate).
 
     padding='same' (default): conv1_1 pads 1 and fc6 pads 3, so no compute is
     spent on padding; the ceil-mode pools give pool5 size ceil(H/32).
@@ -128,7 +179,7 @@ class FCN32sColor(nn.Module):
     SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
 
     def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
-                 trunk_width=VGG16_WIDTH):
+                 trunk_width=VGG16_WIDTH, hint_fill=False):
         super().__init__()
         if padding not in PADDING_SCHEMES:
             raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
@@ -142,6 +193,9 @@ class FCN32sColor(nn.Module):
         if self.hint_branch_channels < 0 or (self.hint_branch_channels and self.in_channels < 2):
             raise ValueError(f'hint_branch must be 0, or positive with a hint input (in_channels > 1), got '
                              f'{hint_branch} with in_channels {in_channels}')
+        self.hint_fill = bool(hint_fill)
+        if self.hint_fill and not self.hint_branch_channels:
+            raise ValueError('hint_fill needs a hint branch (hint_branch > 0)')
         self.padding = padding
         self.fc_channels = int(fc_channels)
         self.trunk_width = int(trunk_width)
@@ -177,13 +231,16 @@ class FCN32sColor(nn.Module):
         self.drop7 = nn.Dropout2d(DROPOUT_P)
         self.score_fr = nn.Conv2d(self.fc_channels, self.n_class, 1)
         if self.hint_branch_channels:
-            layers, width = [], self.in_channels
+            layers, width = [], self.in_channels + (HINT_FILL_CHANNELS if self.hint_fill else 0)
             for dilation in HINT_BRANCH_DILATIONS:
                 layers += [nn.Conv2d(width, self.hint_branch_channels, CONV_KERNEL, padding=dilation,
                                      dilation=dilation), nn.ReLU(inplace=True)]
                 width = self.hint_branch_channels
             layers.append(nn.Conv2d(width, self.n_class, 1))
             self.hint_branch = nn.Sequential(*layers)
+        if self.hint_fill:
+            self.hint_gate = nn.Conv2d(self.hint_branch_channels, 1, 1)
+            self.register_buffer('hint_bins', torch.zeros(self.n_class, 2))
 
         self._build_head()
         self._init_weights()
@@ -213,6 +270,8 @@ class FCN32sColor(nn.Module):
                 nn.init.zeros_(m.bias)
         if self.hint_branch_channels:   # its scores start at zero: the network computes what it did without it
             nn.init.zeros_(self.hint_branch[-1].weight)
+        if self.hint_fill:
+            nn.init.zeros_(self.hint_gate.weight)
             # ConvTranspose2d upsamplers were set bilinear and frozen.
 
     def _fuse(self, up, skip, key):
@@ -240,8 +299,24 @@ class FCN32sColor(nn.Module):
                and not h.is_contiguous() else torch.contiguous_format)
         h = _crop(h, self.offsets['final'], x.shape[-2:])
         if self.hint_branch_channels:
-            h = h + self.hint_branch(x)
+            h = h + self.hint_scores(x)
         return h.contiguous(memory_format=fmt)
+
+    def hint_scores(self, x):
+        """The hint branch's scores [B, n_class, H, W] for the input x [B, in_channels, H, W]."""
+        if not self.hint_fill:
+            return self.hint_branch(x)
+        filled = fill_hints(x[:, 1:3], x[:, 3:4])
+        features = self.hint_branch[:-1](torch.cat([x, filled], dim=1))
+        trusted = self.hint_gate(features) * (1 - filled[:, 2:])    # 0 without hints, whatever the gate
+        return self.hint_branch[-1](features) + trusted * bin_scores(filled[:, :2], self.hint_bins)
+
+    def set_hint_bins(self, centres):
+        """The colour bins' centres [n_class, 2] on the chroma plane, for the filled hints' scores."""
+        centres = torch.as_tensor(centres, dtype=self.hint_bins.dtype)
+        if centres.shape != self.hint_bins.shape:
+            raise ValueError(f'hint bins: expected {tuple(self.hint_bins.shape)}, got {tuple(centres.shape)}')
+        self.hint_bins.copy_(centres)
 
     def _trunk_convs(self):
         return [conv for names in self._trunk for conv, _ in names]
@@ -436,13 +511,14 @@ ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
 
 
 def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
-                trunk_width=VGG16_WIDTH):
+                trunk_width=VGG16_WIDTH, hint_fill=False):
     """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
     if arch not in ARCHITECTURES:
         raise ValueError(f'unknown arch {arch!r}; choose from '
                          f'{sorted(ARCHITECTURES)}')
     return ARCHITECTURES[arch](n_class=n_class, padding=padding, fc_channels=fc_channels,
-                               in_channels=in_channels, hint_branch=hint_branch, trunk_width=trunk_width)
+                               in_channels=in_channels, hint_branch=hint_branch, trunk_width=trunk_width,
+                               hint_fill=hint_fill)
 
 
 def widen_input_weight(weight, in_channels):

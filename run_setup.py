@@ -294,6 +294,8 @@ def fit_encoder_state(train_set, cfg, init_ckpt):
 def build_network(arch, cfg, encoder, init_ckpt, init_path, vgg16_record=None):
     """The network of ``arch``: from the previous stage's checkpoint, else from VGG16 weights, else random."""
     model = models.build_model(arch, **model_kwargs(cfg, encoder))
+    if cfg['hints'] and cfg['hint_fill']:
+        model.set_hint_bins(encoder.bins.centres_on_plane)
     if init_ckpt is not None:
         previous = models.model_from_checkpoint(init_ckpt)
         if init_ckpt['arch'] == arch:
@@ -317,17 +319,24 @@ def model_kwargs(cfg, encoder):
         kwargs['in_channels'] = models.IN_CHANNELS + hints.HINT_CHANNELS
         if cfg['hint_branch']:   # ... and hint models without a branch theirs
             kwargs['hint_branch'] = cfg['hint_branch']
+            if cfg['hint_fill']:
+                kwargs['hint_fill'] = True
     return kwargs
 
 
 def make_optimizer(model, cfg):
     """The config's optimizer (Adam or SGD) over the trainable parameters; a hint branch's learn at
-    ``hint_lr_mult`` times the rate (new weights that must move within a short budget)."""
-    branch = {id(p) for name, p in model.named_parameters() if name.startswith('hint_branch.')}
-    params = [{'params': [p for p in model.parameters() if p.requires_grad and id(p) not in branch]}]
-    if branch:
-        params.append({'params': [p for p in model.parameters() if p.requires_grad and id(p) in branch],
-                       'lr': cfg['lr'] * cfg['hint_lr_mult']})
+    ``hint_lr_mult`` times the rate and its gate's at ``hint_gate_lr_mult`` times (new weights that must
+    move within a short budget)."""
+    groups = {'hint_branch.': cfg['lr'] * cfg['hint_lr_mult'], 'hint_gate.': cfg['lr'] * cfg['hint_gate_lr_mult']}
+    found = {prefix: [] for prefix in groups}
+    rest = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            prefix = next((prefix for prefix in groups if name.startswith(prefix)), None)
+            (found[prefix] if prefix else rest).append(p)
+    params = [{'params': rest}] + [{'params': found[prefix], 'lr': lr} for prefix, lr in groups.items()
+                                   if found[prefix]]
     if cfg['optim'] == 'Adam':
         return torch.optim.Adam(params, lr=cfg['lr'], betas=(cfg['momentum'], 0.999),
                                 weight_decay=cfg['weight_decay'])

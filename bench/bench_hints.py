@@ -4,9 +4,9 @@ One step = the trainer's path: a uint8 batch -> ``ColorEncoder.encode`` (targets
 model ``hints.training_batch`` (a share recoloured by ``recolour.py``, targets, Zhang et al.'s sampler,
 on the device, config keys of the run) -> forward, the soft-target KL loss, backward and an Adam
 step.  Three steps: FCN-32s of the quality experiment's config without hints (default 110's), with
-hints (113: 128x128, batch 4, fc 512, 36 uniform bins) and with hints and --recolour-share of the
-images recoloured; they alternate in one process on the same batches, so the ratios are measured in
-one run.
+hints (113: 128x128, batch 4, fc 512, 36 uniform bins), with hints and --recolour-share of the
+images recoloured, then also a hint branch, then also the hints filled for it (issue 28, config 119);
+they alternate in one process on the same batches, so the ratios are measured in one run.
 
 Prints the median step time of each, their ratios, the batch preparation's own median time, and one
 JSON line.  Usage (from the repository root)::
@@ -42,7 +42,9 @@ def parse_args(argv=None):
     p.add_argument('--steps', type=cli.positive_int, default=10, help='timed steps of each (default 10)')
     p.add_argument('--warmup', type=cli.natural_int, default=2, help='untimed steps of each first (default 2)')
     p.add_argument('--recolour-share', type=float, default=0.5, help='share of images recoloured in the third '
-                   'step (recolour.py; default %(default)s)')
+                   'step and after (recolour.py; default %(default)s)')
+    p.add_argument('--hint-branch', type=cli.positive_int, default=config.get_config(119)['hint_branch'],
+                   help='channels of the hint branch in the fourth and fifth steps (default %(default)s, as 119)')
     return p.parse_args(argv)
 
 
@@ -50,7 +52,10 @@ def make_step(cfg, device):
     """A closure running one training step of config ``cfg``'s FCN-32s (hint input as ``cfg['hints']``)
     on a uint8 batch, the network and optimizer built as a run builds them."""
     encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(cfg['numbins']), 0.5, cfg['img_lowpass'])
-    model = models.build_model('fcn32s', **run_setup.model_kwargs(cfg, encoder)).to(device)
+    model = models.build_model('fcn32s', **run_setup.model_kwargs(cfg, encoder))
+    if cfg['hint_fill']:
+        model.set_hint_bins(encoder.bins.centres_on_plane)
+    model = model.to(device)
     optim = run_setup.make_optimizer(model, cfg)
     timings = {'sampler': []}
 
@@ -87,7 +92,11 @@ def main(argv=None):
                .to(device) for _ in range(4)]
     steps = {'plain': make_step(dict(cfg, hints=False), device),
              'hints': make_step(dict(cfg, recolour_share=0.0), device),
-             'recoloured': make_step(dict(cfg, recolour_share=args.recolour_share), device)}
+             'recoloured': make_step(dict(cfg, recolour_share=args.recolour_share), device),
+             'branch': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
+                                      hint_fill=False), device),
+             'filled': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
+                                      hint_fill=True), device)}
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
         for name, (step, _) in steps.items():   # alternating: the same machine state
@@ -102,17 +111,22 @@ def main(argv=None):
     print('device %s, config %d: FCN-32s %dx%d, batch %d, %d threads' % (device, args.config, height, width, images,
                                                                         torch.get_num_threads()))
     print('step without hints: median %.3f s (%.2f images/s)' % (median['plain'], images / median['plain']))
-    for name, label in (('hints', 'with hints'), ('recoloured', 'recoloured %g' % args.recolour_share)):
-        print('step %-14s median %.3f s (%.2f images/s), of which the batch (targets, hints) %.4f s'
+    for name, label in (('hints', 'with hints'), ('recoloured', 'recoloured %g' % args.recolour_share),
+                        ('branch', '+ hint branch'), ('filled', '+ filled hints')):
+        print('step %-16s median %.3f s (%.2f images/s), of which the batch (targets, hints) %.4f s'
               % (label + ':', median[name], images / median[name], batch_s[name]))
     print('ratio with hints / without: %.3f (target <= %.2f); recoloured / with hints: %.3f (target <= %.2f)'
           % (median['hints'] / median['plain'], TARGET_SLOWDOWN, median['recoloured'] / median['hints'],
              TARGET_SLOWDOWN))
+    print('ratio with the hint branch (%d channels) / recoloured: %.3f; with the filled hints / the branch: %.3f'
+          % (args.hint_branch, median['branch'] / median['recoloured'], median['filled'] / median['branch']))
     print(json.dumps({'device': str(device), 'config': args.config, 'plain_s': median['plain'],
                       'hints_s': median['hints'], 'recoloured_s': median['recoloured'],
                       'ratio': median['hints'] / median['plain'],
                       'recoloured_ratio': median['recoloured'] / median['hints'],
-                      'batch_s': batch_s['hints'], 'recoloured_batch_s': batch_s['recoloured']}))
+                      'batch_s': batch_s['hints'], 'recoloured_batch_s': batch_s['recoloured'],
+                      'branch_s': median['branch'], 'filled_s': median['filled'],
+                      'filled_ratio': median['filled'] / median['branch']}))
     return 0
 
 

@@ -14,7 +14,7 @@ iterations and the recoloured share (issue 28).
    FCN-32s iterations (every arm to the same iteration counts; the learning
    rate is constant, so a snapshot at 4x is the run a 4x budget would train); a snapshot of the weights
    is kept at each multiple (``OUT/<arm>/it<N>.pth.tar``).
-3. Each snapshot is scored on ``split_val.txt`` (never the test split) as ``evaluate.py --hint-points``
+3. Each snapshot is scored (again when its file changed) on ``split_val.txt`` (never the test split) as ``evaluate.py --hint-points``
    scores the network alone (``model``: its prediction with the hints as input, the hints' squares
    pasted), at 0 and ``HINT_CURVE['points']`` points drawn with the sweep's seeds.
 
@@ -83,6 +83,13 @@ def train_base(args, arch):
 
 def snapshot_path(args, arm, iterations):
     return os.path.join(args.out, arm, 'it%d.pth.tar' % iterations)
+
+
+def snapshot_stamp(path):
+    """[size, mtime in ns] of a snapshot: a score is reused only for the very file it scored (or when it was
+    recorded before the stamp was)."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def train_arm(args, arm, base, counts):
@@ -209,9 +216,11 @@ def main(argv=None):
         saved['base'] = dict(base_scores, iterations=unit)
     for arm in args.arms:
         for count in counts:
-            if str(count) not in results.get(arm, {}):
-                results.setdefault(arm, {})[str(count)] = network_gain(snapshot_path(args, arm, count), val_photos(),
-                                                                       CURVE['points'])
+            path = snapshot_path(args, arm, count)
+            found = results.get(arm, {}).get(str(count))
+            if found is None or found.get('snapshot', snapshot_stamp(path)) != snapshot_stamp(path):
+                results.setdefault(arm, {})[str(count)] = dict(network_gain(path, val_photos(), CURVE['points']),
+                                                               snapshot=snapshot_stamp(path))
                 say('scored %s at iteration %d: gain %+.2f dB' % (arm, count, results[arm][str(count)]['gain_psnr']))
                 write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))
     write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))

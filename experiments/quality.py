@@ -196,6 +196,7 @@ def aggregate(args, chain, runs, arms, seeds, scores, walls, started):
                            'arm': arm, 'candidates': candidates, 'stages': stages,
                            'hint_model': hint_model, 'sweeps': sweeps, 'val_sweeps': getattr(args, 'val_sweeps', None),
                            'best_method': quality_hints.best_method(sweeps.get('default_val')),
+                           'hint_model_method': quality_hints.best_method(candidates.get(arm, {}).get('val_sweep')),
                            'goal': quality_hints.goal(default and default['test'], sweep),
                            'propagation_goals': {k: quality_hints.propagation_goal(
                                default and default['test'] if k == 'default_test' else None, sweeps.get(k))
@@ -382,12 +383,12 @@ def train_curve(args, runs, stage_index, decode, scores, walls, report):
             score_into(scores, run, 'test', decode, args)
 
 
-def hint_sweep(args, model, list_path, name, max_side=None, method=None):
-    """quality_hints.sweep of ``model`` on ``list_path`` into the folder ``name`` beside the model, logged in
-    the quality.log beside it."""
+def hint_sweep(args, model, list_path, name, max_side=None, method=None, source=None):
+    """quality_hints.sweep of ``model`` (written from ``source``) on ``list_path`` into the folder ``name``
+    beside the model, logged in the quality.log beside it."""
     folder = os.path.dirname(model)
     return quality_hints.sweep(model, EXPERIMENT['hint_points'], args, list_path, os.path.join(folder, name),
-                               os.path.join(folder, 'quality.log'), score, say, max_side, method)
+                               os.path.join(folder, 'quality.log'), score, say, max_side, method, source)
 
 
 def choose_hint_method(args, runs, chosen):
@@ -445,15 +446,18 @@ def choose_hint_chain(args, runs, chosen, hint_method, arms, scores, walls, repo
                                          val_sweep=quality_hints.mean_sweep(mine) if complete else None)
     best = quality_hints.best_hint_chain({a: c['val_sweep'] for a, c in args.hint_candidates.items()},
                                          args.hint_sweeps.get('default_val'))
-    say('hint chain chosen on validation: %s' % (best or 'none qualifies, the first: %s' % arms_of[0]))
+    say('hint chain chosen on validation: %s' % ('%s (its hint method: %s)' % (
+        best, quality_hints.best_method(args.hint_candidates[best]['val_sweep'])) if best
+        else 'none qualifies, the first: %s' % arms_of[0]))
     return best or arms_of[0]
 
 
-def test_sweeps(args, runs, result, default_model, hint_method):
-    """The hint sweeps on the test split: the default model's, and (``--hints``) the hint model's, written
-    as OUT/hints/model_best.pth.tar with the chosen hint method (``--jobs`` of them side by side)."""
+def test_sweeps(args, runs, result, default_model, default_source, hint_method):
+    """The hint sweeps on the test split: the default model's (written from the run's ``default_source``), and
+    (``--hints``) the hint model's, written as OUT/hints/model_best.pth.tar with its own hint method, chosen on
+    its chain's validation sweep (else the default model's, ``hint_method``; ``--jobs`` of them side by side)."""
     tasks = [lambda: ('default_test', hint_sweep(args, default_model, args.test_list, quality_hints.TEST_SWEEP,
-                                                 method=hint_method))]
+                                                 method=hint_method, source=default_source))]
     chosen = result['hints']['hint_model']
     final = next((r for r in runs if r.arm == result['hints']['arm'] and r.fold in (None, ALL) and r.arch == chosen),
                  None)
@@ -463,10 +467,11 @@ def test_sweeps(args, runs, result, default_model, hint_method):
         hint_dir = os.path.join(args.out, quality_hints.HINT_DIR)
         target = os.path.join(hint_dir, 'model_best.pth.tar')
         os.makedirs(hint_dir, exist_ok=True)
-        save_colorizer_checkpoint(final.model, target, recommended_decode(result), hint_method)
-        say('hint model: %s (%s)' % (target, chosen))
+        own_method = result['hints']['hint_model_method'] or hint_method
+        save_colorizer_checkpoint(final.model, target, recommended_decode(result), own_method)
+        say('hint model: %s (%s, hint method %s)' % (target, chosen, own_method))
         tasks.append(lambda: ('hints_test', hint_sweep(args, target, args.test_list, quality_hints.TEST_SWEEP,
-                                                       method=hint_method)))
+                                                       method=own_method, source=final.model)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for key, found in pool.map(lambda task: task(), tasks):
             args.hint_sweeps[key] = found
@@ -561,7 +566,7 @@ def main(argv=None):
         say('default model: %s (%s, the best on validation); test grid (%d photos): %s'
             % (default_model, chosen, n, grid))
         if args.hints:
-            test_sweeps(args, runs, result, default_model, hint_method)
+            test_sweeps(args, runs, result, default_model, final.model, hint_method)
             write_results(args, chain, runs, arms, seeds, scores, walls, started)
     failed = [r.name for r in runs if r.failed]
     say('results: %s, %s (%s in all)' % (os.path.join(args.out, 'results.md'),

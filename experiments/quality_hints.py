@@ -1,8 +1,8 @@
 """``quality.py --hints``: the hint sweeps (``evaluate.py --hint-points``) and the candidate hint chains
-(``config.QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115 and 116 -> 117 -> 118, colour-hint input)
-on the same photos and budget.  The sweeps of the default (lightness-only) chain's chosen stage on
-validation (each fold's run on its own fold, averaged) choose the hint method (``config.HINT_METHODS``);
-the candidates' sweeps on validation, with that method, choose the hint chain (:func:`best_hint_chain`);
+(``config.QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115, 116 -> 117 -> 118 and 119 -> 120 -> 121,
+colour-hint input) on the same photos and budget.  The sweeps of the default (lightness-only) chain's chosen
+stage on validation (each fold's run on its own fold, averaged) choose the hint method (``config.HINT_METHODS``);
+the candidates' sweeps on validation choose the hint chain and its own method (:func:`best_hint_chain`);
 the default model's and the hint model's sweeps on the test split measure them.  Each sweep scores the
 network alone, every hint method, ``default`` (the checkpoint's method), Levin et al. 2004 on the same
 points and grayscale.
@@ -18,11 +18,12 @@ import shutil
 import numpy as np
 
 import config
-from quality_runs import read_json
+from quality_runs import read_json, write_json
 
 HINT_DIR = 'hints'             # OUT/hints: the chosen hint chain's model and its test sweep
 TEST_SWEEP = 'sweep-test'     # in OUT/hints and OUT/default: the test split's sweep
 VAL_SWEEP = 'hint-sweep-val'  # in each run that chooses the hint method (a fold's chosen stage): its sweep
+SOURCE_FILE = 'made_from.json'   # in a sweep's folder: the stamp of the model file it scored
 GOAL_METRICS = ('psnr', 'auc_rebal')
 GOAL_POINTS = 10
 SAME_FIGURE = 1e-4            # the 0-point path and the automatic score, two float32 computations of one
@@ -38,14 +39,24 @@ def is_hint_arm(arm):
     return arm.startswith(HINT_DIR + '-')
 
 
-def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_side=None, method=None):
+def file_stamp(path):
+    """[size, mtime in ns] of a file: which version of a model a sweep scored."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_side=None, method=None, source=None):
     """hints.json of ``evaluate.py -m MODEL --hint-points COUNTS`` (run by ``score``, logging to ``log_path``)
     on the photos of ``list_path``, scaled down to ``max_side`` pixels (None: full size), in the folder
     ``out``, with ``method`` as its ``default`` (evaluate.py --hint-method; None: the checkpoint's); reused
-    when present and made with that method.  None when it failed."""
+    when present, made with that method and from the same ``source`` (the file the model was written from,
+    default the model itself: ``SOURCE_FILE`` records its stamp; a sweep without the record is reused).
+    None when it failed."""
     result_path = os.path.join(out, 'hints.json')
     made = read_json(os.path.join(out, 'metrics.json')) or {}
-    if os.path.isfile(result_path) and method in (None, made.get('hint_method')):
+    stamp = file_stamp(source or model_path)
+    made_from = read_json(os.path.join(out, SOURCE_FILE))
+    if os.path.isfile(result_path) and method in (None, made.get('hint_method')) and made_from in (None, stamp):
         with open(result_path) as f:
             return json.load(f)
     tmp = out + '.tmp'
@@ -61,7 +72,8 @@ def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_si
     if status != 0 or not os.path.isfile(os.path.join(tmp, 'hints.json')):
         say('FAILED the hint sweep (exit status %d); see %s' % (status, log_path))
         return None
-    if os.path.isdir(out):       # a sweep made with another default method: replaced by the new one
+    write_json(os.path.join(tmp, SOURCE_FILE), stamp)
+    if os.path.isdir(out):       # a sweep made with another default method or model: replaced by the new one
         shutil.rmtree(out)
     os.replace(tmp, out)
     with open(result_path) as f:
@@ -104,9 +116,10 @@ def best_method(val_sweep, tolerance_db=None):
 def best_hint_chain(val_sweeps, default_val, tolerance_db=None):
     """The hint chain whose model a person gets, by the rule of docs/hints.md: among the chains whose network
     with 0 points is within ``tolerance_db`` of the default model's validation PSNR (``default_val``: its
-    sweep; the goal of issue 28), the highest mean PSNR of the ``default`` path (the chosen hint method) over
-    the counts with points (rebalanced AuC breaks a tie).  ``val_sweeps``: {arm: validation sweep or None};
-    None when no chain qualifies."""
+    sweep; the goal of issue 28), the highest mean PSNR over the counts with points of the chain's own best
+    hint method (:func:`best_method` on its sweep: a network that reads hints may fuse best another way;
+    rebalanced AuC breaks a tie).  ``val_sweeps``: {arm: validation sweep or None}; None when no chain
+    qualifies."""
     tolerance_db = config.QUALITY_EXPERIMENT['hint_chain_tolerance_db'] if tolerance_db is None else tolerance_db
 
     def qualifies(arm):
@@ -115,12 +128,16 @@ def best_hint_chain(val_sweeps, default_val, tolerance_db=None):
             return False
         return not default_val or '0' not in found['model'] or \
             found['model']['0']['psnr'] >= default_val['model']['0']['psnr'] - tolerance_db
-
-    def score(arm):
-        counts = [n for n in val_sweeps[arm]['default'] if int(n) > 0]
-        return tuple(float(np.mean([val_sweeps[arm]['default'][n][k] for n in counts])) for k in GOAL_METRICS)
     qualified = [arm for arm in val_sweeps if qualifies(arm)]
-    return max(qualified, key=score) if qualified else None
+    return max(qualified, key=lambda arm: method_means(val_sweeps[arm])) if qualified else None
+
+
+def method_means(val_sweep, method=None):
+    """(PSNR, rebalanced AuC) of ``method`` (default: the sweep's :func:`best_method`), each the mean over
+    the counts with points."""
+    method = method or best_method(val_sweep)
+    counts = [n for n in val_sweep[method] if int(n) > 0]
+    return tuple(float(np.mean([val_sweep[method][n][k] for n in counts])) for k in GOAL_METRICS)
 
 
 def gain_in_sweep(sweep_result, points=GOAL_POINTS):
@@ -195,16 +212,16 @@ def goal_lines(name, g):
 
 def candidates_table(hints_result):
     """results.md lines: each candidate hint chain's validation sweep (its network with 0 and 10 points, the
-    gain, the ``default`` path's mean over the counts with points) and the chosen one."""
+    gain, its best hint method's mean over the counts with points) and the chosen one."""
     candidates = hints_result.get('candidates') or {}
     if len(candidates) < 2:
         return []
     val = hints_result.get('val_sweeps') or {'max_side': None}
     ten = str(GOAL_POINTS)
     lines = ['', '### Hint chains on validation (photos scaled to %s px; the rule: %s)' % (
-        val['max_side'], 'within %g dB of the default model with 0 points, then the best mean PSNR of the '
-        'default path over the counts with points' % config.QUALITY_EXPERIMENT['hint_chain_tolerance_db']), '',
-        '| hint chain | runs | network, 0 pts | network, %s pts | network gain dB | default path, mean over '
+        val['max_side'], 'within %g dB of the default model with 0 points, then the best mean PSNR over the '
+        'counts with points of the chain\'s own best hint method' % config.QUALITY_EXPERIMENT['hint_chain_tolerance_db']),
+        '', '| hint chain | runs | network, 0 pts | network, %s pts | network gain dB | its hint method: mean over '
         'counts with points |' % ten, '|---|---|---|---|---|---|']
     for arm, c in candidates.items():
         name = '**%s: chosen**' % arm if arm == hints_result['arm'] else arm
@@ -212,13 +229,14 @@ def candidates_table(hints_result):
         if not s:
             lines.append('| %s | %d | not finished | | | |' % (name, len(c['runs'])))
             continue
-        counts = [n for n in s['default'] if int(n) > 0]
-        mean = [float(np.mean([s['default'][n][k] for n in counts])) for k in GOAL_METRICS]
+        method = best_method(s)
+        mean = method_means(s, method)
         cells = ['%.2f / %.2f' % (s['model'][n]['psnr'], s['model'][n]['auc_rebal']) if n in s['model'] else 'n/a'
                  for n in ('0', ten)]
         gain = gain_in_sweep(s)
-        lines.append('| %s | %d | %s | %s | %s | %.2f / %.2f |' % (
-            name, len(c['runs']), cells[0], cells[1], 'n/a' if gain is None else '%+.2f' % gain, mean[0], mean[1]))
+        lines.append('| %s | %d | %s | %s | %s | %s: %.2f / %.2f |' % (
+            name, len(c['runs']), cells[0], cells[1], 'n/a' if gain is None else '%+.2f' % gain, method, mean[0],
+            mean[1]))
     return lines
 
 
@@ -249,6 +267,9 @@ def markdown(hints_result, metric_cells, metric_names):
                   'those within %g dB of Levin at every count): **%s** (the default of `hint_method`: %s)'
                   % (config.QUALITY_EXPERIMENT['hint_method_tolerance_db'], hints_result['best_method'],
                      config.DEFAULTS['hint_method'])]
+    if hints_result.get('hint_model_method'):
+        lines += ['', 'The hint model\'s own method, by the same rule on its chain\'s validation sweep: **%s**'
+                  % hints_result['hint_model_method']]
     g = hints_result.get('goal')
     if g:
         lines += ['', '### Quality goals (test split)', '']

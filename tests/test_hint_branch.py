@@ -1,7 +1,12 @@
 """The full-resolution hint branch (models.py, issue 28): a hint model grown from a lightness-only one
 computes exactly what that model computed whatever the hints; the branch is a short, local path from a
 hint to the scores at its own resolution; its weights learn at hint_lr_mult times the rate; checkpoints
-without it load as before."""
+without it load as before.  The hints filled to every pixel (models.fill_hints) follow the nearest hint
+(scipy's distance transform is the reference) and let the branch carry a hint across the whole photo."""
+import numpy as np
+import pytest
+import scipy.ndimage
+import scipy.stats
 import torch
 
 import config
@@ -17,10 +22,13 @@ def lightness_model(arch='fcn32s'):
 
 
 def test_a_hint_model_with_a_branch_grown_from_a_lightness_model_computes_what_it_did_whatever_the_hints():
-    for arch in ('fcn32s', 'fcn16s', 'fcn8s'):
+    for arch, fill in (('fcn32s', False), ('fcn16s', False), ('fcn8s', False), ('fcn32s', True)):
         plain = lightness_model(arch)
-        grown = models.build_model(arch, N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6).eval()
+        grown = models.build_model(arch, N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6,
+                                   hint_fill=fill).eval()
         grown.copy_params_from(plain)
+        if fill:
+            grown.set_hint_bins(torch.randn(N_CLASS, 2))
         x = torch.randn(2, 4, 40, 56)
         with torch.no_grad():
             assert torch.equal(grown(x), plain(x[:, :1]))
@@ -50,13 +58,101 @@ def test_the_branch_carries_a_hint_to_the_scores_at_its_pixel_and_only_nearby():
         assert torch.equal(model(y), model(x))
 
 
-def test_the_branch_learns_at_hint_lr_mult_times_the_rate_and_only_hint_models_have_one():
-    cfg = dict(config.get_config(116), lr=1e-3, hint_lr_mult=10.0)
-    model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=cfg['hint_branch'])
+def hint_points(height, width, where):
+    """Maps with a hint of colour ab at each (y, x) of ``where`` ({(y, x): (a, b)})."""
+    plane, mask = torch.zeros(1, 2, height, width), torch.zeros(1, 1, height, width)
+    for (y, x), ab in where.items():
+        plane[0, :, y, x] = torch.tensor(ab)
+        mask[0, 0, y, x] = 1
+    return plane, mask
+
+
+def test_fill_hints_follows_the_nearest_hint_and_its_reach_grows_with_the_distance():
+    """Four hints of different colours: each hinted pixel keeps its colour with reach 0; the fill is close
+    to the nearest hint's colour near it and closer to it than the hints' mean colour almost everywhere;
+    the reach ranks pixels by their distance to the nearest hint (scipy's distance transform)."""
+    where = {(6, 9): (0.4, 0.0), (40, 12): (-0.3, 0.2), (20, 55): (0.0, -0.4), (44, 60): (0.2, 0.3)}
+    plane, mask = hint_points(48, 67, where)
+    filled = models.fill_hints(plane, mask)[0].numpy()
+    for (y, x), ab in where.items():
+        assert np.allclose(filled[:2, y, x], ab) and filled[2, y, x] == 0
+    distance, (ny, nx) = scipy.ndimage.distance_transform_edt(mask[0, 0].numpy() == 0, return_indices=True)
+    nearest = np.stack([plane[0, c].numpy()[ny, nx] for c in range(2)])   # the nearest hint's colour
+    error = np.linalg.norm(filled[:2] - nearest, axis=0)
+    mean_error = np.linalg.norm(np.mean(list(where.values()), axis=0)[:, None, None] - nearest, axis=0)
+    assert error[distance <= 2].mean() < 0.15, error[distance <= 2].mean()    # measured 0.09
+    assert np.mean(error < mean_error) > 0.75, np.mean(error < mean_error)    # measured 0.86
+    rng = np.random.default_rng(0)
+    rhos = []
+    for size in ((48, 67), (68, 97), (88, 127)):             # random layouts: rank correlation with distance
+        mask = torch.zeros(1, 1, *size)
+        mask[0, 0, rng.integers(size[0], size=5), rng.integers(size[1], size=5)] = 1
+        reach = models.fill_hints(torch.zeros(1, 2, *size), mask)[0, 2].numpy()
+        rhos.append(scipy.stats.spearmanr(scipy.ndimage.distance_transform_edt(mask[0, 0].numpy() == 0).ravel(),
+                                          reach.ravel())[0])
+    assert np.mean(rhos) > 0.5, rhos                             # measured 0.66, 0.88, 0.65
+
+
+@pytest.mark.parametrize('size', [(1, 1), (5, 3), (33, 64)])
+def test_fill_hints_with_one_hint_paints_its_colour_everywhere_and_without_hints_nothing(size):
+    plane, mask = hint_points(*size, {(size[0] - 1, 0): (0.25, -0.1)})
+    filled = models.fill_hints(plane, mask)[0]
+    assert torch.allclose(filled[:2], torch.tensor([0.25, -0.1])[:, None, None])
+    empty = models.fill_hints(torch.zeros_like(plane), torch.zeros_like(mask))[0]
+    assert torch.equal(empty[:2], torch.zeros_like(empty[:2])) and torch.equal(empty[2], torch.ones(size))
+
+
+def test_with_the_fill_the_branch_carries_a_hint_across_the_whole_photo():
+    """The same as above with hint_fill: the one hinted pixel now moves the scores far beyond the branch's
+    own reach; without the branch's last layer, still nowhere."""
+    model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6,
+                               hint_fill=True).eval()
+    model.copy_params_from(lightness_model())
+    torch.manual_seed(1)
+    torch.nn.init.normal_(model.hint_branch[-1].weight)
+    x = torch.rand(1, 4, 64, 64)
+    x[:, 1:] = 0
+    y = x.clone()
+    y[0, 1:, 32, 32] = torch.tensor([0.3, -0.2, 1.0])
+    with torch.no_grad():
+        moved = (model(y) - model(x)).abs().sum(1)[0] > 1e-6
+    assert moved.float().mean() > 0.95 and moved[0, 0] and moved[-1, -1]
+    model.hint_branch[-1].weight.data.zero_()
+    with torch.no_grad():
+        assert torch.equal(model(y), model(x))
+
+
+def test_a_trusting_gate_paints_the_filled_hint_colour_bin_everywhere():
+    """Grown from a lightness model (its scores all 0) with the gate's bias set as after training to trust
+    the fill: one hint whose colour is bin j's centre makes bin j the most likely at every pixel (the
+    nearest bin to the filled colour, bin_scores' peak); with the gate at 0, nothing moves."""
+    model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6,
+                               hint_fill=True).eval()
+    model.copy_params_from(lightness_model())
+    angles = torch.arange(N_CLASS) * 2 * np.pi / N_CLASS
+    centres = torch.stack([angles.cos(), angles.sin()], 1) * 0.3     # 8 hues at chroma 0.3
+    model.set_hint_bins(centres)
+    x = torch.rand(1, 4, 48, 64)
+    x[:, 1:] = 0
+    y = x.clone()
+    y[0, 1:3, 10, 50], y[0, 3, 10, 50] = centres[3], 1.0
+    with torch.no_grad():
+        assert torch.equal(model(y), model(x))                      # the gate at 0: hints change nothing
+        model.hint_gate.bias.fill_(5.0)
+        assert torch.equal(model(x), torch.zeros_like(model(x)))   # no hints: nothing to trust
+        assert bool((model(y).argmax(1) == 3).all())
+
+
+def test_the_branch_and_its_gate_learn_at_their_multiples_of_the_rate_and_only_hint_models_have_one():
+    cfg = dict(config.get_config(119), lr=1e-3, hint_lr_mult=10.0, hint_gate_lr_mult=30.0)
+    model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=cfg['hint_branch'],
+                               hint_fill=cfg['hint_fill'])
     optim = run_setup.make_optimizer(model, cfg)
     branch = {id(p) for p in model.hint_branch.parameters()}
+    gate = {id(p) for p in model.hint_gate.parameters()}
     rates = {id(p): g['lr'] for g in optim.param_groups for p in g['params']}
-    assert all(rates[i] == 1e-2 for i in branch) and all(r == 1e-3 for i, r in rates.items() if i not in branch)
+    assert all(rates[i] == pytest.approx(1e-2) for i in branch) and all(rates[i] == pytest.approx(3e-2) for i in gate)
+    assert all(r == 1e-3 for i, r in rates.items() if i not in branch | gate)
     assert len(rates) == len([p for p in model.parameters() if p.requires_grad])   # every trainable one once
     plain = dict(config.get_config(110))
     assert 'hint_branch' not in run_setup.model_kwargs(plain, type('E', (), {'num_outputs': N_CLASS})())
@@ -66,21 +162,26 @@ def test_the_branch_learns_at_hint_lr_mult_times_the_rate_and_only_hint_models_h
         assert 'hint input' in str(e)
     else:
         raise AssertionError('a lightness-only model took a hint branch')
+    with pytest.raises(ValueError, match='hint branch'):
+        models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_fill=True)
+    with pytest.raises(config.ConfigError, match='hint_branch > 0'):
+        config.check_config(dict(config.get_config(113), hint_fill=True))
 
 
 def test_a_run_with_a_branch_and_recolouring_trains_and_colorizes(train, photo_folder, tmp_path):
-    """Config 198 with a hint branch and half of each batch recoloured: two iterations, the checkpoint
-    rebuilt from its own model_kwargs (branch included) by colorize.load_colorizer, with hints."""
+    """Config 198 with a hint branch reading the filled hints and half of each batch recoloured: two
+    iterations, the checkpoint rebuilt from its own model_kwargs (branch, fill) by colorize.load_colorizer."""
     import colorize
     import numpy as np
     import trainer
     run = tmp_path / 'run'
     train('fcn32s', '-c', '198', '-d', photo_folder, '-o', run, '--max-iter', '2', '--set', 'hint_branch=4',
-          '--set', 'recolour_share=0.5')
+          '--set', 'recolour_share=0.5', '--set', 'hint_fill=true')
     ckpt = trainer.load_checkpoint(str(run / trainer.MODEL_BEST))
-    assert ckpt['model_kwargs']['hint_branch'] == 4 and ckpt['config']['recolour_share'] == 0.5
+    assert ckpt['model_kwargs']['hint_branch'] == 4 and ckpt['model_kwargs']['hint_fill']
+    assert ckpt['config']['recolour_share'] == 0.5
     colorizer = colorize.load_colorizer(str(run / trainer.MODEL_BEST))
-    assert colorizer.model.hint_branch_channels == 4
+    assert colorizer.model.hint_branch_channels == 4 and colorizer.model.hint_fill
     photo = np.full((40, 50, 3), 120, np.uint8)
     out = colorizer.colorize(photo, hints=[{'x': 10, 'y': 10, 'color': '#3060c0'}])
     assert out.shape == (40, 50, 3)

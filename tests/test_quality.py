@@ -421,7 +421,9 @@ def test_cross_validated_run_chooses_on_the_folds_and_scores_the_recommended_mod
     assert not (out / other / 'seed0' / 'all').exists()
     assert hints_result['configs'] == [int(n) for n in arm.split('-')[1:]]
     hint_model = colorize.load_colorizer(str(out / 'hints' / 'model_best.pth.tar'))
-    assert hint_model.hint_method == hints_result['best_method']
+    # it fuses with its own chain's best method on validation (the default model's when it has no sweep)
+    assert hints_result['hint_model_method'] == quality_hints.best_method(candidates[arm]['val_sweep'])
+    assert hint_model.hint_method == hints_result['hint_model_method']
     assert hint_model.config['hint_branch'] == config.get_config(hints_result['configs'][0])['hint_branch']
     started_from = (out / arm / 'seed0' / 'all' / 'fcn32s' / 'quality.log').read_text()
     assert '-m %s' % (out / 'default' / 'seed0' / 'all' / 'fcn32s' / 'checkpoint.pth.tar') in started_from

@@ -35,20 +35,27 @@ def test_the_hint_method_rule_prefers_the_best_mean_among_those_near_levin_at_ev
     assert quality_hints.best_method(None) is None
 
 
-def test_the_hint_chain_rule_prefers_the_best_default_path_among_those_near_the_default_model_with_no_points():
-    """Hand-made validation sweeps: chain b has the best default path but its network with 0 points is 0.5 dB
-    below the default model's, so it does not qualify at 0.3 dB; of the others c has the best mean default
-    path over the counts with points; a tie goes to the better rebalanced AuC; an unfinished chain never."""
-    def sweep(psnr0, psnr2, psnr10, auc=80.0):
+def test_the_hint_chain_rule_prefers_the_best_own_method_among_those_near_the_default_model_with_no_points():
+    """Hand-made validation sweeps: chain b has the best hint method but its network with 0 points is 0.5 dB
+    below the default model's, so it does not qualify at 0.3 dB; of the others c has the best mean over the
+    counts with points of its own best method (Levin's here: its other method falls below Levin); a tie goes
+    to the better rebalanced AuC; an unfinished chain never."""
+    def sweep(psnr0, psnr2, psnr10, auc=80.0, method='stacked'):
         row = lambda p: {'psnr': p, 'auc_rebal': auc}     # noqa: E731
-        return {'model': {'0': row(psnr0), '10': row(psnr0 + 0.5)},
-                'default': {'0': row(psnr0), '2': row(psnr2), '10': row(psnr10)}}
+        found = {'model': {'0': row(psnr0), '10': row(psnr0 + 0.5)},
+                 'levin': {'0': row(psnr0), '2': row(psnr2 - 1), '10': row(psnr10 - 1)}}
+        found[method] = {'0': row(psnr0), '2': row(psnr2), '10': row(psnr10)}
+        return found
     default_val = sweep(20.0, 20.0, 20.0)
-    found = {'a': sweep(20.0, 22.0, 24.0), 'b': sweep(19.5, 23.0, 26.0), 'c': sweep(19.8, 22.5, 24.5), 'd': None}
+    found = {'a': sweep(20.0, 22.0, 24.0), 'b': sweep(19.5, 23.0, 26.0), 'c': sweep(19.8, 23.0, 23.0, method='shrinkage'),
+             'd': None}
+    found['c']['shrinkage']['10']['psnr'] = 20.0                  # c's shrinkage: far below Levin at 10 points
+    found['c']['levin'] = {n: {'psnr': 24.0, 'auc_rebal': 80.0} for n in ('0', '2', '10')}   # ... its Levin: 24
+    assert quality_hints.best_method(found['c']) == 'levin'
     assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.3) == 'c'
     assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.6) == 'b'
     assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.1) == 'a'
-    found['a'] = sweep(20.0, 22.5, 24.5, auc=81.0)           # c's PSNR, a better AuC
+    found['a'] = sweep(20.0, 24.0, 24.0, auc=81.0)           # c's PSNR, a better AuC
     assert quality_hints.best_hint_chain(found, default_val, tolerance_db=0.3) == 'a'
     assert quality_hints.best_hint_chain({'a': sweep(19.0, 22, 24)}, default_val, tolerance_db=0.3) is None
     assert quality_hints.gain_in_sweep(found['b']) == pytest.approx(0.5)
@@ -113,6 +120,11 @@ def test_the_hint_curve_continues_one_run_per_arm_to_each_multiple_and_reuses_ev
     assert (out / 'hint_curve.png').is_file() and '| %+.2f |' % (4 * unit) in (out / 'hint_curve.md').read_text()
     commands.clear()
     assert hint_curve.main(argv) == 0 and commands == []          # everything reused
+    first_arm = next(iter(arms))
+    (out / first_arm / ('it%d.pth.tar' % unit)).write_text('7')   # trained again (its folder removed, say)
+    assert hint_curve.main(argv) == 0 and commands == []          # ... so that snapshot alone is scored again
+    rescored = json.loads((out / 'hint_curve.json').read_text())['arms']
+    assert rescored[first_arm][str(unit)]['gain_psnr'] == 7 and rescored[first_arm][str(4 * unit)]['gain_psnr'] == 4 * unit
     assert hint_curve.main(argv[:-1] + ['1,2']) == 0               # a new multiple: only that is trained
     assert len(commands) == len(arms) and all('--resume' in c for c in commands)
 
@@ -129,8 +141,9 @@ def test_the_hint_curves_network_gain_is_the_sweeps_model_arm(plain_model):
     assert gain['gain_psnr'] > 0.01   # a lightness-only model: the gain is only the pasted squares, but there is one
 
 
-def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method(tmp_path):
-    """A default model whose hint method changed gets a new test sweep; a failed sweep keeps the old one."""
+def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method_from_the_same_model(tmp_path):
+    """A default model whose hint method changed gets a new test sweep, and so does a model file written
+    anew; a failed sweep keeps the old one."""
     from types import SimpleNamespace
     made, calls = {'method': 'stacked', 'status': 0}, []
 
@@ -147,8 +160,11 @@ def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method(tmp
         return 0, 0.1
     out = str(tmp_path / 'sweep-test')
 
+    model = tmp_path / 'm.pth.tar'
+    model.write_text('the first model')
+
     def sweep(method):
-        return quality_hints.sweep('m.pth.tar', [0], SimpleNamespace(photos='P'), 'list.txt', out,
+        return quality_hints.sweep(str(model), [0], SimpleNamespace(photos='P'), 'list.txt', out,
                                    str(tmp_path / 'log'), score, lambda line: None, method=method)
     assert sweep('stacked')['model']['0']['psnr'] == 1
     assert sweep('stacked')['model']['0']['psnr'] == 1 and len(calls) == 1    # reused
@@ -158,3 +174,10 @@ def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method(tmp
     made['status'] = 1
     assert sweep('confidence') is None and len(calls) == 3
     assert json.loads((tmp_path / 'sweep-test' / 'hints.json').read_text())['model']['0']['psnr'] == 2   # kept
+    made['status'] = 0
+    model.write_text('another model, written where the first was')
+    assert sweep('levin')['model']['0']['psnr'] == 4 and len(calls) == 4      # a new model: made again
+    assert sweep('levin')['model']['0']['psnr'] == 4 and len(calls) == 4
+    os.remove(tmp_path / 'sweep-test' / quality_hints.SOURCE_FILE)          # made before the record existed
+    model.write_text('a third')
+    assert sweep('levin')['model']['0']['psnr'] == 4 and len(calls) == 4      # ... reused
