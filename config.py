@@ -523,6 +523,7 @@ HINT_CURVE = dict(
         branch_recoloured_16s=(117, dict(), 'fcn16s'),          # the same on FCN-16s (pool4's 1/16 skip)
         branch_recoloured_8s=(118, dict(), 'fcn8s'),            # ... and on FCN-8s (pool3's 1/8 skip)
         filled=(119, dict(), 'fcn32s'),                         # branch_recoloured + the hints filled (fill_hints)
+        filled_half_unhinted=(119, dict(hint_none_share=0.5), 'fcn32s'),   # ... half the natural images unhinted
     ),
     multiples=(1, 4, 16),
     budget_min=5.0,   # 1x: the FCN-32s iterations of a chain of this budget (47; the quality default until 2026-12-07)
