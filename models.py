@@ -85,7 +85,41 @@ def _bilinear_upsampler(channels, stride):
     return up
 
 
-def fill_hints(plane, mask):
+def _hint_pyramid(plane, mask, lightness=None):
+    """[(colour, weight, lightness)] per level, finest first: 2x2 sums down to one cell; a cell's colour
+    the mean of its hinted children's, its weight 1 when one is hinted, its lightness their mean."""
+    levels = []
+    colour, weight, light = plane, mask, lightness
+    while True:
+        levels.append((colour, weight, light))
+        if max(weight.shape[-2:]) == 1:
+            return levels
+        pad = (0, weight.shape[-1] % 2, 0, weight.shape[-2] % 2)
+        total = F.avg_pool2d(F.pad(colour * weight, pad), POOL_SIZE) * POOL_SIZE ** 2
+        count = F.avg_pool2d(F.pad(weight, pad), POOL_SIZE) * POOL_SIZE ** 2
+        colour = total / count.clamp_min(1.0)   # weights are 0 or 1: a count of hinted cells
+        weight = count.clamp_max(1.0)
+        if light is not None:
+            light = F.avg_pool2d(F.pad(light, pad, mode='replicate'), POOL_SIZE)
+
+
+def _neighbours(t):
+    """[B, C, H, W] -> [B, C, 9, H, W]: each pixel's 3x3 neighbourhood (edges replicated)."""
+    b, c, h, w = t.shape
+    return F.unfold(F.pad(t, (1, 1, 1, 1), mode='replicate'), CONV_KERNEL).view(b, c, CONV_KERNEL ** 2, h, w)
+
+
+def _diffuse_along_edges(values, colour, weight, lightness, sigma, iterations):
+    """Jacobi steps of edge-aware diffusion: each unhinted pixel becomes the mean of its 3x3 neighbours
+    weighted by exp(-(lightness difference)^2 / 2 sigma^2); hinted pixels keep their colour."""
+    similar = torch.exp(-(_neighbours(lightness) - lightness[:, :, None]) ** 2 / (2 * sigma ** 2))
+    similar = similar / similar.sum(2, keepdim=True)
+    for _ in range(iterations):
+        values = weight * colour + (1 - weight) * (similar * _neighbours(values)).sum(2)
+    return values
+
+
+def fill_hints(plane, mask, lightness=None, edge_sigma=0.0, edge_iterations=0):
     """Push-pull fill (Gortler et al. 1996, "The Lumigraph"): the hints' colours carried to every pixel.
 
     plane [B, 2, H, W] (the hints' (a, b), 0 elsewhere), mask [B, 1, H, W] in {0, 1} ->
@@ -94,24 +128,20 @@ def fill_hints(plane, mask):
     bilinearly between levels (0 without hints) -- and the reach: the share of the pyramid's
     levels (2x2 sums, down to one cell) climbed from the pixel before a cell holds a hint (0 on
     a hint, about log2(distance to the nearest hint) / log2(size) elsewhere, 1 without hints).
+    With ``edge_sigma`` > 0 and the ``lightness`` [B, 1, H, W], each level is then diffused
+    ``edge_iterations`` times along the lightness edges (coarse to fine, a multigrid
+    approximation of an edge-aware propagation such as Levin et al. 2004's).
     Parameter-free, so a hint branch that reads it learns only how far to trust it.
     """
-    levels = []
-    colour, weight = plane, mask
-    while True:
-        levels.append((colour, weight))
-        if max(weight.shape[-2:]) == 1:
-            break
-        pad = (0, weight.shape[-1] % 2, 0, weight.shape[-2] % 2)
-        total = F.avg_pool2d(F.pad(colour * weight, pad), POOL_SIZE) * POOL_SIZE ** 2
-        count = F.avg_pool2d(F.pad(weight, pad), POOL_SIZE) * POOL_SIZE ** 2
-        colour = total / count.clamp_min(1.0)   # weights are 0 or 1: a count of hinted cells
-        weight = count.clamp_max(1.0)
+    edges = edge_sigma > 0 and lightness is not None
+    levels = _hint_pyramid(plane, mask, lightness if edges else None)
     filled, reach = levels[-1][0], 1 - levels[-1][1]
-    for colour, weight in reversed(levels[:-1]):
+    for colour, weight, light in reversed(levels[:-1]):
         size = colour.shape[-2:]
         filled = weight * colour + (1 - weight) * F.interpolate(filled, size=size, mode='bilinear',
                                                                  align_corners=False)
+        if edges:
+            filled = _diffuse_along_edges(filled, colour, weight, light, edge_sigma, edge_iterations)
         reach = (1 - weight) * (1 + F.interpolate(reach, size=size, mode='bilinear', align_corners=False))
     return torch.cat([filled, reach / len(levels)], dim=1)
 
@@ -152,7 +182,7 @@ class FCN32sColor(nn.Module):
     scores, zero-initialised, are added to the upsampled ones: a short path from a hint
     to the output at its own resolution.  With ``hint_fill`` the branch also reads
     :func:`fill_hints` of the hints (every pixel sees the nearest hints' colour however far
-    they are) and adds that colour's :func:`bin_scores` (bins ``hint_bins``, set from the
+    they are; with ``fill_edge_sigma`` > 0 spread along the lightness edges) and adds that colour's :func:`bin_scores` (bins ``hint_bins``, set from the
     encoder by :meth:`set_hint_bins`) times a gate it computes, zero-initialised: how far to
     trust the filled colour at each pixel (0 without hints, whatever the gate).
 
@@ -179,7 +209,7 @@ class FCN32sColor(nn.Module):
     SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
 
     def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
-                 trunk_width=VGG16_WIDTH, hint_fill=False):
+                 trunk_width=VGG16_WIDTH, hint_fill=False, fill_edge_sigma=0.0, fill_edge_iterations=0):
         super().__init__()
         if padding not in PADDING_SCHEMES:
             raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
@@ -196,6 +226,7 @@ class FCN32sColor(nn.Module):
         self.hint_fill = bool(hint_fill)
         if self.hint_fill and not self.hint_branch_channels:
             raise ValueError('hint_fill needs a hint branch (hint_branch > 0)')
+        self.fill_edge_sigma, self.fill_edge_iterations = float(fill_edge_sigma), int(fill_edge_iterations)
         self.padding = padding
         self.fc_channels = int(fc_channels)
         self.trunk_width = int(trunk_width)
@@ -306,7 +337,7 @@ class FCN32sColor(nn.Module):
         """The hint branch's scores [B, n_class, H, W] for the input x [B, in_channels, H, W]."""
         if not self.hint_fill:
             return self.hint_branch(x)
-        filled = fill_hints(x[:, 1:3], x[:, 3:4])
+        filled = fill_hints(x[:, 1:3], x[:, 3:4], x[:, :1], self.fill_edge_sigma, self.fill_edge_iterations)
         features = self.hint_branch[:-1](torch.cat([x, filled], dim=1))
         trusted = self.hint_gate(features) * (1 - filled[:, 2:])    # 0 without hints, whatever the gate
         return self.hint_branch[-1](features) + trusted * bin_scores(filled[:, :2], self.hint_bins)
@@ -511,14 +542,15 @@ ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
 
 
 def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
-                trunk_width=VGG16_WIDTH, hint_fill=False):
+                trunk_width=VGG16_WIDTH, hint_fill=False, fill_edge_sigma=0.0, fill_edge_iterations=0):
     """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
     if arch not in ARCHITECTURES:
         raise ValueError(f'unknown arch {arch!r}; choose from '
                          f'{sorted(ARCHITECTURES)}')
     return ARCHITECTURES[arch](n_class=n_class, padding=padding, fc_channels=fc_channels,
                                in_channels=in_channels, hint_branch=hint_branch, trunk_width=trunk_width,
-                               hint_fill=hint_fill)
+                               hint_fill=hint_fill, fill_edge_sigma=fill_edge_sigma,
+                               fill_edge_iterations=fill_edge_iterations)
 
 
 def widen_input_weight(weight, in_channels):

@@ -321,6 +321,9 @@ def model_kwargs(cfg, encoder):
             kwargs['hint_branch'] = cfg['hint_branch']
             if cfg['hint_fill']:
                 kwargs['hint_fill'] = True
+                if cfg['hint_fill_edge_sigma'] > 0:
+                    kwargs.update(fill_edge_sigma=cfg['hint_fill_edge_sigma'],
+                                  fill_edge_iterations=cfg['hint_fill_edge_iterations'])
     return kwargs
 
 

@@ -5,7 +5,8 @@ model ``hints.training_batch`` (a share recoloured by ``recolour.py``, targets, 
 on the device, config keys of the run) -> forward, the soft-target KL loss, backward and an Adam
 step.  Three steps: FCN-32s of the quality experiment's config without hints (default 110's), with
 hints (113: 128x128, batch 4, fc 512, 36 uniform bins), with hints and --recolour-share of the
-images recoloured, then also a hint branch, then also the hints filled for it (issue 28, config 119);
+images recoloured, then also a hint branch, then also the hints filled for it (issue 28, config 119),
+then the fill spread along lightness edges (config 122);
 they alternate in one process on the same batches, so the ratios are measured in one run.
 
 Prints the median step time of each, their ratios, the batch preparation's own median time, and one
@@ -96,7 +97,10 @@ def main(argv=None):
              'branch': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
                                       hint_fill=False), device),
              'filled': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
-                                      hint_fill=True), device)}
+                                      hint_fill=True), device),
+             'edges': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
+                                     hint_fill=True, hint_fill_edge_sigma=config.get_config(122)['hint_fill_edge_sigma']),
+                                device)}
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
         for name, (step, _) in steps.items():   # alternating: the same machine state
@@ -112,7 +116,7 @@ def main(argv=None):
                                                                         torch.get_num_threads()))
     print('step without hints: median %.3f s (%.2f images/s)' % (median['plain'], images / median['plain']))
     for name, label in (('hints', 'with hints'), ('recoloured', 'recoloured %g' % args.recolour_share),
-                        ('branch', '+ hint branch'), ('filled', '+ filled hints')):
+                        ('branch', '+ hint branch'), ('filled', '+ filled hints'), ('edges', '... along edges')):
         print('step %-16s median %.3f s (%.2f images/s), of which the batch (targets, hints) %.4f s'
               % (label + ':', median[name], images / median[name], batch_s[name]))
     print('ratio with hints / without: %.3f (target <= %.2f); recoloured / with hints: %.3f (target <= %.2f)'
@@ -120,13 +124,15 @@ def main(argv=None):
              TARGET_SLOWDOWN))
     print('ratio with the hint branch (%d channels) / recoloured: %.3f; with the filled hints / the branch: %.3f'
           % (args.hint_branch, median['branch'] / median['recoloured'], median['filled'] / median['branch']))
+    print('ratio with the fill spread along edges (config 122) / the plain fill: %.3f' % (median['edges'] / median['filled']))
     print(json.dumps({'device': str(device), 'config': args.config, 'plain_s': median['plain'],
                       'hints_s': median['hints'], 'recoloured_s': median['recoloured'],
                       'ratio': median['hints'] / median['plain'],
                       'recoloured_ratio': median['recoloured'] / median['hints'],
                       'batch_s': batch_s['hints'], 'recoloured_batch_s': batch_s['recoloured'],
                       'branch_s': median['branch'], 'filled_s': median['filled'],
-                      'filled_ratio': median['filled'] / median['branch']}))
+                      'filled_ratio': median['filled'] / median['branch'], 'edges_s': median['edges'],
+                      'edges_ratio': median['edges'] / median['filled']}))
     return 0
 
 
