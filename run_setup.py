@@ -291,11 +291,17 @@ def fit_encoder_state(train_set, cfg, init_ckpt):
     return encoder.state()
 
 
+def new_network(arch, cfg, encoder):
+    """A fresh network of ``arch`` as the config asks; one that reads filled hints gets the bins' centres."""
+    model = models.build_model(arch, **model_kwargs(cfg, encoder))
+    if model.hint_fill:
+        model.set_hint_bins(encoder.bins.centres_on_plane)
+    return model
+
+
 def build_network(arch, cfg, encoder, init_ckpt, init_path, vgg16_record=None):
     """The network of ``arch``: from the previous stage's checkpoint, else from VGG16 weights, else random."""
-    model = models.build_model(arch, **model_kwargs(cfg, encoder))
-    if cfg['hints'] and cfg['hint_fill']:
-        model.set_hint_bins(encoder.bins.centres_on_plane)
+    model = new_network(arch, cfg, encoder)
     if init_ckpt is not None:
         previous = models.model_from_checkpoint(init_ckpt)
         if init_ckpt['arch'] == arch:

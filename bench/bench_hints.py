@@ -29,7 +29,6 @@ import cli  # noqa: E402
 import config  # noqa: E402
 import hints  # noqa: E402
 import losses  # noqa: E402
-import models  # noqa: E402
 import run_setup  # noqa: E402
 import targets  # noqa: E402
 
@@ -53,10 +52,7 @@ def make_step(cfg, device):
     """A closure running one training step of config ``cfg``'s FCN-32s (hint input as ``cfg['hints']``)
     on a uint8 batch, the network and optimizer built as a run builds them."""
     encoder = targets.ColorEncoder(targets.GMMBins.uniform_grid(cfg['numbins']), 0.5, cfg['img_lowpass'])
-    model = models.build_model('fcn32s', **run_setup.model_kwargs(cfg, encoder))
-    if cfg['hint_fill']:
-        model.set_hint_bins(encoder.bins.centres_on_plane)
-    model = model.to(device)
+    model = run_setup.new_network('fcn32s', cfg, encoder).to(device)
     optim = run_setup.make_optimizer(model, cfg)
     timings = {'sampler': []}
 
@@ -91,16 +87,13 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     batches = [torch.from_numpy(rng.integers(0, 256, (cfg['batch_size'], 3, height, width), dtype=np.uint8))
                .to(device) for _ in range(4)]
-    steps = {'plain': make_step(dict(cfg, hints=False), device),
-             'hints': make_step(dict(cfg, recolour_share=0.0), device),
-             'recoloured': make_step(dict(cfg, recolour_share=args.recolour_share), device),
-             'branch': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
-                                      hint_fill=False), device),
-             'filled': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
-                                      hint_fill=True), device),
-             'edges': make_step(dict(cfg, recolour_share=args.recolour_share, hint_branch=args.hint_branch,
-                                     hint_fill=True, hint_fill_edge_sigma=config.get_config(122)['hint_fill_edge_sigma']),
-                                device)}
+    recoloured = dict(cfg, recolour_share=args.recolour_share)
+    branch = dict(recoloured, hint_branch=args.hint_branch, hint_fill=False)
+    filled = dict(branch, hint_fill=True)
+    settings = {'plain': dict(cfg, hints=False), 'hints': dict(cfg, recolour_share=0.0), 'recoloured': recoloured,
+                'branch': branch, 'filled': filled,
+                'edges': dict(filled, hint_fill_edge_sigma=config.get_config(122)['hint_fill_edge_sigma'])}
+    steps = {name: make_step(setting, device) for name, setting in settings.items()}
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
         for name, (step, _) in steps.items():   # alternating: the same machine state

@@ -35,8 +35,8 @@ import config  # noqa: E402
 from hint_fusion import numbers_int, read_photo, split_photos  # noqa: E402
 from quality_plan import stage_iterations  # noqa: E402
 from cli import UserError  # noqa: E402
-from quality_runs import (duration, read_json, run_child, save_colorizer_checkpoint, say, set_pairs,  # noqa: E402
-                          write_json)
+from quality_runs import (duration, file_stamp, read_json, run_child, save_colorizer_checkpoint, say,  # noqa: E402
+                          set_pairs, write_json)
 
 CURVE = config.HINT_CURVE
 BASE_ARCH, BASE_CONFIG = config.QUALITY_EXPERIMENT['chain'][0]
@@ -83,13 +83,6 @@ def train_base(args, arch):
 
 def snapshot_path(args, arm, iterations):
     return os.path.join(args.out, arm, 'it%d.pth.tar' % iterations)
-
-
-def snapshot_stamp(path):
-    """[size, mtime in ns] of a snapshot: a score is reused only for the very file it scored (or when it was
-    recorded before the stamp was)."""
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def train_arm(args, arm, base, counts):
@@ -217,10 +210,11 @@ def main(argv=None):
     for arm in args.arms:
         for count in counts:
             path = snapshot_path(args, arm, count)
+            stamp = file_stamp(path)   # a score is reused only for the file it scored (or one recorded unstamped)
             found = results.get(arm, {}).get(str(count))
-            if found is None or found.get('snapshot', snapshot_stamp(path)) != snapshot_stamp(path):
+            if found is None or found.get('snapshot', stamp) != stamp:
                 results.setdefault(arm, {})[str(count)] = dict(network_gain(path, val_photos(), CURVE['points']),
-                                                               snapshot=snapshot_stamp(path))
+                                                               snapshot=stamp)
                 say('scored %s at iteration %d: gain %+.2f dB' % (arm, count, results[arm][str(count)]['gain_psnr']))
                 write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))
     write_json(scores_path, dict(saved, arms=results, photos=names, points=CURVE['points'], unit=unit))

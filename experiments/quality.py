@@ -446,10 +446,12 @@ def choose_hint_chain(args, runs, chosen, hint_method, arms, scores, walls, repo
                                          val_sweep=quality_hints.mean_sweep(mine) if complete else None)
     best = quality_hints.best_hint_chain({a: c['val_sweep'] for a, c in args.hint_candidates.items()},
                                          args.hint_sweeps.get('default_val'))
-    say('hint chain chosen on validation: %s' % ('%s (its hint method: %s)' % (
-        best, quality_hints.best_method(args.hint_candidates[best]['val_sweep'])) if best
-        else 'none qualifies, the first: %s' % arms_of[0]))
-    return best or arms_of[0]
+    if best:
+        say('hint chain chosen on validation: %s (its hint method: %s)'
+            % (best, quality_hints.best_method(args.hint_candidates[best]['val_sweep'])))
+        return best
+    say('hint chain chosen on validation: none qualifies, the first: %s' % arms_of[0])
+    return arms_of[0]
 
 
 def test_sweeps(args, runs, result, default_model, default_source, hint_method):

@@ -18,7 +18,7 @@ import shutil
 import numpy as np
 
 import config
-from quality_runs import read_json, write_json
+from quality_runs import file_stamp, read_json, write_json
 
 HINT_DIR = 'hints'             # OUT/hints: the chosen hint chain's model and its test sweep
 TEST_SWEEP = 'sweep-test'     # in OUT/hints and OUT/default: the test split's sweep
@@ -37,12 +37,6 @@ def hint_arm(numbers):
 
 def is_hint_arm(arm):
     return arm.startswith(HINT_DIR + '-')
-
-
-def file_stamp(path):
-    """[size, mtime in ns] of a file: which version of a model a sweep scored."""
-    stat = os.stat(path)
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 def sweep(model_path, counts, args, list_path, out, log_path, score, say, max_side=None, method=None, source=None):

@@ -138,6 +138,12 @@ def read_json(path):
         return None
 
 
+def file_stamp(path):
+    """[size, mtime in ns] of a file: which version of a model a score or a sweep was made from."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def write_json(path, data):
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
