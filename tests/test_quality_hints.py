@@ -1,10 +1,13 @@
 """The quality experiment's hint parts: the rules that choose the hint method and the hint chain on
-validation (experiments/quality_hints.py), a hint sweep's reuse, and experiments/hint_curve.py."""
+validation (experiments/quality_hints.py), a hint sweep's reuse, experiments/hint_curve.py and
+experiments/hint_bound.py."""
 import json
 import os
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import colorize
 import config
@@ -12,6 +15,7 @@ from conftest import REPO_DIR, skimage_photo
 from test_quality import SPLITS, split_folder
 
 sys.path.insert(0, os.path.join(REPO_DIR, 'experiments'))
+import hint_bound  # noqa: E402
 import hint_curve  # noqa: E402
 import hint_sweep  # noqa: E402
 import quality_hints  # noqa: E402
@@ -181,3 +185,38 @@ def test_a_hint_sweep_is_reused_only_when_made_with_the_asked_default_method_fro
     os.remove(tmp_path / 'sweep-test' / quality_hints.SOURCE_FILE)          # made before the record existed
     model.write_text('a third')
     assert sweep('levin')['model']['0']['psnr'] == 4 and len(calls) == 4      # ... reused
+
+
+def test_the_truth_chosen_blend_is_the_least_squares_weight_in_0_1():
+    """best_blend against a fine grid of weights (numpy): the same weight and no grid weight closer to the
+    truth; a truth outside the segment between the two clips the weight to 0 or 1; equal arms give 0."""
+    rng = np.random.default_rng(0)
+    first, second = rng.uniform(0, 255, (2, 12, 10, 3))
+    truth = 0.3 * first + 0.7 * second + rng.normal(0, 20, first.shape)
+    weight, blend = hint_bound.best_blend(first, second, truth)
+    grid = np.linspace(0, 1, 10001)
+    errors = [((w * first + (1 - w) * second - truth) ** 2).sum() for w in grid]
+    assert weight == pytest.approx(grid[int(np.argmin(errors))], abs=2e-4)
+    assert ((blend - truth) ** 2).sum() <= min(errors) + 1e-6
+    assert 0.2 < weight < 0.4
+    assert hint_bound.best_blend(first, second, first + 2 * (first - second))[0] == 1.0
+    assert hint_bound.best_blend(first, second, second - (first - second))[0] == 0.0
+    assert hint_bound.best_blend(first, first, truth)[0] == 0.0
+
+
+def test_the_hint_bound_scores_each_arm_and_a_blend_no_worse_than_either(plain_model, tmp_path, capsys):
+    """hint_bound.py on a photo folder: per photo the truth-chosen blend of levin and the network scores at
+    least the better of the two (PSNR of the rounded blend, so within rounding); levin's and the model's
+    PSNR are what evaluate.py's sweep scores on the same points."""
+    photos = split_folder(tmp_path / 'photos')
+    assert hint_bound.main(['-m', plain_model, '--photos', str(photos), '--arms', 'model', '--points', '10']) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: [float(v) for v in line.split('per photo:')[1].strip(' )').split()]
+            for line in out.splitlines() if line.strip().startswith('N=10')}
+    assert {'levin', 'model', 'levin+model'} <= set(rows)
+    assert rows['levin+model'][0] >= max(rows['levin'][0], rows['model'][0]) - 0.05
+    name = SPLITS['test'] + '.png'
+    rgb = np.asarray(Image.open(photos / name).convert('RGB'))
+    scores, _, _ = hint_sweep.score_photo(colorize.load_colorizer(plain_model), rgb, name, [10])
+    assert rows['levin'][0] == pytest.approx(scores[10]['levin']['psnr'], abs=0.006)
+    assert rows['model'][0] == pytest.approx(scores[10]['model']['psnr'], abs=0.006)
