@@ -191,6 +191,11 @@ DEFAULTS = dict(
     hint_fill_edge_sigma=0.0,  # ... the fill spread along lightness edges: pixels this far apart in lightness
                                # weigh exp(-1/2) in its diffusion (0: the plain push-pull fill)
     hint_fill_edge_iterations=8,  # ... diffusion steps per pyramid level
+    hint_gate_init=0.0,        # ... the gate's starting value near a hint (0: the fill is learnt to be trusted;
+                               # no hints give no fill term whatever it is)
+    hint_branch_gated=False,   # ... the branch's own scores also weighed by the fill's nearness (0 without hints)
+    hint_trunk_lr_mult=1.0,    # hint models: the learning rate of every weight outside the hint branch and its
+                               # gate, x lr (0: they stay the model the hint model grew from)
     recolour_share=0.0,        # hint models: share of training images recoloured (recolour.py), each hinted
     recolour_regions=6,        # ... remapped per sector of the image's own hue (this many sectors)
     recolour_hue_shift=0.15,   # ... each sector's extra hue shift, uniform in +- this many turns
@@ -273,6 +278,9 @@ SCHEMA = dict(
     hint_gate_lr_mult=number(above=0),
     hint_fill_edge_sigma=number(low=0),
     hint_fill_edge_iterations=integer(0),
+    hint_gate_init=number(low=0),
+    hint_branch_gated=boolean(),
+    hint_trunk_lr_mult=number(low=0),
     recolour_share=number(low=0, high=1),
     recolour_regions=integer(1),
     recolour_hue_shift=number(low=0, high=0.5),
@@ -410,6 +418,27 @@ _EDGE_FILLED_HINTS = dict(_FILLED_HINTS, hint_fill_edge_sigma=0.02)
 configurations[122] = dict(_EDGE_FILLED_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
 configurations[123] = dict(_EDGE_FILLED_HINTS, max_iteration=500, init_from=122)    # FCN-16s from 122
 configurations[124] = dict(_EDGE_FILLED_HINTS, max_iteration=500, init_from=123)    # FCN-8s from 123
+# ... and with the gate started to trust the fill (a start chosen on the folds' validation photos with the
+# network untrained, docs/hints.md: 10 hints, gate 2 / 4 / 8 / 16; no hints still give no fill term)
+_TRUSTED_FILL_HINTS = dict(_EDGE_FILLED_HINTS, hint_gate_init=8.0)
+configurations[125] = dict(_TRUSTED_FILL_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
+configurations[126] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=125)    # FCN-16s from 125
+configurations[127] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=126)    # FCN-8s from 126
+# ... and everything outside the hint branch and its gate kept as grown from the default chain: the
+# network with no hints stays the default model (docs/hints.md: with the trunk learning, 125 lost 1.8 dB
+# with no hints on the folds)
+_FROZEN_TRUNK_HINTS = dict(_TRUSTED_FILL_HINTS, hint_trunk_lr_mult=0.0)
+configurations[128] = dict(_FROZEN_TRUNK_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
+# (FCN-16s and 8s must learn their new skip layers, so they learn everything again)
+configurations[129] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=128)    # FCN-16s from 128
+configurations[130] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=129)    # FCN-8s from 129
+# ... and the branch's own scores weighed by the fill's nearness too: with the trunk kept and no hints,
+# nothing of the network differs from the default model's (docs/hints.md: 128 lost 1.1 dB with no hints
+# on the folds, from the branch's scores)
+_QUIET_BRANCH_HINTS = dict(_FROZEN_TRUNK_HINTS, hint_branch_gated=True)
+configurations[131] = dict(_QUIET_BRANCH_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
+configurations[132] = dict(_TRUSTED_FILL_HINTS, hint_branch_gated=True, max_iteration=500, init_from=131)
+configurations[133] = dict(_TRUSTED_FILL_HINTS, hint_branch_gated=True, max_iteration=500, init_from=132)
 
 
 def get_config(number):
@@ -480,7 +509,8 @@ QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     # --hints: the candidate hint chains (configs of their FCN-32s, 16s and 8s stages, each chain after the
     # default chain's FCN-32s); the one whose hint model does best on validation becomes OUT/hints
-    hint_chains=((113, 114, 115), (116, 117, 118), (119, 120, 121), (122, 123, 124)),
+    hint_chains=((113, 114, 115), (116, 117, 118), (119, 120, 121), (122, 123, 124), (125, 126, 127),
+                 (128, 129, 130), (131, 132, 133)),
     hint_chain_tolerance_db=0.3,  # --hints: a hint chain qualifies when its network with 0 points is within
                                   # this of the default model's PSNR (validation; issue 28's goal)
     hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split
@@ -536,6 +566,7 @@ HINT_CURVE = dict(
         filled=(119, dict(), 'fcn32s'),                         # branch_recoloured + the hints filled (fill_hints)
         filled_half_unhinted=(119, dict(hint_none_share=0.5), 'fcn32s'),   # ... half the natural images unhinted
         filled_edges=(122, dict(), 'fcn32s'),                   # filled, the fill spread along lightness edges
+        filled_kept=(131, dict(), 'fcn32s'),    # filled_edges, the gate started to trust the fill, the rest kept
     ),
     multiples=(1, 4, 16),
     budget_min=5.0,   # 1x: the FCN-32s iterations of a chain of this budget (47; the quality default until 2026-12-07)
@@ -595,6 +626,14 @@ def check_combinations(cfg):
         return 'hint_fill: true - the filled hints feed the hint branch: it needs hints: true and hint_branch > 0'
     if cfg.get('hint_fill') and binning == 'one-hot':
         return 'hint_fill: true - the filled hints are scored on joint bins (soft or uniform binning), not one-hot'
+    if cfg.get('hint_trunk_lr_mult', 1.0) != 1.0 and not (cfg.get('hints') and cfg.get('hint_branch')):
+        return 'hint_trunk_lr_mult: %s - a hint model\'s rate outside its hint branch: it needs hints: true and ' \
+            'hint_branch > 0' % show(cfg['hint_trunk_lr_mult'])
+    if cfg.get('hint_branch_gated') and not cfg.get('hint_fill'):
+        return 'hint_branch_gated: true - the branch is weighed by the filled hints\' reach: it needs hint_fill: true'
+    if cfg.get('hint_gate_init') and not cfg.get('hint_fill'):
+        return 'hint_gate_init: %s - the gate weighs the filled hints: it needs hint_fill: true' % show(
+            cfg['hint_gate_init'])
     if binning == 'one-hot' and cfg.get('rebalance_lambda'):
         return ('rebalance_lambda: %s - class rebalancing needs joint bins (soft or uniform binning), '
                 'not one-hot' % show(cfg['rebalance_lambda']))

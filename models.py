@@ -183,8 +183,11 @@ class FCN32sColor(nn.Module):
     to the output at its own resolution.  With ``hint_fill`` the branch also reads
     :func:`fill_hints` of the hints (every pixel sees the nearest hints' colour however far
     they are; with ``fill_edge_sigma`` > 0 spread along the lightness edges) and adds that colour's :func:`bin_scores` (bins ``hint_bins``, set from the
-    encoder by :meth:`set_hint_bins`) times a gate it computes, zero-initialised: how far to
-    trust the filled colour at each pixel (0 without hints, whatever the gate).
+    encoder by :meth:`set_hint_bins`) times a gate it computes, its weights zero-initialised and its
+    bias ``gate_init``: how far to trust the filled colour at each pixel (0 without hints, whatever
+    the gate, so a lightness-only model grown into it computes what it did while no hint is given).
+    With ``branch_gated`` the branch's own scores are weighed alike: without hints it adds nothing,
+    however it has learnt.
 
     padding='same' (default): conv1_1 pads 1 and fc6 pads 3, so no compute is
     spent on padding; the ceil-mode pools give pool5 size ceil(H/32).
@@ -209,7 +212,8 @@ class FCN32sColor(nn.Module):
     SCORE_LAYERS = ('score_fr',)  # zero-initialised like pytorch-fcn
 
     def __init__(self, n_class=32, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
-                 trunk_width=VGG16_WIDTH, hint_fill=False, fill_edge_sigma=0.0, fill_edge_iterations=0):
+                 trunk_width=VGG16_WIDTH, hint_fill=False, fill_edge_sigma=0.0, fill_edge_iterations=0,
+                 gate_init=0.0, branch_gated=False):
         super().__init__()
         if padding not in PADDING_SCHEMES:
             raise ValueError(f'padding must be one of {PADDING_SCHEMES}, '
@@ -227,6 +231,9 @@ class FCN32sColor(nn.Module):
         if self.hint_fill and not self.hint_branch_channels:
             raise ValueError('hint_fill needs a hint branch (hint_branch > 0)')
         self.fill_edge_sigma, self.fill_edge_iterations = float(fill_edge_sigma), int(fill_edge_iterations)
+        self.gate_init, self.branch_gated = float(gate_init), bool(branch_gated)
+        if self.branch_gated and not self.hint_fill:
+            raise ValueError('branch_gated needs the fill (hint_fill): its reach weighs the branch')
         self.padding = padding
         self.fc_channels = int(fc_channels)
         self.trunk_width = int(trunk_width)
@@ -301,8 +308,9 @@ class FCN32sColor(nn.Module):
                 nn.init.zeros_(m.bias)
         if self.hint_branch_channels:   # its scores start at zero: the network computes what it did without it
             nn.init.zeros_(self.hint_branch[-1].weight)
-        if self.hint_fill:
+        if self.hint_fill:   # the gate's bias: how far the filled colour is trusted before any training
             nn.init.zeros_(self.hint_gate.weight)
+            nn.init.constant_(self.hint_gate.bias, self.gate_init)
             # ConvTranspose2d upsamplers were set bilinear and frozen.
 
     def _fuse(self, up, skip, key):
@@ -339,8 +347,10 @@ class FCN32sColor(nn.Module):
             return self.hint_branch(x)
         filled = fill_hints(x[:, 1:3], x[:, 3:4], x[:, :1], self.fill_edge_sigma, self.fill_edge_iterations)
         features = self.hint_branch[:-1](torch.cat([x, filled], dim=1))
-        trusted = self.hint_gate(features) * (1 - filled[:, 2:])    # 0 without hints, whatever the gate
-        return self.hint_branch[-1](features) + trusted * bin_scores(filled[:, :2], self.hint_bins)
+        near = 1 - filled[:, 2:]                                   # 0 without hints
+        trusted = self.hint_gate(features) * near                  # ... whatever the gate
+        own = self.hint_branch[-1](features)
+        return (own * near if self.branch_gated else own) + trusted * bin_scores(filled[:, :2], self.hint_bins)
 
     def set_hint_bins(self, centres):
         """The colour bins' centres [n_class, 2] on the chroma plane, for the filled hints' scores."""
@@ -541,16 +551,12 @@ ARCHITECTURES = {'fcn32s': FCN32sColor, 'fcn16s': FCN16sColor,
                  'fcn8s': FCN8sColor}
 
 
-def build_model(arch, n_class, padding='same', fc_channels=4096, in_channels=IN_CHANNELS, hint_branch=0,
-                trunk_width=VGG16_WIDTH, hint_fill=False, fill_edge_sigma=0.0, fill_edge_iterations=0):
-    """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s')."""
+def build_model(arch, n_class, *args, **kwargs):
+    """Instantiate ``ARCHITECTURES[arch]`` (e.g. 'fcn8s'); the other arguments are FCN32sColor's."""
     if arch not in ARCHITECTURES:
         raise ValueError(f'unknown arch {arch!r}; choose from '
                          f'{sorted(ARCHITECTURES)}')
-    return ARCHITECTURES[arch](n_class=n_class, padding=padding, fc_channels=fc_channels,
-                               in_channels=in_channels, hint_branch=hint_branch, trunk_width=trunk_width,
-                               hint_fill=hint_fill, fill_edge_sigma=fill_edge_sigma,
-                               fill_edge_iterations=fill_edge_iterations)
+    return ARCHITECTURES[arch](n_class, *args, **kwargs)
 
 
 def widen_input_weight(weight, in_channels):

@@ -52,7 +52,7 @@ def check_compatible(ckpt, path, arch, cfg, resuming):
     if ckpt['model_kwargs'].get('in_channels', models.IN_CHANNELS) > models.IN_CHANNELS and not cfg['hints']:
         raise models.CheckpointError('%s takes colour hints and this run has none: set `hints: true` (--set '
                                      'hints=true) or start from a lightness-only checkpoint' % path)
-    built_with = inspect.signature(models.build_model).parameters   # a key a checkpoint lacks: its default
+    built_with = inspect.signature(models.FCN32sColor).parameters   # a key a checkpoint lacks: its default
     for key in ('padding', 'fc_channels', 'trunk_width'):   # the shapes a stage copies
         theirs = ckpt['model_kwargs'].get(key, built_with[key].default)
         if theirs != cfg[key]:
@@ -330,21 +330,27 @@ def model_kwargs(cfg, encoder):
                 if cfg['hint_fill_edge_sigma'] > 0:
                     kwargs.update(fill_edge_sigma=cfg['hint_fill_edge_sigma'],
                                   fill_edge_iterations=cfg['hint_fill_edge_iterations'])
+                if cfg['hint_gate_init']:
+                    kwargs['gate_init'] = cfg['hint_gate_init']
+                if cfg['hint_branch_gated']:
+                    kwargs['branch_gated'] = True
     return kwargs
 
 
 def make_optimizer(model, cfg):
     """The config's optimizer (Adam or SGD) over the trainable parameters; a hint branch's learn at
     ``hint_lr_mult`` times the rate and its gate's at ``hint_gate_lr_mult`` times (new weights that must
-    move within a short budget)."""
+    move within a short budget); a hint model's others at ``hint_trunk_lr_mult`` times (0: they stay the
+    model it grew from)."""
     groups = {'hint_branch.': cfg['lr'] * cfg['hint_lr_mult'], 'hint_gate.': cfg['lr'] * cfg['hint_gate_lr_mult']}
+    rest_lr = cfg['lr'] * (cfg['hint_trunk_lr_mult'] if cfg['hints'] else 1.0)
     found = {prefix: [] for prefix in groups}
     rest = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             prefix = next((prefix for prefix in groups if name.startswith(prefix)), None)
             (found[prefix] if prefix else rest).append(p)
-    params = [{'params': rest}] + [{'params': found[prefix], 'lr': lr} for prefix, lr in groups.items()
+    params = [{'params': rest, 'lr': rest_lr}] + [{'params': found[prefix], 'lr': lr} for prefix, lr in groups.items()
                                    if found[prefix]]
     if cfg['optim'] == 'Adam':
         return torch.optim.Adam(params, lr=cfg['lr'], betas=(cfg['momentum'], 0.999),

@@ -65,7 +65,7 @@ def main(argv=None):
         for count in args.points:
             points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
             maps = colorizer.full_hint_maps(points, *lightness.shape)
-            outputs = colorizer.hinted_outputs(lightness, maps, methods)
+            outputs = colorizer.hinted_outputs(lightness, maps, methods, *colorizer.decoding)   # as evaluate.py
             for arm in methods:
                 psnr.setdefault((count, arm), []).append(utils.capped_psnr(rgb, outputs[arm]))
             for arm in arms:

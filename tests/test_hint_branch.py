@@ -151,24 +151,65 @@ def test_with_the_fill_the_branch_carries_a_hint_across_the_whole_photo():
 
 
 def test_a_trusting_gate_paints_the_filled_hint_colour_bin_everywhere():
-    """Grown from a lightness model (its scores all 0) with the gate's bias set as after training to trust
-    the fill: one hint whose colour is bin j's centre makes bin j the most likely at every pixel (the
-    nearest bin to the filled colour, bin_scores' peak); with the gate at 0, nothing moves."""
-    model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6,
-                               hint_fill=True).eval()
-    model.copy_params_from(lightness_model())
+    """Grown from a lightness model (its scores all 0) with the gate started to trust the fill
+    (``gate_init``): one hint whose colour is bin j's centre makes bin j the most likely at every pixel
+    (the nearest bin to the filled colour, bin_scores' peak); without hints nothing moves; with the gate
+    started at 0, hints change nothing."""
     angles = torch.arange(N_CLASS) * 2 * np.pi / N_CLASS
     centres = torch.stack([angles.cos(), angles.sin()], 1) * 0.3     # 8 hues at chroma 0.3
-    model.set_hint_bins(centres)
     x = torch.rand(1, 4, 48, 64)
     x[:, 1:] = 0
     y = x.clone()
     y[0, 1:3, 10, 50], y[0, 3, 10, 50] = centres[3], 1.0
-    with torch.no_grad():
-        assert torch.equal(model(y), model(x))                      # the gate at 0: hints change nothing
-        model.hint_gate.bias.fill_(5.0)
-        assert torch.equal(model(x), torch.zeros_like(model(x)))   # no hints: nothing to trust
-        assert bool((model(y).argmax(1) == 3).all())
+    for gate_init in (0.0, 5.0):
+        model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6,
+                                   hint_fill=True, gate_init=gate_init).eval()
+        model.copy_params_from(lightness_model())
+        model.set_hint_bins(centres)
+        with torch.no_grad():
+            assert torch.equal(model(x), torch.zeros_like(model(x)))   # no hints: nothing to trust
+            if gate_init:
+                assert bool((model(y).argmax(1) == 3).all())
+            else:
+                assert torch.equal(model(y), model(x))                  # the gate at 0: hints change nothing
+
+
+def test_a_gated_branch_adds_nothing_without_hints_however_it_has_learnt():
+    """branch_gated: with the branch's last layer and the gate as after training (non-zero), a model grown
+    from a lightness model still computes exactly that model's scores when no hint is given; ungated, the
+    branch's own scores change them; with a hint, the gated branch moves them too."""
+    plain = lightness_model()
+    x = torch.rand(1, 4, 40, 48)
+    x[:, 1:] = 0
+    y = x.clone()
+    y[0, 1:3, 5, 5], y[0, 3, 5, 5] = torch.tensor([0.2, -0.1]), 1.0
+    for gated in (True, False):
+        model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6,
+                                   hint_fill=True, gate_init=1.0, branch_gated=gated).eval()
+        model.copy_params_from(plain)
+        model.set_hint_bins(torch.randn(N_CLASS, 2) * 0.2)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            model.hint_branch[-1].weight.normal_(0, 0.5)
+            model.hint_branch[-1].bias.normal_(0, 0.5)
+            assert torch.equal(model(x), plain(x[:, :1])) == gated
+            assert not torch.equal(model(y), plain(y[:, :1]))
+    with pytest.raises(ValueError, match='branch_gated needs the fill'):
+        models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4, hint_branch=6, branch_gated=True)
+
+
+@pytest.mark.parametrize('settings, fragment', [
+    (dict(hint_branch=0), 'hint_fill: true - the filled hints feed the hint branch'),
+    (dict(binning='one-hot'), 'hint_fill: true - the filled hints are scored on joint bins'),
+    (dict(hint_fill=False, hint_gate_init=2.0), 'hint_gate_init: 2.0 - the gate weighs the filled hints'),
+    (dict(hint_branch=0, hint_fill=False, hint_trunk_lr_mult=0.0), "hint_trunk_lr_mult: 0.0 - a hint model's rate"),
+    (dict(hint_fill=False, hint_branch_gated=True), "hint_branch_gated: true - the branch is weighed"),
+])
+def test_settings_the_filled_hints_cannot_go_with_are_refused_in_one_line(settings, fragment):
+    cfg = dict(config.get_config(122), **settings)
+    with pytest.raises(config.ConfigError, match=fragment):
+        config.check_config(cfg, 'configuration 122')
+    config.check_config(dict(config.get_config(122), hint_gate_init=2.0))     # with the fill, fine
 
 
 def test_the_branch_and_its_gate_learn_at_their_multiples_of_the_rate_and_only_hint_models_have_one():
@@ -196,6 +237,30 @@ def test_the_branch_and_its_gate_learn_at_their_multiples_of_the_rate_and_only_h
         config.check_config(dict(config.get_config(113), hint_fill=True))
 
 
+def test_with_the_trunk_rate_at_zero_training_moves_only_the_hint_branch_and_gate():
+    """hint_trunk_lr_mult 0: three Adam steps on a loss of hinted inputs change the branch's and the gate's
+    weights and no other; at the default 1 the trunk's change too."""
+    for trunk_mult in (0.0, 1.0):
+        cfg = dict(config.get_config(125), lr=1e-2, hint_trunk_lr_mult=trunk_mult)
+        torch.manual_seed(0)
+        model = models.build_model('fcn32s', N_CLASS, fc_channels=FC, in_channels=4,
+                                   hint_branch=cfg['hint_branch'], hint_fill=True, gate_init=1.0)
+        model.set_hint_bins(torch.randn(N_CLASS, 2) * 0.2)
+        before = {k: v.clone() for k, v in model.named_parameters()}
+        optim = run_setup.make_optimizer(model, cfg)
+        x = torch.rand(2, 4, 32, 32)
+        x[:, 3] = (torch.rand(2, 32, 32) < 0.05).float()
+        for _ in range(3):
+            optim.zero_grad()
+            model(x).square().mean().backward()
+            optim.step()
+        moved = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+        hint_weights = {k for k in before if k.startswith(('hint_branch.', 'hint_gate.'))}
+        assert moved & hint_weights
+        assert (moved <= hint_weights) == (trunk_mult == 0.0)
+        assert (moved - hint_weights) or trunk_mult == 0.0
+
+
 def test_a_run_with_a_branch_and_recolouring_trains_and_colorizes(train, photo_folder, tmp_path):
     """Config 198 with a hint branch reading the filled hints and half of each batch recoloured: two
     iterations, the checkpoint rebuilt from its own model_kwargs (branch, fill) by colorize.load_colorizer."""
@@ -204,9 +269,11 @@ def test_a_run_with_a_branch_and_recolouring_trains_and_colorizes(train, photo_f
     import trainer
     run = tmp_path / 'run'
     train('fcn32s', '-c', '198', '-d', photo_folder, '-o', run, '--max-iter', '2', '--set', 'hint_branch=4',
-          '--set', 'recolour_share=0.5', '--set', 'hint_fill=true', '--set', 'hint_fill_edge_sigma=0.02')
+          '--set', 'recolour_share=0.5', '--set', 'hint_fill=true', '--set', 'hint_fill_edge_sigma=0.02',
+          '--set', 'hint_gate_init=2')
     ckpt = trainer.load_checkpoint(str(run / trainer.MODEL_BEST))
     assert ckpt['model_kwargs']['hint_branch'] == 4 and ckpt['model_kwargs']['hint_fill']
+    assert ckpt['model_kwargs']['gate_init'] == 2.0
     assert ckpt['model_kwargs']['fill_edge_sigma'] == 0.02 and ckpt['model_kwargs']['fill_edge_iterations'] == 8
     assert ckpt['config']['recolour_share'] == 0.5
     colorizer = colorize.load_colorizer(str(run / trainer.MODEL_BEST))
