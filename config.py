@@ -395,50 +395,44 @@ configurations[112] = dict(_GENERALISE, max_iteration=500, init_from=111)    # F
 # FCN-32s starts from the default chain's FCN-32s (conv1_1 widened with zeros for the hint channels,
 # so it starts as that model), each later stage from the previous one.
 _HINTS = dict(_GENERALISE, hints=True)
-configurations[113] = dict(_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110, with hints
-configurations[114] = dict(_HINTS, max_iteration=500, init_from=113)    # FCN-16s from 113
-configurations[115] = dict(_HINTS, max_iteration=500, init_from=114)    # FCN-8s from 114
+
+
+def _hint_chain(first, settings, later=None):
+    """Configs first, first + 1, first + 2: FCN-32s from 110 (1500 iterations), FCN-16s and FCN-8s each
+    from the stage before (500); ``later``: the settings of those two when they differ."""
+    configurations[first] = dict(settings, max_iteration=1500, init_from=110)
+    configurations[first + 1] = dict(later or settings, max_iteration=500, init_from=first)
+    configurations[first + 2] = dict(later or settings, max_iteration=500, init_from=first + 1)
+
+
+_hint_chain(113, _HINTS)   # 113 -> 114 -> 115: the default chain with hints
 
 # The hint chain that must read its hints (issue 28): half of each batch recoloured (recolour.py: its colours
 # only the hints tell) and a full-resolution hint branch of 32 channels added to the scores (10x the lr);
 # `quality.py --hints` weighs it against 113 -> 114 -> 115 on validation.
 _READ_HINTS = dict(_HINTS, recolour_share=0.5, hint_branch=32)
-configurations[116] = dict(_READ_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
-configurations[117] = dict(_READ_HINTS, max_iteration=500, init_from=116)    # FCN-16s from 116
-configurations[118] = dict(_READ_HINTS, max_iteration=500, init_from=117)    # FCN-8s from 117
+_hint_chain(116, _READ_HINTS)
 # ... and with the hints filled to every pixel for the branch (models.fill_hints): a hint's colour reaches
 # regions far from it without being learnt through the trunk
 _FILLED_HINTS = dict(_READ_HINTS, hint_fill=True)
-configurations[119] = dict(_FILLED_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
-configurations[120] = dict(_FILLED_HINTS, max_iteration=500, init_from=119)    # FCN-16s from 119
-configurations[121] = dict(_FILLED_HINTS, max_iteration=500, init_from=120)    # FCN-8s from 120
+_hint_chain(119, _FILLED_HINTS)
 # ... and with the fill spread along lightness edges (a sigma chosen on the folds' validation photos,
 # docs/hints.md: the fill alone at 128 px with 10 hints, 0.02 beat Levin et al. by 0.12 dB, 0.05 tied it)
 _EDGE_FILLED_HINTS = dict(_FILLED_HINTS, hint_fill_edge_sigma=0.02)
-configurations[122] = dict(_EDGE_FILLED_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
-configurations[123] = dict(_EDGE_FILLED_HINTS, max_iteration=500, init_from=122)    # FCN-16s from 122
-configurations[124] = dict(_EDGE_FILLED_HINTS, max_iteration=500, init_from=123)    # FCN-8s from 123
+_hint_chain(122, _EDGE_FILLED_HINTS)
 # ... and with the gate started to trust the fill (a start chosen on the folds' validation photos with the
 # network untrained, docs/hints.md: 10 hints, gate 2 / 4 / 8 / 16; no hints still give no fill term)
 _TRUSTED_FILL_HINTS = dict(_EDGE_FILLED_HINTS, hint_gate_init=8.0)
-configurations[125] = dict(_TRUSTED_FILL_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
-configurations[126] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=125)    # FCN-16s from 125
-configurations[127] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=126)    # FCN-8s from 126
-# ... and everything outside the hint branch and its gate kept as grown from the default chain: the
-# network with no hints stays the default model (docs/hints.md: with the trunk learning, 125 lost 1.8 dB
-# with no hints on the folds)
-_FROZEN_TRUNK_HINTS = dict(_TRUSTED_FILL_HINTS, hint_trunk_lr_mult=0.0)
-configurations[128] = dict(_FROZEN_TRUNK_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
-# (FCN-16s and 8s must learn their new skip layers, so they learn everything again)
-configurations[129] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=128)    # FCN-16s from 128
-configurations[130] = dict(_TRUSTED_FILL_HINTS, max_iteration=500, init_from=129)    # FCN-8s from 129
-# ... and the branch's own scores weighed by the fill's nearness too: with the trunk kept and no hints,
-# nothing of the network differs from the default model's (docs/hints.md: 128 lost 1.1 dB with no hints
-# on the folds, from the branch's scores)
-_QUIET_BRANCH_HINTS = dict(_FROZEN_TRUNK_HINTS, hint_branch_gated=True)
-configurations[131] = dict(_QUIET_BRANCH_HINTS, max_iteration=1500, init_from=110)   # FCN-32s from 110
-configurations[132] = dict(_TRUSTED_FILL_HINTS, hint_branch_gated=True, max_iteration=500, init_from=131)
-configurations[133] = dict(_TRUSTED_FILL_HINTS, hint_branch_gated=True, max_iteration=500, init_from=132)
+_hint_chain(125, _TRUSTED_FILL_HINTS)
+# ... and the FCN-32s's weights outside the hint branch and its gate kept as grown from the default chain
+# (docs/hints.md: with them learning, 125 lost 1.8 dB with no hints on the folds); FCN-16s and 8s must
+# learn their new skip layers, so they learn everything again
+_hint_chain(128, dict(_TRUSTED_FILL_HINTS, hint_trunk_lr_mult=0.0), later=_TRUSTED_FILL_HINTS)
+# ... and the branch's own scores weighed by the fill's nearness too: with the trunk kept and no hints the
+# FCN-32s is the default model (docs/hints.md: 128 lost 1.1 dB with no hints on the folds, from the
+# branch's scores)
+_GATED_BRANCH_HINTS = dict(_TRUSTED_FILL_HINTS, hint_branch_gated=True)
+_hint_chain(131, dict(_GATED_BRANCH_HINTS, hint_trunk_lr_mult=0.0), later=_GATED_BRANCH_HINTS)
 
 
 def get_config(number):
