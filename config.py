@@ -503,8 +503,8 @@ QUALITY_EXPERIMENT = dict(
     chain=(('fcn32s', 110), ('fcn16s', 111), ('fcn8s', 112)),  # (architecture, config) of each stage
     # --hints: the candidate hint chains (configs of their FCN-32s, 16s and 8s stages, each chain after the
     # default chain's FCN-32s); the one whose hint model does best on validation becomes OUT/hints
-    hint_chains=((113, 114, 115), (116, 117, 118), (119, 120, 121), (122, 123, 124), (125, 126, 127),
-                 (128, 129, 130), (131, 132, 133)),
+    hint_chains=((113, 114, 115), (116, 117, 118), (122, 123, 124), (131, 132, 133)),   # 119, 125, 128: each
+                                  # a step on the way to the next, measured (docs/hints.md) and dropped
     hint_chain_tolerance_db=0.3,  # --hints: a hint chain qualifies when its network with 0 points is within
                                   # this of the default model's PSNR (validation; issue 28's goal)
     hint_points=tuple(HINT_SWEEP['points']),  # --hints: the hint model's sweep on the test split

@@ -182,8 +182,9 @@ class FCN32sColor(nn.Module):
     scores, zero-initialised, are added to the upsampled ones: a short path from a hint
     to the output at its own resolution.  With ``hint_fill`` the branch also reads
     :func:`fill_hints` of the hints (every pixel sees the nearest hints' colour however far
-    they are; with ``fill_edge_sigma`` > 0 spread along the lightness edges) and adds that colour's :func:`bin_scores` (bins ``hint_bins``, set from the
-    encoder by :meth:`set_hint_bins`) times a gate it computes, its weights zero-initialised and its
+    they are; with ``fill_edge_sigma`` > 0 spread along the lightness edges) and adds that
+    colour's :func:`bin_scores` (bins ``hint_bins``, set from the encoder by
+    :meth:`set_hint_bins`) times a gate it computes, its weights zero-initialised and its
     bias ``gate_init``: how far to trust the filled colour at each pixel (0 without hints, whatever
     the gate, so a lightness-only model grown into it computes what it did while no hint is given).
     With ``branch_gated`` the branch's own scores are weighed alike: without hints it adds nothing,

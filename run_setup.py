@@ -350,8 +350,8 @@ def make_optimizer(model, cfg):
         if p.requires_grad:
             prefix = next((prefix for prefix in groups if name.startswith(prefix)), None)
             (found[prefix] if prefix else rest).append(p)
-    params = [{'params': rest, 'lr': rest_lr}] + [{'params': found[prefix], 'lr': lr} for prefix, lr in groups.items()
-                                   if found[prefix]]
+    params = [{'params': rest, 'lr': rest_lr}] + [{'params': found[prefix], 'lr': lr}
+                                                  for prefix, lr in groups.items() if found[prefix]]
     if cfg['optim'] == 'Adam':
         return torch.optim.Adam(params, lr=cfg['lr'], betas=(cfg['momentum'], 0.999),
                                 weight_decay=cfg['weight_decay'])

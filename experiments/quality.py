@@ -34,8 +34,9 @@ scores; the tables show mean +- spread (half the range) over the folds and seeds
 ``--hints`` chooses the hint method (``config.HINT_METHODS``) on hint sweeps of each fold's chosen
 stage on its own fold (photos scaled down to ``QUALITY_EXPERIMENT['val_max_side']``), writes it
 into the default model, and chooses among the candidate hint chains (``--hint-configs``, default
-``QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115 and 116 -> 117 -> 118, colour-hint input, each
-from the same fold's FCN-32s of the default chain, the same budget) on the same folds: each trained up to
+``QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115 with colour-hint input, and the chains that
+must read their hints, docs/hints.md; each from the same fold's FCN-32s of the default chain, the same
+budget) on the same folds: each trained up to
 the default model's stage and swept with that hint method on its own fold.  The chosen chain is trained
 on every non-test photo (with ``--folds 1``: its stage chosen on validation) into
 ``OUT/hints/model_best.pth.tar``; both models' hints are swept on the test split
