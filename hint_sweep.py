@@ -55,12 +55,12 @@ def levin_plane(lightness, plane, mask, side=None, prior=None, prior_weight=0.0)
 
 
 def colorized_arms(colorizer, lightness, points, method='annealed', temperature=utils.DEFAULT_TEMPERATURE,
-                   prior_weights=()):
-    """One photo's L ``[H, W]`` and hint points -> {arm: uint8 RGB} for every arm of :data:`ARMS`, and
-    for each of ``prior_weights`` w, ``levin_prior_<w>``: Levin's system pulled towards the model's
-    prediction (experiments/hint_prior.py)."""
+                   prior_weights=(), arms=ARMS):
+    """One photo's L ``[H, W]`` and hint points -> {arm: uint8 RGB} for every arm of ``arms`` (of
+    :data:`ARMS`), and for each of ``prior_weights`` w, ``levin_prior_<w>``: Levin's system pulled towards
+    the model's prediction (experiments/hint_prior.py)."""
     maps = colorizer.full_hint_maps(points, *lightness.shape)
-    outputs = colorizer.hinted_outputs(lightness, maps, ARMS, method, temperature)
+    outputs = colorizer.hinted_outputs(lightness, maps, arms, method, temperature)
     if prior_weights:
         predicted = colorizer.predicted_planes([lightness], method, temperature, [maps])[0]
     for w in prior_weights:

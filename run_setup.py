@@ -343,7 +343,7 @@ def make_optimizer(model, cfg):
     move within a short budget); a hint model's others at ``hint_trunk_lr_mult`` times (0: they stay the
     model it grew from)."""
     groups = {'hint_branch.': cfg['lr'] * cfg['hint_lr_mult'], 'hint_gate.': cfg['lr'] * cfg['hint_gate_lr_mult']}
-    rest_lr = cfg['lr'] * (cfg['hint_trunk_lr_mult'] if cfg['hints'] else 1.0)
+    rest_lr = cfg['lr'] * cfg['hint_trunk_lr_mult']   # 1 but in hint models (config.check_combinations)
     found = {prefix: [] for prefix in groups}
     rest = []
     for name, p in model.named_parameters():

@@ -21,7 +21,7 @@ sys.path.insert(0, REPO_DIR)
 
 import cli  # noqa: E402
 import colorize  # noqa: E402
-import config  # noqa: E402
+import hint_sweep  # noqa: E402
 import hints  # noqa: E402
 import utils  # noqa: E402
 from hint_fusion import read_photo, split_photos  # noqa: E402
@@ -51,10 +51,9 @@ def main(argv=None):
                    help='photos scaled down to this long side first (default: full size)')
     args = p.parse_args(argv)
     arms = [a for a in args.arms.split(',') if a]
-    known = set(config.HINT_METHODS) | {'model'}
-    unknown = [a for a in arms if a not in known]
+    unknown = [a for a in arms if a not in hint_sweep.ARMS]
     if unknown or not arms:
-        raise cli.UserError('--arms: unknown %s; choose from %s' % (','.join(unknown) or "''", ','.join(sorted(known))))
+        raise cli.UserError('--arms: unknown %s; choose from %s' % (','.join(unknown) or "''", ','.join(hint_sweep.ARMS)))
     list_path, names = split_photos(args.photos, args.split)
     colorizer = colorize.load_colorizer(args.model)
     methods = sorted(set(arms) | {'levin'})
@@ -64,8 +63,8 @@ def main(argv=None):
         lightness = colorizer.lightness(rgb)
         for count in args.points:
             points = hints.sample_sweep_points(rgb, count, hints.sweep_seed(name, count))
-            maps = colorizer.full_hint_maps(points, *lightness.shape)
-            outputs = colorizer.hinted_outputs(lightness, maps, methods, *colorizer.decoding)   # as evaluate.py
+            outputs = hint_sweep.colorized_arms(colorizer, lightness, points, *colorizer.decoding,
+                                                arms=methods)   # decoded as evaluate.py decodes
             for arm in methods:
                 psnr.setdefault((count, arm), []).append(utils.capped_psnr(rgb, outputs[arm]))
             for arm in arms:

@@ -1,6 +1,6 @@
 """``quality.py --hints``: the hint sweeps (``evaluate.py --hint-points``) and the candidate hint chains
-(``config.QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115, 116 -> 117 -> 118 and 119 -> 120 -> 121,
-colour-hint input) on the same photos and budget.  The sweeps of the default (lightness-only) chain's chosen
+(``config.QUALITY_EXPERIMENT['hint_chains']``: 113 -> 114 -> 115 with colour-hint input and the chains
+that must read their hints) on the same photos and budget.  The sweeps of the default (lightness-only) chain's chosen
 stage on validation (each fold's run on its own fold, averaged) choose the hint method (``config.HINT_METHODS``);
 the candidates' sweeps on validation choose the hint chain and its own method (:func:`best_hint_chain`);
 the default model's and the hint model's sweeps on the test split measure them.  Each sweep scores the
